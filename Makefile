@@ -1,0 +1,50 @@
+# Dataset Webhook Export: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help setup up down status run demo test lint typecheck unit integration clean
+
+help:
+	@echo "make run    - start the local stack on the emulators and run a real export end to end"
+	@echo "make test   - ruff, mypy and every test (starts and stops its own emulators)"
+	@echo "make up / make down / make status - the local stack alone"
+
+# The virtualenv is rebuilt whenever the package's dependencies change.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+up: setup
+	$(PY) -m dataset_export.localstack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m dataset_export.localstack down; else echo "nothing to stop"; fi
+
+status: setup
+	$(PY) -m dataset_export.localstack status
+
+run: up
+	$(PY) -m dataset_export.demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest tests/unit -q
+
+test: lint typecheck
+	$(PY) -m pytest -q
+
+clean: down
+	rm -rf .local .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,42 @@
+"""HTTP Cloud Function ``submit``: the public API (POST /dataset/export and friends)."""
+
+from __future__ import annotations
+
+import functools
+
+import flask
+import functions_framework
+
+from dataset_export import logs
+from dataset_export.config import Settings
+from dataset_export.http_api import ExportApi, HttpRequest
+from dataset_export.wiring import build_export_api
+
+logs.configure()
+
+
+@functools.cache
+def _api() -> tuple[ExportApi, Settings]:
+    settings = Settings.from_env()
+    return build_export_api(settings), settings
+
+
+@functions_framework.http
+def submit(request: flask.Request) -> flask.Response:
+    """Decode the Flask request, let the API answer, encode the response."""
+    api, settings = _api()
+    logs.set_trace(
+        request.headers.get("X-Cloud-Trace-Context") or request.headers.get("traceparent"),
+        settings.project,
+    )
+    # Read one byte past the limit: enough to know it is too large, never the whole body.
+    body = request.stream.read(api.max_body_bytes + 1)
+    answer = api.handle(
+        HttpRequest(
+            method=request.method,
+            path=request.path,
+            headers=dict(request.headers),
+            body=body,
+        )
+    )
+    return flask.Response(answer.encoded(), status=answer.status, headers=answer.headers)

@@ -1,0 +1,205 @@
+"""``ExportStore`` on Cloud Firestore (native mode), and on its emulator locally."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from ..core.records import ExportRecord, ExportStatus
+from ..service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
+from .errors import google_errors
+
+ACCOUNTS = "accounts"
+API_KEYS = "apiKeys"
+EXPORTS = "exports"
+IDEMPOTENCY = "idempotencyKeys"
+RATE_LIMITS = "rateLimits"
+
+# Record attribute -> Firestore field, for the fields stored one to one.
+_EXPORT_FIELDS = {
+    "query_uuid": "queryUUID",
+    "account_id": "accountId",
+    "key_hash": "keyHash",
+    "key_id": "keyId",
+    "name": "name",
+    "format": "format",
+    "webhook_url": "webhookURL",
+    "dataset_json": "datasetJson",
+    "requested_on": "requestedOn",
+    "idempotency_key": "idempotencyKey",
+    "queued_message_id": "queuedMessageId",
+    "started_on": "startedOn",
+    "completed_on": "completedOn",
+    "rows_written": "rowsWritten",
+    "number_rows": "numberRows",
+    "size_bytes": "sizeBytes",
+    "error": "error",
+    "delivery": "delivery",
+}
+_KNOWN_FIELDS = {*_EXPORT_FIELDS.values(), "status"}
+
+
+def export_to_document(record: ExportRecord) -> dict[str, Any]:
+    """The Firestore document of an export (None fields left out)."""
+    doc = {f: getattr(record, a) for a, f in _EXPORT_FIELDS.items()}
+    doc["status"] = record.status.value
+    doc.update(record.extra)
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def export_from_document(doc: dict[str, Any]) -> ExportRecord:
+    """An export record from its Firestore document."""
+    values: dict[str, Any] = {a: doc.get(f) for a, f in _EXPORT_FIELDS.items()}
+    extra = {k: v for k, v in doc.items() if k not in _KNOWN_FIELDS}
+    return ExportRecord(status=ExportStatus(doc["status"]), extra=extra, **values)
+
+
+class FirestoreStore:
+    """Accounts, keys, exports, idempotency keys and rate counters in Firestore."""
+
+    def __init__(self, client: firestore.Client) -> None:
+        self._db = client
+
+    @classmethod
+    def for_project(cls, project: str) -> FirestoreStore:
+        """A store on the project's default database (the emulator when FIRESTORE_EMULATOR_HOST)."""
+        return cls(firestore.Client(project=project))
+
+    def get_account(self, account_id: str) -> Account | None:
+        """The account, or None."""
+        with google_errors("reading an account"):
+            snap = self._db.collection(ACCOUNTS).document(account_id).get()
+        if not snap.exists:
+            return None
+        doc = snap.to_dict() or {}
+        return Account(
+            account_id=account_id,
+            query_builder=bool(doc.get("queryBuilder")),
+            created_on=doc["createdOn"],
+        )
+
+    def put_account(self, account: Account) -> None:
+        """Create or replace an account."""
+        with google_errors("writing an account"):
+            self._db.collection(ACCOUNTS).document(account.account_id).set(
+                {"queryBuilder": account.query_builder, "createdOn": account.created_on}
+            )
+
+    def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash, or None."""
+        with google_errors("reading an API key"):
+            snap = self._db.collection(API_KEYS).document(key_hash).get()
+        if not snap.exists:
+            return None
+        doc = snap.to_dict() or {}
+        return ApiKeyRecord(
+            key_hash=key_hash,
+            key_id=doc["keyId"],
+            account_id=doc["accountId"],
+            ciphertext=doc["ciphertext"],
+            created_on=doc["createdOn"],
+            revoked_on=doc.get("revokedOn"),
+        )
+
+    def create_api_key(self, record: ApiKeyRecord) -> None:
+        """Store a new key record; raise ``AlreadyExists`` if the hash is taken."""
+        doc = {
+            "keyId": record.key_id,
+            "accountId": record.account_id,
+            "ciphertext": record.ciphertext,
+            "createdOn": record.created_on,
+        }
+        try:
+            with google_errors("storing an API key"):
+                self._db.collection(API_KEYS).document(record.key_hash).create(doc)
+        except gexc.Conflict as exc:
+            raise AlreadyExists(record.key_hash) from exc
+
+    def revoke_api_key(self, key_id: str, when: dt.datetime) -> bool:
+        """Mark the key with this id revoked; False when no such key."""
+        with google_errors("revoking an API key"):
+            query = self._db.collection(API_KEYS).where(filter=FieldFilter("keyId", "==", key_id))
+            found = False
+            for snap in query.stream():
+                snap.reference.update({"revokedOn": when})
+                found = True
+        return found
+
+    def create_export(self, record: ExportRecord) -> None:
+        """Store a new export; raise ``AlreadyExists`` if the queryUUID is taken."""
+        try:
+            with google_errors("recording the export"):
+                self._db.collection(EXPORTS).document(record.query_uuid).create(
+                    export_to_document(record)
+                )
+        except gexc.Conflict as exc:
+            raise AlreadyExists(record.query_uuid) from exc
+
+    def get_export(self, query_uuid: str) -> ExportRecord | None:
+        """The export, or None."""
+        with google_errors("reading the export"):
+            snap = self._db.collection(EXPORTS).document(query_uuid).get()
+        return export_from_document(snap.to_dict() or {}) if snap.exists else None
+
+    def mark_queued(self, query_uuid: str, message_id: str) -> None:
+        """Record the published message; only a ``submitting`` export becomes ``queued``."""
+        ref = self._db.collection(EXPORTS).document(query_uuid)
+        with google_errors("marking the export queued"):
+            snap = ref.get()
+            if not snap.exists:
+                return
+            update: dict[str, Any] = {"queuedMessageId": message_id}
+            if (snap.to_dict() or {}).get("status") == ExportStatus.SUBMITTING.value:
+                update["status"] = ExportStatus.QUEUED.value
+            # The precondition keeps a concurrent 'running' from being overwritten by 'queued'.
+            try:
+                ref.update(update, option=self._db.write_option(last_update_time=snap.update_time))
+            except gexc.FailedPrecondition:
+                ref.update({"queuedMessageId": message_id})
+
+    def delete_export(self, query_uuid: str) -> None:
+        """Remove an export whose request could not be queued."""
+        with google_errors("removing the export"):
+            self._db.collection(EXPORTS).document(query_uuid).delete()
+
+    def create_idempotency(self, record: IdempotencyRecord) -> None:
+        """Store an idempotency record; raise ``AlreadyExists`` if the scope id is taken."""
+        doc = {
+            "queryUUID": record.query_uuid,
+            "bodyHash": record.body_hash,
+            "createdOn": record.created_on,
+            # A TTL policy on this field (see infra/terraform) expires keys after a day.
+            "expiresOn": record.created_on + dt.timedelta(hours=24),
+        }
+        try:
+            with google_errors("recording the Idempotency-Key"):
+                self._db.collection(IDEMPOTENCY).document(record.scope_id).create(doc)
+        except gexc.Conflict as exc:
+            raise AlreadyExists(record.scope_id) from exc
+
+    def get_idempotency(self, scope_id: str) -> IdempotencyRecord | None:
+        """The idempotency record, or None."""
+        with google_errors("reading the Idempotency-Key"):
+            snap = self._db.collection(IDEMPOTENCY).document(scope_id).get()
+        if not snap.exists:
+            return None
+        doc = snap.to_dict() or {}
+        return IdempotencyRecord(scope_id, doc["queryUUID"], doc["bodyHash"], doc["createdOn"])
+
+    def delete_idempotency(self, scope_id: str) -> None:
+        """Forget an idempotency record whose export was never queued."""
+        with google_errors("forgetting the Idempotency-Key"):
+            self._db.collection(IDEMPOTENCY).document(scope_id).delete()
+
+    def count_request(self, key_hash: str, window: str, expires: dt.datetime) -> int:
+        """Add one to the key's counter for ``window`` and return the new count."""
+        ref = self._db.collection(RATE_LIMITS).document(f"{key_hash}-{window}")
+        with google_errors("counting the request"):
+            # An atomic increment then a read: never under-counts, no contended transaction.
+            ref.set({"count": firestore.Increment(1), "expiresOn": expires}, merge=True)
+            snap = ref.get()
+        return int((snap.to_dict() or {}).get("count", 1))

@@ -1,0 +1,100 @@
+"""Settings read from the environment: the one place the service reads ``os.environ``.
+
+Each function builds ``Settings.from_env()`` once at cold start and hands plain values to the core.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+LOCAL = "local"
+PRODUCTION = "production"
+
+
+class ConfigError(RuntimeError):
+    """The environment is missing a setting or holds a malformed one."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a function needs to know about where it runs."""
+
+    project: str
+    env: str
+    requests_topic: str
+    ready_topic: str
+    dead_letter_topic: str
+    exports_bucket: str
+    dataset_uri: str
+    key_encryption_key: bytes
+    public_url: str
+    max_rows: int
+    max_body_bytes: int
+    rate_limit_per_minute: int
+
+    @property
+    def is_local(self) -> bool:
+        """True in the local stack, where loopback webhooks are allowed."""
+        return self.env == LOCAL
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings, failing with one message that names every problem."""
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def need(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                problems.append(f"{name} is not set")
+            return value
+
+        def integer(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                problems.append(f"{name} must be an integer, got {raw!r}")
+                return default
+            if value <= 0:
+                problems.append(f"{name} must be positive, got {value}")
+            return value
+
+        project = env.get("GOOGLE_CLOUD_PROJECT", "").strip() or env.get("GCP_PROJECT", "").strip()
+        if not project:
+            problems.append("GOOGLE_CLOUD_PROJECT is not set")
+        mode = env.get("EXPORT_ENV", PRODUCTION).strip() or PRODUCTION
+        if mode not in (LOCAL, PRODUCTION):
+            problems.append(f"EXPORT_ENV must be '{LOCAL}' or '{PRODUCTION}', got {mode!r}")
+        kek_text = need("EXPORT_KEY_ENCRYPTION_KEY")
+        kek = b""
+        if kek_text:
+            try:
+                kek = base64.b64decode(kek_text, validate=True)
+            except (binascii.Error, ValueError):
+                problems.append("EXPORT_KEY_ENCRYPTION_KEY must be base64")
+            if kek and len(kek) != 32:
+                problems.append("EXPORT_KEY_ENCRYPTION_KEY must decode to 32 bytes (AES-256)")
+        settings = cls(
+            project=project,
+            env=mode,
+            requests_topic=env.get("EXPORT_REQUESTS_TOPIC", "export-requests"),
+            ready_topic=env.get("EXPORT_READY_TOPIC", "export-ready"),
+            dead_letter_topic=env.get("EXPORT_DEAD_LETTER_TOPIC", "export-dead-letter"),
+            exports_bucket=need("EXPORT_BUCKET"),
+            dataset_uri=env.get("EXPORT_DATASET_URI", "").strip(),
+            key_encryption_key=kek,
+            public_url=env.get("EXPORT_PUBLIC_URL", "").strip().rstrip("/"),
+            max_rows=integer("EXPORT_MAX_ROWS", 50_000_000),
+            max_body_bytes=integer("EXPORT_MAX_BODY_BYTES", 256 * 1024),
+            rate_limit_per_minute=integer("EXPORT_RATE_LIMIT_PER_MINUTE", 60),
+        )
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return settings

@@ -1,0 +1,1 @@
+"""The pure core: no Google import, no environment reads, no network."""

@@ -1,0 +1,122 @@
+"""One exception tree for the whole service.
+
+``ExportError`` is the root. ``PermanentError`` means retrying cannot help: record it and
+acknowledge the message. ``TransientError`` means a retry may succeed: raise it so Pub/Sub
+redelivers. Client-facing errors carry an HTTP status, a stable ``code`` and, where it applies,
+the request ``field`` that was wrong, so every message names what was wrong and where.
+"""
+
+from __future__ import annotations
+
+
+class ExportError(Exception):
+    """Root of every error this service raises on purpose."""
+
+
+class TransientError(ExportError):
+    """A failure that a retry may cure (a dependency unavailable, a timeout)."""
+
+
+class PermanentError(ExportError):
+    """A failure that no retry will cure (bad data, a missing column)."""
+
+
+class ClientError(PermanentError):
+    """A request the client must change; rendered as ``{"error": {code, message, field?}}``."""
+
+    status: int = 400
+    code: str = "invalid_request"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict[str, object]:
+        """The JSON error body the HTTP API returns."""
+        error: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+class InvalidRequest(ClientError):
+    """400: the body, the query or the webhook URL is not acceptable."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidWebhookURL(InvalidRequest):
+    """400: the webhook URL breaks the delivery policy (scheme, host, address)."""
+
+    code = "invalid_webhook_url"
+
+
+class Forbidden(ClientError):
+    """403: no API key, an unknown or revoked key, or no Query Builder subscription."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ClientError):
+    """404: nothing here for this key."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ClientError):
+    """405: the path exists but not with this method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class IdempotencyConflict(ClientError):
+    """409: a request with the same Idempotency-Key is still being processed."""
+
+    status = 409
+    code = "idempotency_in_progress"
+
+
+class PayloadTooLarge(ClientError):
+    """413: the request body exceeds the size limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ClientError):
+    """415: the request body is not declared as JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class IdempotencyKeyReused(ClientError):
+    """422: an Idempotency-Key was reused with a different request body."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class RateLimited(ClientError):
+    """429: the key sent more requests than its per-minute allowance."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ServiceUnavailable(ClientError):
+    """503: a dependency (the queue, the database) is unavailable; nothing was created."""
+
+    status = 503
+    code = "service_unavailable"

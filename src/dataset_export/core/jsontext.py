@@ -1,0 +1,75 @@
+"""JSON that keeps what the customer wrote: key order and number literals.
+
+The webhook echoes the customer's ``dataset`` object and signs what JavaScript's
+``JSON.stringify`` makes of it, so we must not lose ``1.0`` versus ``1`` or a 20-digit integer
+on the way through Python floats. ``parse_preserving`` keeps every number as its literal text and
+``dump_preserving`` writes it back unchanged, compactly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class JsonNumber(str):
+    """A JSON number kept as the exact literal the client sent (e.g. ``"1500.0"``)."""
+
+    __slots__ = ()
+
+
+def _reject_constant(name: str) -> Any:
+    # JSON has no NaN or Infinity; Python accepts them by default and JavaScript does not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_standard(text: str | bytes) -> Any:
+    """Parse strict JSON (no NaN/Infinity) into plain Python values."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def parse_preserving(text: str | bytes) -> Any:
+    """Parse strict JSON keeping number literals as ``JsonNumber`` and key order as sent."""
+    return json.loads(
+        text, parse_float=JsonNumber, parse_int=JsonNumber, parse_constant=_reject_constant
+    )
+
+
+def dump_preserving(value: Any) -> str:
+    """Write compact JSON, numbers exactly as parsed, non-ASCII text as is."""
+    parts: list[str] = []
+    _dump(value, parts)
+    return "".join(parts)
+
+
+def _dump(value: Any, out: list[str]) -> None:
+    if isinstance(value, JsonNumber):
+        out.append(str.__str__(value))
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int | float):
+        out.append(json.dumps(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                out.append(",")
+            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(":")
+            _dump(item, out)
+        out.append("}")
+    elif isinstance(value, list):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _dump(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -1,0 +1,74 @@
+"""The export record (what Firestore keeps about one export) and its public status document."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ExportStatus(StrEnum):
+    """Lifecycle of an export. ``submitting`` is internal: the client has no 201 for it yet."""
+
+    SUBMITTING = "submitting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+def iso_z(moment: dt.datetime | None) -> str | None:
+    """ISO-8601 UTC with millisecond precision and a ``Z``, as every timestamp in the API."""
+    if moment is None:
+        return None
+    utc = moment.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class ExportRecord:
+    """Everything known about one export; later stages fill the optional fields."""
+
+    query_uuid: str
+    account_id: str
+    key_hash: str
+    key_id: str
+    name: str
+    format: str
+    webhook_url: str
+    dataset_json: str
+    status: ExportStatus
+    requested_on: dt.datetime
+    idempotency_key: str | None = None
+    queued_message_id: str | None = None
+    started_on: dt.datetime | None = None
+    completed_on: dt.datetime | None = None
+    rows_written: int | None = None
+    number_rows: int | None = None
+    size_bytes: int | None = None
+    error: dict[str, str] | None = None
+    delivery: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def status_document(self) -> dict[str, Any]:
+        """The body of ``GET /dataset/export/{queryUUID}``; fields that do not apply are absent."""
+        status = ExportStatus.QUEUED if self.status is ExportStatus.SUBMITTING else self.status
+        doc: dict[str, Any] = {
+            "queryUUID": self.query_uuid,
+            "name": self.name,
+            "format": self.format,
+            "status": status.value,
+            "requestedOn": iso_z(self.requested_on),
+        }
+        optional: dict[str, Any] = {
+            "startedOn": iso_z(self.started_on),
+            "completedOn": iso_z(self.completed_on),
+            "progress": None if self.rows_written is None else {"rowsWritten": self.rows_written},
+            "numberRows": self.number_rows,
+            "sizeBytes": self.size_bytes,
+            "error": self.error,
+            "delivery": self.delivery,
+        }
+        doc.update({k: v for k, v in optional.items() if v is not None})
+        return doc

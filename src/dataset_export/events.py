@@ -1,0 +1,49 @@
+"""Decoding the Pub/Sub CloudEvents that trigger the process and notify functions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .core.errors import PermanentError
+
+
+@dataclass(frozen=True)
+class PubSubMessage:
+    """The parts of a pushed Pub/Sub message the functions use."""
+
+    message_id: str
+    query_uuid: str
+    attributes: Mapping[str, str]
+    delivery_attempt: int | None
+
+
+def decode_message(event_data: Mapping[str, Any]) -> PubSubMessage:
+    """Read ``{"message": {...}}`` as Eventarc and the emulator's push deliver it.
+
+    A message we cannot read is a ``PermanentError``: redelivering it cannot help.
+    """
+    message = event_data.get("message") or {}
+    try:
+        payload = json.loads(base64.b64decode(message.get("data") or b"", validate=True) or b"{}")
+    except (binascii.Error, ValueError) as exc:
+        raise PermanentError(f"message data is not base64 JSON: {exc}") from exc
+    attributes = dict(message.get("attributes") or {})
+    query_uuid = (payload if isinstance(payload, dict) else {}).get("queryUUID") or attributes.get(
+        "queryUUID"
+    )
+    if not isinstance(query_uuid, str) or not query_uuid:
+        raise PermanentError("message carries no queryUUID")
+    attempt = event_data.get("deliveryAttempt")
+    return PubSubMessage(
+        message_id=str(message.get("messageId") or message.get("message_id") or ""),
+        query_uuid=query_uuid,
+        attributes=attributes,
+        delivery_attempt=int(attempt)
+        if isinstance(attempt, int | str) and str(attempt).isdigit()
+        else None,
+    )

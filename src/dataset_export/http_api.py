@@ -1,0 +1,160 @@
+"""The HTTP API as plain data in, plain data out: routing, status codes, JSON bodies.
+
+``functions/submit/main.py`` turns a Flask request into an ``HttpRequest`` and an
+``HttpResponse`` back; everything between is here and testable without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from .core.errors import (
+    ClientError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    TransientError,
+    UnsupportedMediaType,
+)
+from .logs import set_query_uuid
+from .service.submit import ExportService
+
+log = logging.getLogger(__name__)
+
+_EXPORT_PATH = re.compile(r"/dataset/export/([^/]+)")
+_JSON_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request as the API sees it; header names are matched case-insensitively."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The first header called ``name`` (any case), or None."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """Status, JSON-ready body and headers."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        """The body as compact UTF-8 JSON."""
+        return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description shipped with the package."""
+    text = resources.files("dataset_export").joinpath("openapi.json").read_text("utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def _json(status: int, body: Any, **headers: str) -> HttpResponse:
+    return HttpResponse(
+        status, body, {"Content-Type": "application/json", **_SECURITY_HEADERS, **headers}
+    )
+
+
+def _error(exc: ClientError) -> HttpResponse:
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = exc.field or ""
+        return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}}, **headers)
+    return _json(exc.status, exc.to_body(), **headers)
+
+
+@dataclass
+class ExportApi:
+    """Routes requests to the ``ExportService``."""
+
+    service: ExportService
+    max_body_bytes: int
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        """Answer one request; never raises (unexpected errors become a logged 500)."""
+        set_query_uuid(None)
+        try:
+            return self._route(request)
+        except ClientError as exc:
+            return _error(exc)
+        except TransientError:
+            log.exception("dependency unavailable")
+            return _error(ServiceUnavailable("a dependency is unavailable; please retry shortly"))
+        except Exception:
+            log.exception("unexpected error")
+            return _json(
+                500, {"error": {"code": "internal", "message": "internal error; please retry"}}
+            )
+
+    def _route(self, request: HttpRequest) -> HttpResponse:
+        path = request.path.rstrip("/") or "/"
+        method = request.method.upper()
+        if path == "/openapi.json":
+            self._allow(method, "GET")
+            return _json(200, openapi_document())
+        if path == "/dataset/export":
+            self._allow(method, "POST")
+            return self._submit(request)
+        match = _EXPORT_PATH.fullmatch(path)
+        if match:
+            self._allow(method, "GET")
+            caller = self.service.authenticate(request.header("x-api-key"))
+            record = self.service.status(caller, match.group(1))
+            set_query_uuid(record.query_uuid)
+            return _json(200, record.status_document())
+        raise NotFound(f"no route for {method} {request.path}")
+
+    @staticmethod
+    def _allow(method: str, allowed: str) -> None:
+        if method != allowed:
+            raise MethodNotAllowed(f"{method} is not allowed here; use {allowed}", field=allowed)
+
+    def _submit(self, request: HttpRequest) -> HttpResponse:
+        caller = self.service.authenticate(request.header("x-api-key"))
+        content_type = (request.header("content-type") or "").split(";", 1)[0].strip()
+        if not _JSON_TYPE.fullmatch(content_type):
+            raise UnsupportedMediaType(
+                f"Content-Type must be application/json, got '{content_type or 'none'}'",
+                field="Content-Type",
+            )
+        declared = request.header("content-length")
+        if len(request.body) > self.max_body_bytes or (
+            declared and declared.isdigit() and int(declared) > self.max_body_bytes
+        ):
+            raise PayloadTooLarge(
+                f"request body is larger than the limit of {self.max_body_bytes} bytes"
+            )
+        result = self.service.submit(caller, request.body, request.header("idempotency-key"))
+        set_query_uuid(result.query_uuid)
+        headers = {"Location": f"/dataset/export/{result.query_uuid}"}
+        if result.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return _json(201, {"queryUUID": result.query_uuid}, **headers)

@@ -1,0 +1,120 @@
+"""In-memory fakes of the service's ports, shipped for tests (the real ones need Google)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+from .core.errors import TransientError
+from .core.records import ExportRecord, ExportStatus
+from .core.urlpolicy import HostNotFound
+from .service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
+
+
+class InMemoryStore:
+    """``ExportStore`` in dictionaries."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+        self.keys: dict[str, ApiKeyRecord] = {}
+        self.exports: dict[str, ExportRecord] = {}
+        self.idempotency: dict[str, IdempotencyRecord] = {}
+        self.counters: dict[str, int] = {}
+
+    def get_account(self, account_id: str) -> Account | None:
+        """The account, or None."""
+        return self.accounts.get(account_id)
+
+    def put_account(self, account: Account) -> None:
+        """Create or replace an account."""
+        self.accounts[account.account_id] = account
+
+    def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash, or None."""
+        return self.keys.get(key_hash)
+
+    def create_api_key(self, record: ApiKeyRecord) -> None:
+        """Store a new key record."""
+        if record.key_hash in self.keys:
+            raise AlreadyExists(record.key_hash)
+        self.keys[record.key_hash] = record
+
+    def revoke_api_key(self, key_id: str, when: dt.datetime) -> bool:
+        """Mark the key with this id revoked."""
+        for key_hash, record in self.keys.items():
+            if record.key_id == key_id:
+                self.keys[key_hash] = dataclasses.replace(record, revoked_on=when)
+                return True
+        return False
+
+    def create_export(self, record: ExportRecord) -> None:
+        """Store a new export."""
+        if record.query_uuid in self.exports:
+            raise AlreadyExists(record.query_uuid)
+        self.exports[record.query_uuid] = dataclasses.replace(record)
+
+    def get_export(self, query_uuid: str) -> ExportRecord | None:
+        """The export, or None."""
+        record = self.exports.get(query_uuid)
+        return dataclasses.replace(record) if record else None
+
+    def mark_queued(self, query_uuid: str, message_id: str) -> None:
+        """Record the published message."""
+        record = self.exports.get(query_uuid)
+        if record is not None:
+            record.queued_message_id = message_id
+            if record.status is ExportStatus.SUBMITTING:
+                record.status = ExportStatus.QUEUED
+
+    def delete_export(self, query_uuid: str) -> None:
+        """Remove an export."""
+        self.exports.pop(query_uuid, None)
+
+    def create_idempotency(self, record: IdempotencyRecord) -> None:
+        """Store an idempotency record."""
+        if record.scope_id in self.idempotency:
+            raise AlreadyExists(record.scope_id)
+        self.idempotency[record.scope_id] = record
+
+    def get_idempotency(self, scope_id: str) -> IdempotencyRecord | None:
+        """The idempotency record, or None."""
+        return self.idempotency.get(scope_id)
+
+    def delete_idempotency(self, scope_id: str) -> None:
+        """Forget an idempotency record."""
+        self.idempotency.pop(scope_id, None)
+
+    def count_request(self, key_hash: str, window: str, expires: dt.datetime) -> int:
+        """Count one request in the window."""
+        slot = f"{key_hash}-{window}"
+        self.counters[slot] = self.counters.get(slot, 0) + 1
+        return self.counters[slot]
+
+
+class FakeQueue:
+    """``RequestQueue`` that remembers what was published, or fails on demand."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+        self.unavailable = False
+
+    def publish_request(self, query_uuid: str) -> str:
+        """Remember the message, or raise ``TransientError`` while unavailable."""
+        if self.unavailable:
+            raise TransientError("fake queue is unavailable")
+        self.published.append(query_uuid)
+        return str(len(self.published))
+
+
+class FakeResolver:
+    """A resolver answering from a table; unknown names do not resolve."""
+
+    def __init__(self, table: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.table = dict(table or {})
+
+    def __call__(self, host: str, port: int) -> Sequence[str]:
+        """The table's addresses for ``host``."""
+        if host not in self.table:
+            raise HostNotFound(host)
+        return list(self.table[host])

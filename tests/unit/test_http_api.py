@@ -1,0 +1,264 @@
+"""Unit tests of the HTTP API on in-memory fakes: statuses, bodies and the submit rules."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from dataset_export.core.catalog import RENTAL_LISTINGS
+from dataset_export.core.records import ExportStatus
+from dataset_export.http_api import openapi_document
+from dataset_export.service.keys import create_api_key, revoke_api_key
+
+from .conftest import KEK, SEED_BODY, World
+
+
+def test_seed_example_is_accepted_recorded_and_queued(world: World) -> None:
+    """The seed's request gets 201, one record with the dataset as sent, one message."""
+    response = world.call("POST", "/dataset/export", SEED_BODY)
+    assert response.status == 201, response.body
+    query_uuid = response.body["queryUUID"]
+    assert response.headers["Location"] == f"/dataset/export/{query_uuid}"
+    assert world.queue.published == [query_uuid]
+    record = world.store.exports[query_uuid]
+    assert record.status is ExportStatus.QUEUED
+    assert json.loads(record.dataset_json) == SEED_BODY["dataset"]
+    assert record.webhook_url == SEED_BODY["webhookURL"]
+    assert record.key_hash != world.key and world.key not in repr(record)
+
+
+def test_payload_is_kept_exactly_as_written(world: World) -> None:
+    """Key order and number spelling survive (1500.0 stays 1500.0, big ints stay exact)."""
+    raw = (
+        b'{"name":"n","format":"jsonl","webhookURL":"https://yourapp.com/h","dataset":'
+        b'{"limit":5,"filters":[{"filter":{"gte":1500.0},"column":"asking_rent"},'
+        b'{"column":"sqft","filter":{"lt":12345678901234567890}}],'
+        b'"scopes":[{"column":"city"},{"alias":"n","aggregate":"count","column":"bed"}]}}'
+    )
+    response = world.call("POST", "/dataset/export", raw)
+    assert response.status == 400  # 12345678901234567890 exceeds 64-bit: refused, not rounded
+    ok = raw.replace(b"12345678901234567890", b"9007199254740993")
+    response = world.call("POST", "/dataset/export", ok)
+    assert response.status == 201, response.body
+    stored = world.store.exports[response.body["queryUUID"]].dataset_json
+    assert stored == (
+        '{"limit":5,"filters":[{"filter":{"gte":1500.0},"column":"asking_rent"},'
+        '{"column":"sqft","filter":{"lt":9007199254740993}}],'
+        '"scopes":[{"column":"city"},{"alias":"n","aggregate":"count","column":"bed"}]}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        (None, "forbidden"),
+        ("", "forbidden"),
+        ("nope", "forbidden"),
+        ("dwe_aaaaaaaaaa_" + "A" * 43, "forbidden"),
+    ],
+)
+def test_missing_or_unknown_key_is_403(world: World, key: str | None, code: str) -> None:
+    """No key or a wrong key is 403 with a JSON error."""
+    response = world.call("POST", "/dataset/export", SEED_BODY, key=key)
+    assert response.status == 403
+    assert response.body["error"]["code"] == code
+    assert "API key" in response.body["error"]["message"]
+
+
+def test_revoked_key_is_403(world: World) -> None:
+    """A revoked key stops working at once."""
+    key_id = next(iter(world.store.keys.values())).key_id
+    assert revoke_api_key(world.store, key_id)
+    response = world.call("POST", "/dataset/export", SEED_BODY)
+    assert response.status == 403
+    assert "revoked" in response.body["error"]["message"]
+
+
+def test_account_without_subscription_is_403(world: World) -> None:
+    """Keys of accounts without Query Builder are refused and told why."""
+    key, _ = create_api_key(world.store, "trial", kek=KEK, query_builder=False)
+    response = world.call("POST", "/dataset/export", SEED_BODY, key=key)
+    assert response.status == 403
+    assert response.body["error"]["code"] == "subscription_required"
+    assert "Query Builder" in response.body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "words"),
+    [
+        (lambda b: b.pop("webhookURL"), "webhookURL", "required"),
+        (lambda b: b.update(webhookUrl="https://x"), "webhookUrl", "did you mean 'webhookURL'"),
+        (lambda b: b.update(format="xml"), "format", "'csv' or 'jsonl'"),
+        (lambda b: b.update(name=""), "name", "must not be empty"),
+        (lambda b: b.update(name="x" * 201), "name", "at most 200"),
+        (lambda b: b.update(name=5), "name", "must be a string"),
+        (lambda b: b.update(dataset=[]), "dataset", "must be an object"),
+        (
+            lambda b: b["dataset"]["scopes"][1].update(column="rentt"),
+            "dataset.scopes[1].column",
+            "unknown column 'rentt'",
+        ),
+        (lambda b: b.update(webhookURL="http://yourapp.com/h"), "webhookURL", "https"),
+        (lambda b: b.update(webhookURL="https://127.0.0.1/h"), "webhookURL", "loopback"),
+        (lambda b: b.update(webhookURL="https://rebind.example/h"), "webhookURL", "private"),
+        (
+            lambda b: b.update(webhookURL="https://nowhere.invalid/h"),
+            "webhookURL",
+            "does not resolve",
+        ),
+    ],
+)
+def test_bad_bodies_are_400_naming_the_field(
+    world: World, mutate: object, field: str, words: str
+) -> None:
+    """Each invalid body is a 400 that says what was wrong and where; nothing is queued."""
+    body = copy.deepcopy(SEED_BODY)
+    mutate(body)  # type: ignore[operator]
+    response = world.call("POST", "/dataset/export", body)
+    assert response.status == 400, response.body
+    assert response.body["error"]["field"] == field
+    assert words in response.body["error"]["message"]
+    assert world.queue.published == []
+    assert world.store.exports == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1,2]", "JSON object"),
+        (b"\xff\xfe", "UTF-8"),
+        (b'{"a": NaN}', "not valid JSON"),
+        (b"[" * 2000 + b"]" * 2000, ""),
+    ],
+)
+def test_malformed_json_is_400(world: World, raw: bytes, words: str) -> None:
+    """Bodies that are not a JSON object are 400 with a reason."""
+    response = world.call("POST", "/dataset/export", raw)
+    assert response.status == 400
+    assert words in response.body["error"]["message"]
+
+
+def test_wrong_content_type_is_415(world: World) -> None:
+    """A body not declared as JSON is 415."""
+    response = world.call(
+        "POST", "/dataset/export", SEED_BODY, headers={"Content-Type": "text/plain"}
+    )
+    assert response.status == 415
+    assert "application/json" in response.body["error"]["message"]
+    ok = world.call(
+        "POST",
+        "/dataset/export",
+        SEED_BODY,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert ok.status == 201
+
+
+def test_large_body_is_413(world: World) -> None:
+    """Bodies above the limit are refused before parsing."""
+    body = copy.deepcopy(SEED_BODY)
+    body["name"] = "x" * 5000
+    response = world.call("POST", "/dataset/export", body)
+    assert response.status == 413
+    assert "4096 bytes" in response.body["error"]["message"]
+
+
+def test_queue_outage_is_503_and_leaves_nothing(world: World) -> None:
+    """If the publish fails the client gets 503 and no record remains."""
+    world.queue.unavailable = True
+    response = world.call("POST", "/dataset/export", SEED_BODY, headers={"Idempotency-Key": "k1"})
+    assert response.status == 503
+    assert world.store.exports == {}
+    assert world.store.idempotency == {}
+    world.queue.unavailable = False
+    retry = world.call("POST", "/dataset/export", SEED_BODY, headers={"Idempotency-Key": "k1"})
+    assert retry.status == 201
+    assert world.queue.published == [retry.body["queryUUID"]]
+
+
+def test_idempotency_key_replays_and_queues_nothing_new(world: World) -> None:
+    """The same key and body give the same queryUUID; one message in all."""
+    first = world.call(
+        "POST", "/dataset/export", SEED_BODY, headers={"Idempotency-Key": "order-42"}
+    )
+    second = world.call(
+        "POST", "/dataset/export", SEED_BODY, headers={"Idempotency-Key": "order-42"}
+    )
+    assert first.status == second.status == 201
+    assert first.body == second.body
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    assert world.queue.published == [first.body["queryUUID"]]
+    other = world.call(
+        "POST", "/dataset/export", SEED_BODY, headers={"Idempotency-Key": "order-43"}
+    )
+    assert other.body != first.body
+
+
+def test_idempotency_key_with_other_body_is_422(world: World) -> None:
+    """Reusing a key for a different body is refused."""
+    world.call("POST", "/dataset/export", SEED_BODY, headers={"Idempotency-Key": "k"})
+    changed = copy.deepcopy(SEED_BODY)
+    changed["name"] = "other"
+    response = world.call("POST", "/dataset/export", changed, headers={"Idempotency-Key": "k"})
+    assert response.status == 422
+    assert response.body["error"]["field"] == "Idempotency-Key"
+
+
+def test_idempotency_keys_are_per_api_key(world: World) -> None:
+    """Two customers may use the same Idempotency-Key independently."""
+    other_key, _ = create_api_key(world.store, "globex", kek=KEK)
+    a = world.call("POST", "/dataset/export", SEED_BODY, headers={"Idempotency-Key": "same"})
+    b = world.call(
+        "POST", "/dataset/export", SEED_BODY, key=other_key, headers={"Idempotency-Key": "same"}
+    )
+    assert a.status == b.status == 201
+    assert a.body != b.body
+
+
+def test_rate_limit_is_429_with_retry_after(world: World) -> None:
+    """More than the per-minute allowance is 429; the next minute is fine again."""
+    statuses = [world.call("POST", "/dataset/export", SEED_BODY).status for _ in range(6)]
+    assert statuses == [201] * 5 + [429]
+    limited = world.call("POST", "/dataset/export", SEED_BODY)
+    assert int(limited.headers["Retry-After"]) > 0
+    world.clock.now = world.clock.now.replace(minute=1)
+    assert world.call("POST", "/dataset/export", SEED_BODY).status == 201
+
+
+def test_status_is_visible_only_to_the_owning_key(world: World) -> None:
+    """The owner reads the status document; any other key gets 404."""
+    query_uuid = world.call("POST", "/dataset/export", SEED_BODY).body["queryUUID"]
+    mine = world.call("GET", f"/dataset/export/{query_uuid}")
+    assert mine.status == 200
+    assert mine.body == {
+        "queryUUID": query_uuid,
+        "name": SEED_BODY["name"],
+        "format": "csv",
+        "status": "queued",
+        "requestedOn": "2026-11-27T10:00:00.000Z",
+    }
+    other_key, _ = create_api_key(world.store, "globex", kek=KEK)
+    assert world.call("GET", f"/dataset/export/{query_uuid}", key=other_key).status == 404
+    assert world.call("GET", "/dataset/export/not-a-uuid").status == 404
+    assert world.call("GET", f"/dataset/export/{query_uuid}", key=None).status == 403
+
+
+def test_unknown_routes_and_methods(world: World) -> None:
+    """Unknown paths are 404 and wrong methods 405 with Allow, all JSON."""
+    assert world.call("GET", "/nope").status == 404
+    response = world.call("GET", "/dataset/export")
+    assert response.status == 405
+    assert response.headers["Allow"] == "POST"
+    assert world.call("DELETE", "/dataset/export/x").status == 405
+
+
+def test_openapi_is_served_and_lists_the_catalog(world: World) -> None:
+    """``GET /openapi.json`` serves the 3.1 document whose column enum is the catalog."""
+    response = world.call("GET", "/openapi.json", key=None)
+    assert response.status == 200
+    assert response.body["openapi"].startswith("3.1")
+    columns = openapi_document()["components"]["schemas"]["ColumnName"]["enum"]
+    assert columns == RENTAL_LISTINGS.names()
