@@ -6,10 +6,11 @@ import functools
 
 import flask
 import functions_framework
+from werkzeug.exceptions import HTTPException
 
 from dataset_export import logs
 from dataset_export.config import Settings
-from dataset_export.http_api import ExportApi, HttpRequest
+from dataset_export.http_api import ExportApi, HttpRequest, framework_error
 from dataset_export.wiring import build_export_api
 
 logs.configure()
@@ -39,4 +40,12 @@ def submit(request: flask.Request) -> flask.Response:
             body=body,
         )
     )
+    return flask.Response(answer.encoded(), status=answer.status, headers=answer.headers)
+
+
+@functions_framework.errorhandler(HTTPException)
+def _framework_error(exc: HTTPException) -> flask.Response:
+    """Keep errors JSON even when routing refuses a path before ``submit`` runs."""
+    status = exc.code or 500
+    answer = framework_error(status, f"no route for this path ({status})")
     return flask.Response(answer.encoded(), status=answer.status, headers=answer.headers)

@@ -36,7 +36,8 @@ def _find_stack_env() -> Path | None:
     return None
 
 
-def _stack_defaults() -> dict[str, str]:
+def stack_defaults() -> dict[str, str]:
+    """Settings from the local stack's .local/stack.env (empty when there is none)."""
     path = _find_stack_env()
     if path is None:
         return {}
@@ -50,7 +51,7 @@ def _stack_defaults() -> dict[str, str]:
 
 
 def _env(name: str) -> str:
-    value = os.environ.get(name) or _stack_defaults().get(name, "")
+    value = os.environ.get(name) or stack_defaults().get(name, "")
     if not value:
         raise CliError(f"{name} is not set (export it, or run 'make up' to write .local/stack.env)")
     return value
@@ -58,7 +59,7 @@ def _env(name: str) -> str:
 
 def _apply_stack_env(*names: str) -> None:
     # The Google clients read their emulator hosts from the process environment.
-    defaults = _stack_defaults()
+    defaults = stack_defaults()
     for name in names:
         if name not in os.environ and defaults.get(name):
             os.environ[name] = defaults[name]

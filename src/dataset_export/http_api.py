@@ -91,6 +91,15 @@ def _error(exc: ClientError) -> HttpResponse:
     return _json(exc.status, exc.to_body(), **headers)
 
 
+_FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def framework_error(status: int, description: str) -> HttpResponse:
+    """A JSON error for what the web framework refuses before the API sees it (odd paths)."""
+    code = _FRAMEWORK_CODES.get(status, "invalid_request" if status < 500 else "internal")
+    return _json(status, {"error": {"code": code, "message": description}})
+
+
 @dataclass
 class ExportApi:
     """Routes requests to the ``ExportService``."""

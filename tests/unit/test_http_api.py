@@ -26,7 +26,8 @@ def test_seed_example_is_accepted_recorded_and_queued(world: World) -> None:
     assert record.status is ExportStatus.QUEUED
     assert json.loads(record.dataset_json) == SEED_BODY["dataset"]
     assert record.webhook_url == SEED_BODY["webhookURL"]
-    assert record.key_hash != world.key and world.key not in repr(record)
+    assert record.key_hash != world.key
+    assert world.key not in repr(record)
 
 
 def test_payload_is_kept_exactly_as_written(world: World) -> None:

@@ -88,7 +88,8 @@ def test_settings_from_a_complete_environment() -> None:
             "EXPORT_KEY_ENCRYPTION_KEY": base64.b64encode(b"k" * 32).decode(),
         }
     )
-    assert settings.env == "production" and not settings.is_local
+    assert settings.env == "production"
+    assert not settings.is_local
     assert settings.requests_topic == "export-requests"
     assert settings.key_encryption_key == b"k" * 32
 
@@ -105,7 +106,7 @@ def test_log_lines_are_cloud_logging_json_without_secrets() -> None:
     logs.set_trace("105445aa7843bc8bf206b12000100000/1;o=1", "proj")
     try:
         logger.warning(
-            "key %s url https://storage.googleapis.com/b/o?X-Goog-Signature=abcdef123&x=1 sig v1,%s",
+            "key %s url https://storage.googleapis.com/b/o?X-Goog-Signature=abcdef123&x=1 v1,%s",
             key,
             "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=",
             extra={"queryUUID": "q-1"},

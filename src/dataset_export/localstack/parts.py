@@ -1,0 +1,98 @@
+"""The processes the local stack runs, their ports and how to recognise them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ProbeKind = Literal["emulator_ok", "gcs_buckets", "openapi", "any_http"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One process of the stack."""
+
+    name: str
+    #: Short name for progress lines ("pubsub emulator ready on ...").
+    short: str
+    #: Name for error messages ("port 18085 for the Pub/Sub emulator is in use ...").
+    long: str
+    port_env: str
+    default_port: int
+    #: A substring of /proc/<pid>/cmdline, so a PID reused by an unrelated process after a
+    #: reboot is never mistaken for ours (and never signalled).
+    marker: str
+    probe: ProbeKind
+
+
+PUBSUB = Part(
+    "pubsub",
+    "pubsub emulator",
+    "the Pub/Sub emulator",
+    "DWE_PUBSUB_PORT",
+    18085,
+    "cloud-pubsub-emulator",
+    "emulator_ok",
+)
+FIRESTORE = Part(
+    "firestore",
+    "firestore emulator",
+    "the Firestore emulator",
+    "DWE_FIRESTORE_PORT",
+    18086,
+    "cloud-firestore-emulator",
+    "emulator_ok",
+)
+GCS = Part(
+    "gcs",
+    "gcs emulator",
+    "the GCS emulator (fake-gcs-server)",
+    "DWE_GCS_PORT",
+    18087,
+    "fake-gcs-server",
+    "gcs_buckets",
+)
+SUBMIT = Part(
+    "submit",
+    "submit function",
+    "the submit function",
+    "DWE_SUBMIT_PORT",
+    18081,
+    "functions-framework",
+    "openapi",
+)
+PROCESS = Part(
+    "process",
+    "process function",
+    "the process function",
+    "DWE_PROCESS_PORT",
+    18082,
+    "functions-framework",
+    "any_http",
+)
+NOTIFY = Part(
+    "notify",
+    "notify function",
+    "the notify function",
+    "DWE_NOTIFY_PORT",
+    18083,
+    "functions-framework",
+    "any_http",
+)
+RECEIVER = Part(
+    "receiver",
+    "webhook receiver",
+    "the demo webhook receiver",
+    "DWE_RECEIVER_PORT",
+    18084,
+    "dataset_export.localstack.receiver",
+    "any_http",
+)
+
+EMULATORS: tuple[Part, ...] = (PUBSUB, FIRESTORE, GCS)
+FUNCTIONS: tuple[Part, ...] = (SUBMIT, PROCESS, NOTIFY)
+SERVERS: tuple[Part, ...] = (*FUNCTIONS, RECEIVER)
+#: Start order; `down` stops in the reverse order.
+ALL_PARTS: tuple[Part, ...] = (*EMULATORS, *SERVERS)
+PART_NAMES: tuple[str, ...] = tuple(p.name for p in ALL_PARTS)
+BY_NAME: dict[str, Part] = {p.name: p for p in ALL_PARTS}

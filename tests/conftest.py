@@ -1,0 +1,50 @@
+"""Session fixtures: one real local stack (official emulators + the three functions) for the
+integration and end-to-end tests, started once on its own ports and stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dataset_export.localstack.stack import Ports, StackConfig, StackInfo, down, up
+
+REPO = Path(__file__).resolve().parents[1]
+# Ports apart from `make up`'s defaults, so tests can run while a developer's stack is up.
+TEST_PORTS = Ports.starting_at(int(os.environ.get("DWE_TEST_PORT_BASE", "28081")))
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    """The whole local stack, as `make up` builds it, on the test ports."""
+    # Schemathesis fires hundreds of requests a minute; the rate limit has its own unit test.
+    os.environ.setdefault("EXPORT_RATE_LIMIT_PER_MINUTE", "100000")
+    config = StackConfig(
+        state_dir=REPO / ".local" / "test-stack",
+        repo_root=REPO,
+        ports=TEST_PORTS,
+        project="dwe-test",
+        dataset_rows=20_000,
+    )
+    info = up(config)
+    try:
+        yield info
+    finally:
+        down(config)
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack: StackInfo) -> Iterator[dict[str, str]]:
+    """The stack's settings, also applied to this process so Google clients use the emulators."""
+    saved = dict(os.environ)
+    os.environ.update(
+        {k: v for k, v in stack.env.items() if k.endswith("_HOST") or k == "GOOGLE_CLOUD_PROJECT"}
+    )
+    try:
+        yield dict(stack.env)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -1,0 +1,249 @@
+"""The local stack manager: a real stack on its own ports in a temporary state dir.
+
+Checks that `up` starts every part and each answers, that a second `up` (through the CLI, so
+from another process) restarts nothing, that a stale pidfile or a hung part is replaced, that a
+busy port fails fast, and that `down` leaves none of the recorded processes behind.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dataset_export.localstack import procs
+from dataset_export.localstack.envfile import read_env_file
+from dataset_export.localstack.parts import ALL_PARTS, PART_NAMES
+from dataset_export.localstack.stack import (
+    Ports,
+    StackConfig,
+    StackError,
+    down,
+    find_repo_root,
+    up,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = find_repo_root(Path(__file__).parent)
+# Apart from `make up`'s defaults (18081+) and the session stack of tests/conftest.py (28081+).
+PORTS = Ports.starting_at(int(os.environ.get("DWE_LOCALSTACK_TEST_PORT_BASE", "27081")))
+SMALL_PORTS = Ports.starting_at(PORTS.submit + 100)
+PROJECT = "dwe-lstest"
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _cli(command: str, state_dir: Path, ports: Ports) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GOOGLE_CLOUD_PROJECT": PROJECT}
+    env.update({part.port_env: str(ports.of(part)) for part in ALL_PARTS})
+    return subprocess.run(
+        [sys.executable, "-m", "dataset_export.localstack", command, "--state-dir", str(state_dir)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def _recorded_pids(config: StackConfig) -> dict[str, int]:
+    pids = {}
+    for path in config.pids_dir.glob("*.pid"):
+        pid = procs.read_pid(path)
+        assert pid is not None, path
+        pids[path.stem] = pid
+    return pids
+
+
+def _assert_gone(pids: dict[str, int]) -> None:
+    for name, pid in pids.items():
+        assert not procs.is_alive(pid), f"{name} (pid {pid}) still running"
+        assert not procs.group_members(pid), f"{name}'s process group {pid} still has members"
+
+
+@pytest.fixture
+def full_config(tmp_path: Path) -> Iterator[StackConfig]:
+    config = StackConfig(
+        state_dir=tmp_path / "state",
+        repo_root=REPO,
+        ports=PORTS,
+        project=PROJECT,
+        dataset_rows=2_000,
+    )
+    try:
+        yield config
+    finally:
+        down(config)  # also after a failed assertion: never leave a stack behind
+
+
+def test_up_is_complete_idempotent_and_down_stops_everything(full_config: StackConfig) -> None:
+    config = full_config
+    info = up(config)
+    assert set(info.started) == set(PART_NAMES)
+    assert info.reused == ()
+    assert info.warnings == ()
+    first_pids = _recorded_pids(config)
+    assert first_pids == info.pids
+
+    # Emulators.
+    assert _get(PORTS.pubsub, "/")[1].strip() == b"Ok"
+    assert _get(PORTS.firestore, "/")[1].strip() == b"Ok"
+    status, body = _get(PORTS.pubsub, f"/v1/projects/{PROJECT}/subscriptions")
+    assert status == 200
+    subs = {s["name"].rsplit("/", 1)[1]: s for s in json.loads(body)["subscriptions"]}
+    assert set(subs) == {
+        "export-requests-process",
+        "export-ready-notify",
+        "export-dead-letter-pull",
+    }
+    process_sub = subs["export-requests-process"]
+    assert process_sub["pushConfig"]["pushEndpoint"] == f"http://127.0.0.1:{PORTS.process}/"
+    assert process_sub["ackDeadlineSeconds"] == 600
+    assert process_sub["deadLetterPolicy"]["maxDeliveryAttempts"] == 5
+    assert process_sub["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
+    assert subs["export-ready-notify"]["ackDeadlineSeconds"] == 60
+    status, body = _get(PORTS.gcs, f"/storage/v1/b?project={PROJECT}")
+    assert status == 200
+    buckets = {b["name"] for b in json.loads(body)["items"]}
+    assert {f"{PROJECT}-exports", f"{PROJECT}-datasets"} <= buckets
+    status, body = _get(PORTS.gcs, f"/storage/v1/b/{PROJECT}-datasets/o/rental_listings.parquet")
+    assert status == 200
+    assert int(json.loads(body)["size"]) == config.dataset_path.stat().st_size
+
+    # Functions and the receiver.
+    assert _get(PORTS.submit, "/openapi.json")[0] == 200
+    assert _get(PORTS.process, "/")[0] > 0
+    assert _get(PORTS.notify, "/")[0] > 0
+    assert _get(PORTS.receiver, "/") == (200, b"ok")
+    payload = json.dumps({"queryUUID": "q-1", "name": "ü"}).encode()
+    hook = {"Content-Type": "application/json", "webhook-id": "q-1"}
+    assert _post(PORTS.receiver, "/webhook", payload, hook) == (200, b"OK")
+    [stored] = list(config.webhooks_dir.glob("*.json"))
+    record = json.loads(stored.read_text(encoding="utf-8"))
+    assert record["path"] == "/webhook"
+    assert record["headers"]["webhook-id"] == "q-1"
+    assert json.loads(record["body"]) == {"queryUUID": "q-1", "name": "ü"}
+    assert record["receivedAt"].endswith("Z")
+
+    # stack.env and secrets.env: private, and what `up` returned.
+    for path in (config.stack_env_path, config.secrets_env_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    env = read_env_file(config.stack_env_path)
+    assert env == info.env
+    assert env["EXPORT_API_URL"] == f"http://127.0.0.1:{PORTS.submit}"
+    assert env["EXPORT_WEBHOOK_URL"] == f"http://127.0.0.1:{PORTS.receiver}/webhook"
+    assert env["PUBSUB_EMULATOR_HOST"] == f"127.0.0.1:{PORTS.pubsub}"
+    assert env["STORAGE_EMULATOR_HOST"] == f"http://127.0.0.1:{PORTS.gcs}"
+    assert env["EXPORT_API_KEY"]
+    secrets = read_env_file(config.secrets_env_path)
+    assert env["EXPORT_KEY_ENCRYPTION_KEY"] == secrets["EXPORT_KEY_ENCRYPTION_KEY"]
+
+    # Again, from another process: nothing restarted, same key, same PIDs.
+    again = _cli("up", config.state_dir, PORTS)
+    assert again.returncode == 0, again.stderr
+    for part in ALL_PARTS:
+        assert f"{part.short} already running (pid {first_pids[part.name]})" in again.stderr
+    assert _recorded_pids(config) == first_pids
+    assert read_env_file(config.stack_env_path)["EXPORT_API_KEY"] == env["EXPORT_API_KEY"]
+
+    shown = _cli("status", config.state_dir, PORTS)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert shown.stdout.count(" running ") == len(PART_NAMES)
+
+    assert down(config) == first_pids
+    _assert_gone(first_pids)
+    assert list(config.pids_dir.glob("*.pid")) == []
+    for part in ALL_PARTS:
+        assert procs.port_is_free(PORTS.of(part)), part.name
+    shown = _cli("status", config.state_dir, PORTS)
+    assert shown.returncode == 3
+    assert shown.stdout.count(" stopped ") == len(PART_NAMES)
+
+
+@pytest.fixture
+def receiver_config(tmp_path: Path) -> Iterator[StackConfig]:
+    config = StackConfig(
+        state_dir=tmp_path / "state",
+        repo_root=REPO,
+        ports=SMALL_PORTS,
+        project=PROJECT,
+        parts=frozenset({"receiver"}),
+        prepare_dataset=False,
+        timeout=20,
+    )
+    try:
+        yield config
+    finally:
+        down(config)
+
+
+def test_stale_pidfile_and_hung_part_are_replaced(receiver_config: StackConfig) -> None:
+    config = receiver_config
+    config.pids_dir.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (config.pids_dir / "receiver.pid").write_text(f"{gone.pid}\n")
+    lines: list[str] = []
+
+    info = up(config, echo=lines.append)
+    assert any("removed stale pidfile" in line for line in lines)
+    assert info.started == ("receiver",)
+    first = info.pids["receiver"]
+    assert first != gone.pid
+
+    os.kill(first, signal.SIGSTOP)  # alive and holding the port, but answering nothing
+    t0 = time.monotonic()
+    info = up(config, echo=lines.append)
+    assert any("does not answer" in line for line in lines)
+    assert info.started == ("receiver",)
+    assert info.pids["receiver"] != first
+    assert not procs.is_alive(first)
+    assert time.monotonic() - t0 < 15
+    assert _get(SMALL_PORTS.receiver, "/") == (200, b"ok")
+
+    down(config)
+    _assert_gone({"receiver": info.pids["receiver"]})
+
+
+def test_busy_port_fails_fast_and_starts_nothing(receiver_config: StackConfig) -> None:
+    config = receiver_config
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", SMALL_PORTS.receiver))
+        squatter.listen()
+        with pytest.raises(StackError) as failure:
+            up(config, echo=lambda _line: None)
+    message = str(failure.value)
+    assert f"port {SMALL_PORTS.receiver} for the demo webhook receiver is in use" in message
+    assert f"pid {os.getpid()}" in message
+    assert "DWE_RECEIVER_PORT" in message
+    assert list(config.pids_dir.glob("*.pid")) == []

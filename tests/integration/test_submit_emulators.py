@@ -1,0 +1,283 @@
+"""Integration tests of the submit API on the real emulators (Firestore, Pub/Sub)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from google.cloud import firestore, pubsub_v1
+
+from dataset_export.adapters.dns import resolve
+from dataset_export.adapters.firestore_store import FirestoreStore
+from dataset_export.adapters.pubsub_queue import PubSubQueue
+from dataset_export.core.apikeys import looks_like_key
+from dataset_export.core.catalog import RENTAL_LISTINGS
+from dataset_export.http_api import ExportApi, HttpRequest
+from dataset_export.service.keys import create_api_key
+from dataset_export.service.submit import ExportService
+
+pytestmark = pytest.mark.integration
+
+EXPORTCTL = Path(sys.executable).with_name("exportctl")
+SEED_DATASET = {
+    "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
+    "filters": [
+        {"column": "msa", "filter": {"equals": "Seattle, WA"}},
+        {"column": "bed", "filter": {"in": [1, 2, 3]}},
+    ],
+    "limit": 10000,
+}
+
+
+def seed_body(env: dict[str, str], name: str = "Seattle Rental Data Export") -> dict[str, object]:
+    return {
+        "dataset": SEED_DATASET,
+        "webhookURL": env["EXPORT_WEBHOOK_URL"],
+        "name": name,
+        "format": "csv",
+    }
+
+
+@pytest.fixture
+def client(stack_env: dict[str, str]) -> Iterator[httpx.Client]:
+    """An HTTP client on the running submit function with the demo key."""
+    with httpx.Client(
+        base_url=stack_env["EXPORT_API_URL"],
+        headers={"x-api-key": stack_env["EXPORT_API_KEY"]},
+        timeout=30,
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+def request_tap(stack_env: dict[str, str]) -> Iterator[tuple[pubsub_v1.SubscriberClient, str]]:
+    """A fresh pull subscription on export-requests, to see exactly what submit publishes."""
+    project = stack_env["GOOGLE_CLOUD_PROJECT"]
+    subscriber = pubsub_v1.SubscriberClient()
+    name = subscriber.subscription_path(project, f"tap-{uuid.uuid4().hex[:8]}")
+    topic = f"projects/{project}/topics/{stack_env.get('EXPORT_REQUESTS_TOPIC', 'export-requests')}"
+    subscriber.create_subscription(request={"name": name, "topic": topic})
+    try:
+        yield subscriber, name
+    finally:
+        subscriber.delete_subscription(request={"subscription": name})
+        subscriber.close()
+
+
+def pull_all(
+    tap: tuple[pubsub_v1.SubscriberClient, str], wait_s: float = 3.0
+) -> list[pubsub_v1.types.PubsubMessage]:
+    subscriber, name = tap
+    messages = []
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        reply = subscriber.pull(request={"subscription": name, "max_messages": 50}, timeout=5)
+        if reply.received_messages:
+            messages.extend(m.message for m in reply.received_messages)
+            subscriber.acknowledge(
+                request={
+                    "subscription": name,
+                    "ack_ids": [m.ack_id for m in reply.received_messages],
+                }
+            )
+        else:
+            time.sleep(0.2)
+    return messages
+
+
+def test_submit_records_then_publishes_one_message_without_secrets(
+    stack_env: dict[str, str],
+    client: httpx.Client,
+    request_tap: tuple[pubsub_v1.SubscriberClient, str],
+) -> None:
+    """A 201 means the record is in Firestore and exactly one message, with no secret, is out."""
+    response = client.post("/dataset/export", json=seed_body(stack_env))
+    assert response.status_code == 201, response.text
+    query_uuid = response.json()["queryUUID"]
+    assert str(uuid.UUID(query_uuid)) == query_uuid
+
+    doc = (
+        firestore.Client(project=stack_env["GOOGLE_CLOUD_PROJECT"])
+        .collection("exports")
+        .document(query_uuid)
+        .get()
+    )
+    assert doc.exists
+    stored = doc.to_dict() or {}
+    assert stored["status"] in ("queued", "running", "succeeded")
+    assert json.loads(stored["datasetJson"]) == SEED_DATASET
+    assert stack_env["EXPORT_API_KEY"] not in json.dumps(stored, default=str)
+
+    messages = [m for m in pull_all(request_tap) if query_uuid in m.data.decode()]
+    assert len(messages) == 1
+    assert json.loads(messages[0].data) == {"queryUUID": query_uuid}
+    everything = messages[0].data.decode() + json.dumps(dict(messages[0].attributes))
+    assert stack_env["EXPORT_API_KEY"] not in everything
+    assert stack_env["EXPORT_WEBHOOK_URL"] not in everything
+
+    status = client.get(f"/dataset/export/{query_uuid}")
+    assert status.status_code == 200
+    assert status.json()["queryUUID"] == query_uuid
+
+
+def test_idempotency_key_gives_one_export_and_one_message(
+    stack_env: dict[str, str],
+    client: httpx.Client,
+    request_tap: tuple[pubsub_v1.SubscriberClient, str],
+) -> None:
+    """Retrying with the same Idempotency-Key returns the same queryUUID and publishes once."""
+    headers = {"Idempotency-Key": f"itest-{uuid.uuid4()}"}
+    body = seed_body(stack_env, "idempotent")
+    first = client.post("/dataset/export", json=body, headers=headers)
+    second = client.post("/dataset/export", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json()
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    query_uuid = first.json()["queryUUID"]
+    assert len([m for m in pull_all(request_tap) if query_uuid in m.data.decode()]) == 1
+    other = client.post("/dataset/export", json={**body, "name": "changed"}, headers=headers)
+    assert other.status_code == 422
+
+
+def test_queue_outage_is_503_and_leaves_no_record(stack_env: dict[str, str]) -> None:
+    """With the topic missing the client gets 503 and Firestore keeps nothing of the attempt."""
+    project = stack_env["GOOGLE_CLOUD_PROJECT"]
+    store = FirestoreStore.for_project(project)
+    fixed = str(uuid.uuid4())
+    service = ExportService(
+        store=store,
+        queue=PubSubQueue(project, f"missing-{uuid.uuid4().hex[:6]}"),
+        resolver=resolve,
+        catalog=RENTAL_LISTINGS,
+        max_rows=1_000_000,
+        rate_limit_per_minute=100,
+        allow_loopback_webhooks=True,
+        new_uuid=lambda: fixed,
+    )
+    key, _ = create_api_key(
+        store, "outage", kek=base64.b64decode(stack_env["EXPORT_KEY_ENCRYPTION_KEY"])
+    )
+    api = ExportApi(service, max_body_bytes=262144)
+    request = HttpRequest(
+        "POST",
+        "/dataset/export",
+        {"x-api-key": key, "Content-Type": "application/json", "Idempotency-Key": "outage-1"},
+        json.dumps(seed_body(stack_env)).encode(),
+    )
+    response = api.handle(request)
+    assert response.status == 503, response.body
+    assert "nothing was created" in response.body["error"]["message"]
+    assert store.get_export(fixed) is None
+    db = firestore.Client(project=project)
+    assert not [
+        d
+        for d in db.collection("idempotencyKeys").stream()
+        if (d.to_dict() or {}).get("queryUUID") == fixed
+    ]
+
+
+def run_exportctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(EXPORTCTL), *args],
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_keys_cli_create_revoke_and_subscription(stack_env: dict[str, str]) -> None:
+    """`exportctl keys create` prints the key alone; revoked and unsubscribed keys get 403."""
+    created = run_exportctl(stack_env, "keys", "create", "--account", "itest")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert created.stdout == key + "\n"
+    assert looks_like_key(key)
+    key_id = key.split("_")[1]
+    assert key_id in created.stderr
+    assert key not in created.stderr
+
+    with httpx.Client(base_url=stack_env["EXPORT_API_URL"], timeout=30) as http:
+        ok = http.post("/dataset/export", json=seed_body(stack_env), headers={"x-api-key": key})
+        assert ok.status_code == 201, ok.text
+        revoked = run_exportctl(stack_env, "keys", "revoke", key_id)
+        assert revoked.returncode == 0, revoked.stderr
+        refused = http.post(
+            "/dataset/export", json=seed_body(stack_env), headers={"x-api-key": key}
+        )
+        assert refused.status_code == 403
+        assert "revoked" in refused.json()["error"]["message"]
+        # The owner's status page goes with the key.
+        assert (
+            http.get(
+                f"/dataset/export/{ok.json()['queryUUID']}", headers={"x-api-key": key}
+            ).status_code
+            == 403
+        )
+
+        trial = run_exportctl(
+            stack_env, "keys", "create", "--account", "trial", "--no-subscription"
+        ).stdout.strip()
+        no_sub = http.post(
+            "/dataset/export", json=seed_body(stack_env), headers={"x-api-key": trial}
+        )
+        assert no_sub.status_code == 403
+        assert no_sub.json()["error"]["code"] == "subscription_required"
+
+    assert run_exportctl(stack_env, "keys", "revoke", "nosuchkeyid").returncode == 1
+
+
+def test_stored_key_material_is_hash_and_ciphertext_only(stack_env: dict[str, str]) -> None:
+    """Firestore holds API keys by hash with an encrypted copy, never in the clear."""
+    db = firestore.Client(project=stack_env["GOOGLE_CLOUD_PROJECT"])
+    dump = json.dumps(
+        [{"id": d.id, **(d.to_dict() or {})} for d in db.collection("apiKeys").stream()],
+        default=str,
+    )
+    assert stack_env["EXPORT_API_KEY"] not in dump
+    assert stack_env["EXPORT_API_KEY"].split("_")[1] in dump  # the public key id is there
+
+
+def test_cli_submit_and_status(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """`exportctl submit` prints the queryUUID and `exportctl status` shows it queued or later."""
+    query = tmp_path / "query.json"
+    query.write_text(json.dumps(SEED_DATASET))
+    submitted = run_exportctl(
+        stack_env,
+        "submit",
+        "--dataset",
+        str(query),
+        "--webhook",
+        stack_env["EXPORT_WEBHOOK_URL"],
+        "--name",
+        "cli",
+        "--format",
+        "jsonl",
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    query_uuid = submitted.stdout.strip()
+    status = run_exportctl(stack_env, "status", query_uuid)
+    assert status.returncode == 0, status.stderr
+    assert query_uuid in status.stdout
+    assert "status" in status.stdout
+    bad = run_exportctl(
+        stack_env,
+        "submit",
+        "--dataset",
+        str(query),
+        "--webhook",
+        "http://example.com/x",
+        "--name",
+        "cli",
+    )
+    assert bad.returncode == 1
+    assert "webhookURL" in bad.stderr
