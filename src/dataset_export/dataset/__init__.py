@@ -1,0 +1,1 @@
+"""Synthetic rental-listings dataset: real US metros, plausible listings, written as Parquet."""
