@@ -1,33 +1,54 @@
-"""Pub/Sub-triggered Cloud Function ``process``: runs an export (built in issue #3).
+"""Pub/Sub-triggered Cloud Function ``process``: run an export into one gzip file in GCS.
 
-For now it decodes the request message and logs it, so the stack's wiring (topic, push
-subscription, retry and dead-letter policies) is exercised end to end; the export stays queued.
+Pushed to ``/`` by the ``export-requests`` subscription and to ``/dead-letter`` by the
+dead-letter topic's subscription. Returning normally acknowledges the message; a transient
+failure answers 503 so Pub/Sub delivers it again with backoff.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
+import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
 from dataset_export import logs
-from dataset_export.core.errors import PermanentError
-from dataset_export.events import decode_message
+from dataset_export.config import Settings
+from dataset_export.core.errors import PermanentError, TransientError
+from dataset_export.events import READY_KIND, decode_message
+from dataset_export.service.process import ExportRunner
+from dataset_export.wiring import build_export_runner
 
 logs.configure()
 log = logging.getLogger("process")
 
 
+@functools.cache
+def _runner() -> ExportRunner:
+    return build_export_runner(Settings.from_env())
+
+
 @functions_framework.cloud_event
 def process(cloud_event: CloudEvent) -> None:
-    """Acknowledge an export request after logging it (the engine lands with issue #3)."""
+    """Decode the message, run (or give up on) the export, and ack or nack."""
     try:
         message = decode_message(cloud_event.data)
     except PermanentError as exc:
-        log.error("dropping unreadable export request", extra={"reason": str(exc)})
+        log.error("dropping unreadable message", extra={"reason": str(exc)})
         return
-    log.info(
-        "export request received",
-        extra={"queryUUID": message.query_uuid, "messageId": message.message_id},
-    )
+    logs.set_query_uuid(message.query_uuid)
+    dead_letter = flask.request.path.rstrip("/").endswith("/dead-letter")
+    try:
+        if not dead_letter:
+            _runner().handle(message.query_uuid)
+        elif message.attributes.get("kind") == READY_KIND:
+            # Delivery has its own retry schedule and attempt log (notify); keep the file.
+            log.error("ready message dead-lettered; the export stays downloadable")
+        else:
+            attempts = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
+            _runner().give_up(message.query_uuid, int(attempts) if attempts else None)
+    except TransientError as exc:
+        log.warning("transient failure, Pub/Sub will redeliver: %s", exc)
+        flask.abort(503)

@@ -38,6 +38,7 @@ def submit(request: flask.Request) -> flask.Response:
             path=request.path,
             headers=dict(request.headers),
             body=body,
+            query=request.args.to_dict(),
         )
     )
     return flask.Response(answer.encoded(), status=answer.status, headers=answer.headers)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,9 @@ def _describe_status(doc: dict[str, Any]) -> str:
         lines.append(f"rows      {doc['numberRows']:,}")
     if doc.get("sizeBytes") is not None:
         lines.append(f"size      {doc['sizeBytes']:,} bytes")
+    if doc.get("download"):
+        lines.append(f"download  {doc['download']['url']}")
+        lines.append(f"          (link works until {doc['download']['expires']})")
     if doc.get("error"):
         lines.append(f"error     {doc['error'].get('code')}: {doc['error'].get('message')}")
     delivery = doc.get("delivery")
@@ -202,6 +207,104 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise _api_error(response)
     doc = response.json()
     print(json.dumps(doc, indent=2) if args.json else _describe_status(doc))
+    return 0
+
+
+def _get_status(client: httpx.Client, query_uuid: str) -> dict[str, Any]:
+    response = client.get(f"/dataset/export/{query_uuid}")
+    if response.status_code != 200:
+        raise _api_error(response)
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Follow an export until it finishes: a live line on a terminal, plain lines otherwise."""
+    live = sys.stderr.isatty()
+    started = time.monotonic()
+    last_line, last_print = "", 0.0
+    rate_base: tuple[float, int] | None = None
+    with _client() as client:
+        while True:
+            doc = _get_status(client, args.query_uuid)
+            rows = (doc.get("progress") or {}).get("rowsWritten") or 0
+            now = time.monotonic()
+            if doc["status"] == "running" and rows:
+                rate_base = rate_base or (now, rows)
+            rate = ""
+            if rate_base and now > rate_base[0] and rows > rate_base[1]:
+                rate = f"  {(rows - rate_base[1]) / (now - rate_base[0]):,.0f} rows/s"
+            line = f"{doc['status']:<9} {rows:>12,} rows{rate}  {now - started:6.1f} s"
+            if live:
+                print(f"\r{line}", end="", file=sys.stderr, flush=True)
+            elif doc["status"] != last_line or now - last_print >= 10:
+                print(line, file=sys.stderr, flush=True)
+                last_line, last_print = doc["status"], now
+            if doc["status"] in ("succeeded", "failed"):
+                break
+            if now - started > args.timeout:
+                if live:
+                    print(file=sys.stderr)
+                raise CliError(f"export still {doc['status']} after {args.timeout:.0f} s")
+            time.sleep(args.interval)
+    if live:
+        print(file=sys.stderr)
+    if doc["status"] == "failed":
+        error = doc.get("error") or {}
+        raise CliError(f"export failed: {error.get('code')}: {error.get('message')}")
+    print(
+        f"succeeded: {doc.get('numberRows', 0):,} rows, {doc.get('sizeBytes', 0):,} bytes gzip",
+        file=sys.stderr,
+    )
+    print(doc["queryUUID"])
+    return 0
+
+
+def _checksums_match(path: Path, expected: dict[str, str]) -> list[str]:
+    import google_crc32c
+
+    md5 = hashlib.md5()  # noqa: S324 - GCS's checksum, not a security use
+    crc: Any = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            md5.update(chunk)
+            crc.update(chunk)
+    got = {
+        "md5": base64.b64encode(md5.digest()).decode(),
+        "crc32c": base64.b64encode(crc.digest()).decode(),
+    }
+    return [k for k, v in expected.items() if got.get(k) != v]
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Download a finished export's file, checking its size and checksums."""
+    with _client() as client:
+        doc = _get_status(client, args.query_uuid)
+        if doc["status"] != "succeeded" or "download" not in doc:
+            raise CliError(f"export is {doc['status']}; nothing to download yet")
+        target = Path(args.output or f"{doc['queryUUID']}.{doc['format']}.gz")
+        partial = target.with_name(target.name + ".part")
+        # The link is its own credential: no API key goes to the storage host.
+        with httpx.stream(
+            "GET", doc["download"]["url"], follow_redirects=True, timeout=HTTP_TIMEOUT_S
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                raise _api_error(response)
+            with partial.open("wb") as handle:
+                for chunk in response.iter_bytes(1 << 20):
+                    handle.write(chunk)
+    size = partial.stat().st_size
+    if size != doc.get("sizeBytes"):
+        partial.unlink()
+        raise CliError(f"downloaded {size} bytes, expected {doc.get('sizeBytes')}")
+    bad = _checksums_match(partial, doc.get("checksum") or {})
+    if bad:
+        partial.unlink()
+        raise CliError(f"checksum mismatch ({', '.join(bad)}); the download is corrupt")
+    partial.replace(target)
+    print(f"downloaded {size:,} bytes, size and checksums verified", file=sys.stderr)
+    print(target)
     return 0
 
 
@@ -244,6 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("query_uuid")
     status.add_argument("--json", action="store_true", help="print the raw status document")
     status.set_defaults(run=cmd_status)
+
+    wait = commands.add_parser("wait", help="follow an export until it finishes")
+    wait.add_argument("query_uuid")
+    wait.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
+    wait.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    wait.set_defaults(run=cmd_wait)
+
+    download = commands.add_parser("download", help="download a finished export's file")
+    download.add_argument("query_uuid")
+    download.add_argument("-o", "--output", help="file to write (default <queryUUID>.<fmt>.gz)")
+    download.set_defaults(run=cmd_download)
     return parser
 
 

@@ -11,6 +11,10 @@ from typing import Any
 
 from .core.errors import PermanentError
 
+# The ``kind`` attribute of our messages: both topics dead-letter into one topic.
+REQUEST_KIND = "export-request"
+READY_KIND = "export-ready"
+
 
 @dataclass(frozen=True)
 class PubSubMessage:

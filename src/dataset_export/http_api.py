@@ -24,12 +24,15 @@ from .core.errors import (
     TransientError,
     UnsupportedMediaType,
 )
+from .core.records import iso_z
 from .logs import set_query_uuid
+from .service.downloads import Downloads
 from .service.submit import ExportService
 
 log = logging.getLogger(__name__)
 
 _EXPORT_PATH = re.compile(r"/dataset/export/([^/]+)")
+_DOWNLOAD_PATH = re.compile(r"/dataset/export/([^/]+)/download")
 _JSON_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -45,6 +48,7 @@ class HttpRequest:
     path: str
     headers: Mapping[str, str]
     body: bytes = b""
+    query: Mapping[str, str] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         """The first header called ``name`` (any case), or None."""
@@ -106,6 +110,7 @@ class ExportApi:
 
     service: ExportService
     max_body_bytes: int
+    downloads: Downloads | None = None
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one request; never raises (unexpected errors become a logged 500)."""
@@ -126,19 +131,34 @@ class ExportApi:
     def _route(self, request: HttpRequest) -> HttpResponse:
         path = request.path.rstrip("/") or "/"
         method = request.method.upper()
+        if method == "HEAD":
+            method = "GET"  # the framework drops the body of a HEAD answer
         if path == "/openapi.json":
             self._allow(method, "GET")
             return _json(200, openapi_document())
         if path == "/dataset/export":
             self._allow(method, "POST")
             return self._submit(request)
+        match = _DOWNLOAD_PATH.fullmatch(path)
+        if match and self.downloads is not None:
+            # The link is the credential: no API key, so a customer's pipeline can fetch it.
+            self._allow(method, "GET")
+            set_query_uuid(match.group(1))
+            signed = self.downloads.redeem(match.group(1), request.query.get("token", ""))
+            return _json(
+                302, {"location": "redirecting to a short-lived signed URL"}, Location=signed
+            )
         match = _EXPORT_PATH.fullmatch(path)
         if match:
             self._allow(method, "GET")
             caller = self.service.authenticate(request.header("x-api-key"))
             record = self.service.status(caller, match.group(1))
             set_query_uuid(record.query_uuid)
-            return _json(200, record.status_document())
+            document = record.status_document()
+            link = self.downloads.link_for(record) if self.downloads else None
+            if link is not None:
+                document["download"] = {"url": link.url, "expires": iso_z(link.expires)}
+            return _json(200, document)
         raise NotFound(f"no route for {method} {request.path}")
 
     @staticmethod

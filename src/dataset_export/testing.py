@@ -93,13 +93,13 @@ class InMemoryStore:
 
 
 class FakeQueue:
-    """``RequestQueue`` that remembers what was published, or fails on demand."""
+    """``Publisher`` that remembers what was published, or fails on demand."""
 
     def __init__(self) -> None:
         self.published: list[str] = []
         self.unavailable = False
 
-    def publish_request(self, query_uuid: str) -> str:
+    def publish(self, query_uuid: str) -> str:
         """Remember the message, or raise ``TransientError`` while unavailable."""
         if self.unavailable:
             raise TransientError("fake queue is unavailable")

@@ -1,25 +1,70 @@
-"""The composition root: real adapters plugged into the service, built once per instance."""
+"""The composition root: real adapters plugged into the services, built once per instance."""
 
 from __future__ import annotations
 
+import functools
+from typing import Any, BinaryIO, cast
+
+from google.cloud import storage
+
 from .adapters.dns import resolve
 from .adapters.firestore_store import FirestoreStore
-from .adapters.pubsub_queue import PubSubQueue
+from .adapters.gcs_storage import GcsExportStorage, UrlSigner, fetch_dataset
+from .adapters.pubsub_publisher import PubSubPublisher
 from .config import Settings
 from .core.catalog import RENTAL_LISTINGS
+from .core.query import Query
+from .events import READY_KIND, REQUEST_KIND
 from .http_api import ExportApi
+from .service.downloads import Downloads
+from .service.process import ExportRunner, Writable
 from .service.submit import ExportService
 
 
 def build_export_api(settings: Settings) -> ExportApi:
-    """The HTTP API on Firestore, Pub/Sub and the system resolver."""
+    """The HTTP API on Firestore, Pub/Sub, Cloud Storage and the system resolver."""
+    settings.require("link_signing_key", "public_url")
+    store = FirestoreStore.for_project(settings.project)
     service = ExportService(
-        store=FirestoreStore.for_project(settings.project),
-        queue=PubSubQueue(settings.project, settings.requests_topic),
+        store=store,
+        queue=PubSubPublisher(settings.project, settings.requests_topic, REQUEST_KIND),
         resolver=resolve,
         catalog=RENTAL_LISTINGS,
         max_rows=settings.max_rows,
         rate_limit_per_minute=settings.rate_limit_per_minute,
         allow_loopback_webhooks=settings.is_local,
     )
-    return ExportApi(service=service, max_body_bytes=settings.max_body_bytes)
+    signer = UrlSigner(
+        storage.Client(project=settings.project),
+        settings.exports_bucket,
+        key_file=settings.url_signer_key_file or None,
+        endpoint=settings.storage_endpoint or None,
+    )
+    downloads = Downloads(store, signer, settings.link_signing_key, settings.public_url)
+    return ExportApi(service=service, max_body_bytes=settings.max_body_bytes, downloads=downloads)
+
+
+def _duckdb_engine(
+    parquet_path: str, query: Query, fmt: str, out: Writable, *, on_progress: Any = None
+) -> int:
+    # Imported here so the submit and notify functions never load DuckDB.
+    from .engine.duckdb_engine import run_export
+
+    stats = run_export(
+        parquet_path, query, cast(Any, fmt), cast(BinaryIO, out), on_progress=on_progress
+    )
+    return stats.rows
+
+
+def build_export_runner(settings: Settings) -> ExportRunner:
+    """The process use case on Firestore, Cloud Storage, Pub/Sub and DuckDB."""
+    settings.require("dataset_uri")
+    client = storage.Client(project=settings.project)
+    return ExportRunner(
+        store=FirestoreStore.for_project(settings.project),
+        storage=GcsExportStorage(client, settings.exports_bucket),
+        ready=PubSubPublisher(settings.project, settings.ready_topic, READY_KIND),
+        engine=_duckdb_engine,
+        dataset_path=functools.cache(lambda: fetch_dataset(client, settings.dataset_uri)),
+        catalog=RENTAL_LISTINGS,
+    )

@@ -17,7 +17,7 @@ from google.cloud import firestore, pubsub_v1
 
 from dataset_export.adapters.dns import resolve
 from dataset_export.adapters.firestore_store import FirestoreStore
-from dataset_export.adapters.pubsub_queue import PubSubQueue
+from dataset_export.adapters.pubsub_publisher import PubSubPublisher
 from dataset_export.core.apikeys import looks_like_key
 from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.http_api import ExportApi, HttpRequest
@@ -154,7 +154,7 @@ def test_queue_outage_is_503_and_leaves_no_record(stack_env: dict[str, str]) -> 
     fixed = str(uuid.uuid4())
     service = ExportService(
         store=store,
-        queue=PubSubQueue(project, f"missing-{uuid.uuid4().hex[:6]}"),
+        queue=PubSubPublisher(project, f"missing-{uuid.uuid4().hex[:6]}", "export-request"),
         resolver=resolve,
         catalog=RENTAL_LISTINGS,
         max_rows=1_000_000,

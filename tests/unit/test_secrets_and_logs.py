@@ -53,6 +53,7 @@ def test_key_encryption_round_trips_and_binds_to_the_hash() -> None:
     [
         '{"b":1,"a":[1.0,2.50,-0,1e400,12345678901234567890,1E-7]}',
         '{"text":"caf\\u00e9 \\"q\\" \\n 東京","nested":{"z":null,"y":true,"x":false}}',
+        '{"lone":"x\\ud800y","\\udc00":[]}',
     ],
 )
 def test_preserving_json_keeps_literals_and_order(text: str) -> None:
@@ -65,12 +66,14 @@ def test_preserving_json_keeps_literals_and_order(text: str) -> None:
 def test_settings_report_every_problem_at_once() -> None:
     """A broken environment is named in one message, variable by variable."""
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"EXPORT_ENV": "staging", "EXPORT_MAX_ROWS": "lots"})
+        Settings.from_env(
+            {"EXPORT_ENV": "staging", "EXPORT_MAX_ROWS": "lots", "EXPORT_LINK_SIGNING_KEY": "abc"}
+        )
     message = str(caught.value)
     for name in (
         "GOOGLE_CLOUD_PROJECT",
         "EXPORT_ENV",
-        "EXPORT_KEY_ENCRYPTION_KEY",
+        "EXPORT_LINK_SIGNING_KEY",
         "EXPORT_BUCKET",
         "EXPORT_MAX_ROWS",
     ):
@@ -92,6 +95,9 @@ def test_settings_from_a_complete_environment() -> None:
     assert not settings.is_local
     assert settings.requests_topic == "export-requests"
     assert settings.key_encryption_key == b"k" * 32
+    settings.require("key_encryption_key")
+    with pytest.raises(ConfigError, match="EXPORT_LINK_SIGNING_KEY is not set"):
+        settings.require("key_encryption_key", "link_signing_key")
 
 
 def test_log_lines_are_cloud_logging_json_without_secrets() -> None:

@@ -9,8 +9,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from ..core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from ..core.records import ExportRecord, ExportStatus
 from ..service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
+from ..service.process import ExportResult, LeaseLost
 from .errors import google_errors
 
 ACCOUNTS = "accounts"
@@ -39,8 +41,17 @@ _EXPORT_FIELDS = {
     "size_bytes": "sizeBytes",
     "error": "error",
     "delivery": "delivery",
+    "object_name": "objectName",
+    "crc32c": "crc32c",
+    "md5": "md5",
+    "lease_owner": "leaseOwner",
+    "lease_expires_on": "leaseExpiresOn",
+    "run_attempts": "runAttempts",
+    "ready_published_on": "readyPublishedOn",
 }
 _KNOWN_FIELDS = {*_EXPORT_FIELDS.values(), "status"}
+# A precondition race is retried this often before giving the message back to Pub/Sub.
+_CONFLICT_RETRIES = 5
 
 
 def export_to_document(record: ExportRecord) -> dict[str, Any]:
@@ -203,3 +214,106 @@ class FirestoreStore:
             ref.set({"count": firestore.Increment(1), "expiresOn": expires}, merge=True)
             snap = ref.get()
         return int((snap.to_dict() or {}).get("count", 1))
+
+    # --- export lifecycle (process function) -------------------------------------------------
+    # Each transition reads the document and writes with a precondition on its update time: no
+    # contended transactions (slow on the emulator), and still exactly one winner per race.
+
+    def _export_ref(self, query_uuid: str) -> Any:
+        return self._db.collection(EXPORTS).document(query_uuid)
+
+    def _guarded_update(self, ref: Any, snap: Any, update: dict[str, Any]) -> bool:
+        try:
+            ref.update(update, option=self._db.write_option(last_update_time=snap.update_time))
+        except gexc.FailedPrecondition:
+            return False
+        return True
+
+    def claim_export(
+        self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
+    ) -> ClaimDecision:
+        """Apply ``decide_claim``; on RUN the record is ``running`` under this worker's lease."""
+        ref = self._export_ref(query_uuid)
+        with google_errors("claiming the export"):
+            for _ in range(_CONFLICT_RETRIES):
+                snap = ref.get()
+                if not snap.exists:
+                    return ClaimDecision(ClaimVerdict.DONE, "export record is gone")
+                doc = snap.to_dict() or {}
+                decision = decide_claim(ExportStatus(doc["status"]), doc.get("leaseExpiresOn"), now)
+                if decision.verdict is not ClaimVerdict.RUN:
+                    return decision
+                update: dict[str, Any] = {
+                    "status": ExportStatus.RUNNING.value,
+                    "leaseOwner": worker,
+                    "leaseExpiresOn": now + lease,
+                    "runAttempts": int(doc.get("runAttempts") or 0) + 1,
+                    "rowsWritten": 0,
+                }
+                if not doc.get("startedOn"):
+                    update["startedOn"] = now
+                if self._guarded_update(ref, snap, update):
+                    return decision
+        raise LeaseLost(f"could not claim export {query_uuid}: too many concurrent updates")
+
+    def _owned_update(self, query_uuid: str, worker: str, update: dict[str, Any]) -> None:
+        ref = self._export_ref(query_uuid)
+        for _ in range(_CONFLICT_RETRIES):
+            snap = ref.get()
+            doc = snap.to_dict() or {}
+            if not snap.exists or doc.get("leaseOwner") != worker or doc.get("status") != "running":
+                raise LeaseLost(f"export {query_uuid} is no longer leased to {worker}")
+            if self._guarded_update(ref, snap, update):
+                return
+        raise LeaseLost(f"export {query_uuid}: too many concurrent updates")
+
+    def record_progress(
+        self, query_uuid: str, worker: str, rows: int, lease_expires_on: dt.datetime
+    ) -> None:
+        """Store rows written so far and renew the lease; raise ``LeaseLost`` if not ours."""
+        with google_errors("recording progress"):
+            self._owned_update(
+                query_uuid, worker, {"rowsWritten": rows, "leaseExpiresOn": lease_expires_on}
+            )
+
+    def complete_export(self, query_uuid: str, worker: str, result: ExportResult) -> None:
+        """Mark the export ``succeeded``; raise ``LeaseLost`` if not ours."""
+        update = {
+            "status": ExportStatus.SUCCEEDED.value,
+            "rowsWritten": result.rows,
+            "numberRows": result.rows,
+            "sizeBytes": result.size_bytes,
+            "objectName": result.object_name,
+            "crc32c": result.crc32c,
+            "md5": result.md5,
+            "completedOn": result.completed_on,
+            "leaseOwner": None,
+            "leaseExpiresOn": None,
+        }
+        with google_errors("recording the finished export"):
+            self._owned_update(query_uuid, worker, update)
+
+    def fail_export(self, query_uuid: str, code: str, message: str, now: dt.datetime) -> bool:
+        """Mark a not-yet-finished export ``failed``; False if it had already finished."""
+        ref = self._export_ref(query_uuid)
+        with google_errors("recording the failure"):
+            for _ in range(_CONFLICT_RETRIES):
+                snap = ref.get()
+                doc = snap.to_dict() or {}
+                if not snap.exists or doc.get("status") in ("succeeded", "failed"):
+                    return False
+                update = {
+                    "status": ExportStatus.FAILED.value,
+                    "error": {"code": code, "message": message},
+                    "completedOn": now,
+                    "leaseOwner": None,
+                    "leaseExpiresOn": None,
+                }
+                if self._guarded_update(ref, snap, update):
+                    return True
+        raise LeaseLost(f"export {query_uuid}: too many concurrent updates")
+
+    def mark_ready_published(self, query_uuid: str, now: dt.datetime) -> None:
+        """Remember that notify was told."""
+        with google_errors("recording the ready message"):
+            self._export_ref(query_uuid).update({"readyPublishedOn": now})

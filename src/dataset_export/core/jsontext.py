@@ -9,7 +9,11 @@ on the way through Python floats. ``parse_preserving`` keeps every number as its
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+# Lone UTF-16 surrogates are legal JSON escapes but not encodable text: keep them escaped.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class JsonNumber(str):
@@ -42,11 +46,16 @@ def dump_preserving(value: Any) -> str:
     return "".join(parts)
 
 
+def _quote(text: str) -> str:
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
+
+
 def _dump(value: Any, out: list[str]) -> None:
     if isinstance(value, JsonNumber):
         out.append(str.__str__(value))
     elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
+        out.append(_quote(value))
     elif value is None:
         out.append("null")
     elif value is True:
@@ -60,7 +69,7 @@ def _dump(value: Any, out: list[str]) -> None:
         for i, (key, item) in enumerate(value.items()):
             if i:
                 out.append(",")
-            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(_quote(key))
             out.append(":")
             _dump(item, out)
         out.append("}")

@@ -49,7 +49,21 @@ class ExportRecord:
     size_bytes: int | None = None
     error: dict[str, str] | None = None
     delivery: dict[str, Any] | None = None
+    object_name: str | None = None
+    crc32c: str | None = None
+    md5: str | None = None
+    lease_owner: str | None = None
+    lease_expires_on: dt.datetime | None = None
+    run_attempts: int | None = None
+    ready_published_on: dt.datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def time_taken_ms(self) -> int | None:
+        """Milliseconds from request to completion, once complete."""
+        if self.completed_on is None:
+            return None
+        return int((self.completed_on - self.requested_on) / dt.timedelta(milliseconds=1))
 
     def status_document(self) -> dict[str, Any]:
         """The body of ``GET /dataset/export/{queryUUID}``; fields that do not apply are absent."""
@@ -65,8 +79,12 @@ class ExportRecord:
             "startedOn": iso_z(self.started_on),
             "completedOn": iso_z(self.completed_on),
             "progress": None if self.rows_written is None else {"rowsWritten": self.rows_written},
+            "timeTakenMs": self.time_taken_ms,
             "numberRows": self.number_rows,
             "sizeBytes": self.size_bytes,
+            "checksum": (
+                {k: v for k, v in (("crc32c", self.crc32c), ("md5", self.md5)) if v} or None
+            ),
             "error": self.error,
             "delivery": self.delivery,
         }

@@ -55,8 +55,8 @@ class ExportRequestBody(BaseModel):
             raise ValueError("name must not be empty")
         if len(value) > MAX_NAME_LENGTH:
             raise ValueError(f"name must be at most {MAX_NAME_LENGTH} characters")
-        if any(unicodedata.category(ch) == "Cc" for ch in value):
-            raise ValueError("name must not contain control characters")
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+            raise ValueError("name must not contain control characters or lone surrogates")
         return value
 
     @field_validator("webhookURL")

@@ -24,6 +24,9 @@ class PushSubscription:
     topic: str
     endpoint: str
     ack_deadline_seconds: int
+    max_delivery_attempts: int = 5
+    #: False for the dead-letter topic's own subscription.
+    dead_letter: bool = True
 
 
 def warm_up_firestore(project: str) -> None:
@@ -46,7 +49,6 @@ def ensure_pubsub(
     push_subscriptions: list[PushSubscription],
     pull_subscriptions: dict[str, str],
     dead_letter_topic: str,
-    max_delivery_attempts: int = 5,
 ) -> None:
     """Create topics and subscriptions; an existing push subscription gets its endpoint reset
     (the port of its function may have changed since it was made)."""
@@ -65,11 +67,11 @@ def ensure_pubsub(
             minimum_backoff=timedelta(seconds=10),
             maximum_backoff=timedelta(seconds=600),
         )
-        dead_letter = types.DeadLetterPolicy(
-            dead_letter_topic=f"projects/{project}/topics/{dead_letter_topic}",
-            max_delivery_attempts=max_delivery_attempts,
-        )
         for sub in push_subscriptions:
+            dead_letter = types.DeadLetterPolicy(
+                dead_letter_topic=f"projects/{project}/topics/{dead_letter_topic}",
+                max_delivery_attempts=sub.max_delivery_attempts,
+            )
             path = subscriber.subscription_path(project, sub.name)
             push = types.PushConfig(push_endpoint=sub.endpoint)
             request = types.Subscription(
@@ -78,7 +80,7 @@ def ensure_pubsub(
                 push_config=push,
                 ack_deadline_seconds=sub.ack_deadline_seconds,
                 retry_policy=retry,
-                dead_letter_policy=dead_letter,
+                dead_letter_policy=dead_letter if sub.dead_letter else None,
             )
             try:
                 subscriber.create_subscription(request=request)
@@ -120,3 +122,34 @@ def upload_if_changed(project: str, bucket: str, name: str, path: Path) -> bool:
     blob = client.bucket(bucket).blob(name, chunk_size=8 * 1024 * 1024)
     blob.upload_from_filename(str(path), content_type="application/vnd.apache.parquet")
     return True
+
+
+def write_signer_key(path: Path, project: str) -> None:
+    """A locally made service-account key, so the local stack signs V4 URLs as production does
+    through IAM (the GCS emulator does not check signatures; unit tests do)."""
+    import json
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+    info = {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": uuid.uuid4().hex,
+        "private_key": pem,
+        "client_email": f"local-url-signer@{project}.iam.gserviceaccount.com",
+        "client_id": "0",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    partial = path.with_suffix(".tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(info, handle)
+    partial.replace(path)

@@ -51,12 +51,17 @@ READY_TOPIC = "export-ready"
 DEAD_LETTER_TOPIC = "export-dead-letter"
 PROCESS_SUBSCRIPTION = "export-requests-process"
 NOTIFY_SUBSCRIPTION = "export-ready-notify"
-DEAD_LETTER_SUBSCRIPTION = "export-dead-letter-pull"
+DEAD_LETTER_SUBSCRIPTION = "export-dead-letter-process"
 # The push timeout equals the ack deadline and a slower handler is invoked again concurrently
 # (DESIGN.md), so the process deadline sits at the maximum, above the slowest export.
 PROCESS_ACK_DEADLINE = 600
 NOTIFY_ACK_DEADLINE = 60
+# Process nacks a duplicate delivery while another worker runs the export (so the message
+# outlives a worker that dies); those nacks count, hence more attempts than notify gets. The
+# process function itself gives up after 5 real runs.
+PROCESS_MAX_DELIVERY_ATTEMPTS = 10
 MAX_DELIVERY_ATTEMPTS = 5
+SIGNER_KEY_FILE = "url-signer-key.json"
 DATASET_FILE = "rental_listings.parquet"
 
 KEK_VAR = "EXPORT_KEY_ENCRYPTION_KEY"
@@ -638,6 +643,12 @@ class _Up:
             values[var] = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
         if missing or (path.stat().st_mode & 0o777) != 0o600:
             write_env_file(path, values, header="Local-stack secrets: keep this file private.")
+        signer = self.config.state_dir / SIGNER_KEY_FILE
+        if not signer.exists():
+            from dataset_export.localstack.provision import write_signer_key
+
+            write_signer_key(signer, self.config.project)
+            self._say(f"generated a local URL-signing service-account key in {signer}")
         if missing:
             self._say(f"generated {', '.join(missing)} in {path}")
         return values
@@ -656,17 +667,26 @@ class _Up:
                     REQUESTS_TOPIC,
                     f"http://127.0.0.1:{ports.process}/",
                     PROCESS_ACK_DEADLINE,
+                    max_delivery_attempts=PROCESS_MAX_DELIVERY_ATTEMPTS,
                 ),
                 PushSubscription(
                     NOTIFY_SUBSCRIPTION,
                     READY_TOPIC,
                     f"http://127.0.0.1:{ports.notify}/",
                     NOTIFY_ACK_DEADLINE,
+                    max_delivery_attempts=MAX_DELIVERY_ATTEMPTS,
+                ),
+                # Dead letters go back to process, which records the export as failed.
+                PushSubscription(
+                    DEAD_LETTER_SUBSCRIPTION,
+                    DEAD_LETTER_TOPIC,
+                    f"http://127.0.0.1:{ports.process}/dead-letter",
+                    NOTIFY_ACK_DEADLINE,
+                    dead_letter=False,
                 ),
             ],
-            pull_subscriptions={DEAD_LETTER_SUBSCRIPTION: DEAD_LETTER_TOPIC},
+            pull_subscriptions={},
             dead_letter_topic=DEAD_LETTER_TOPIC,
-            max_delivery_attempts=MAX_DELIVERY_ATTEMPTS,
         )
         self._say(f"pubsub topics and subscriptions ready ({_elapsed(t0)})")
 
@@ -770,6 +790,7 @@ def _common_env(config: StackConfig, keys: Mapping[str, str]) -> dict[str, str]:
         "EXPORT_PUBLIC_URL": config.url(BY_NAME["submit"]),
         KEK_VAR: keys[KEK_VAR],
         LINK_KEY_VAR: keys[LINK_KEY_VAR],
+        "EXPORT_URL_SIGNER_KEY_FILE": str(config.state_dir / SIGNER_KEY_FILE),
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -91,10 +91,10 @@ class ExportStore(Protocol):
         """Add one to the key's counter for ``window`` and return the new count."""
 
 
-class RequestQueue(Protocol):
-    """Where accepted exports go to be processed (Pub/Sub ``export-requests``)."""
+class Publisher(Protocol):
+    """A topic of ``{"queryUUID": ...}`` messages (``export-requests``, ``export-ready``)."""
 
-    def publish_request(self, query_uuid: str) -> str:
+    def publish(self, query_uuid: str) -> str:
         """Publish and wait for the broker's confirmation; return the message id.
 
         Raise ``TransientError`` when the queue is unavailable.

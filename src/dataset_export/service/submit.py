@@ -25,7 +25,7 @@ from ..core.errors import (
 from ..core.records import ExportRecord, ExportStatus
 from ..core.request import parse_export_request
 from ..core.urlpolicy import Resolver, check_webhook_url
-from .ports import AlreadyExists, ApiKeyRecord, ExportStore, IdempotencyRecord, RequestQueue
+from .ports import AlreadyExists, ApiKeyRecord, ExportStore, IdempotencyRecord, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ExportService:
     """The API's use cases over a store, a queue and a DNS resolver."""
 
     store: ExportStore
-    queue: RequestQueue
+    queue: Publisher
     resolver: Resolver
     catalog: Catalog
     max_rows: int
@@ -151,7 +151,7 @@ class ExportService:
 
     def _queue(self, record: ExportRecord, scope_id: str | None) -> None:
         try:
-            message_id = self.queue.publish_request(record.query_uuid)
+            message_id = self.queue.publish(record.query_uuid)
         except TransientError as exc:
             # Leave nothing that looks accepted: the client gets 503 and may simply retry.
             log.warning(

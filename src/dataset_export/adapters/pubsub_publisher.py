@@ -1,4 +1,4 @@
-"""``RequestQueue`` on Pub/Sub: publish and wait for the broker's confirmation."""
+"""``Publisher`` on Pub/Sub: publish ``{"queryUUID"}`` and wait for the broker's confirmation."""
 
 from __future__ import annotations
 
@@ -13,19 +13,25 @@ from .errors import google_errors
 PUBLISH_TIMEOUT_S = 10.0
 
 
-class PubSubQueue:
+class PubSubPublisher:
     """Publishes ``{"queryUUID": ...}`` messages (no secrets) to one topic."""
 
-    def __init__(self, project: str, topic: str, client: PublisherClient | None = None):
+    def __init__(
+        self, project: str, topic: str, kind: str, client: PublisherClient | None = None
+    ) -> None:
         self._client = client or PublisherClient()
         self._topic = self._client.topic_path(project, topic)
+        # Messages from both topics share one dead-letter topic; the kind tells them apart.
+        self._kind = kind
 
-    def publish_request(self, query_uuid: str) -> str:
+    def publish(self, query_uuid: str) -> str:
         """Publish and wait for the broker's confirmation; return the message id."""
         data = json.dumps({"queryUUID": query_uuid}).encode("utf-8")
         try:
-            with google_errors("publishing the export request"):
-                future = self._client.publish(self._topic, data, queryUUID=query_uuid)
+            with google_errors(f"publishing to {self._topic}"):
+                future = self._client.publish(
+                    self._topic, data, queryUUID=query_uuid, kind=self._kind
+                )
                 return str(future.result(timeout=PUBLISH_TIMEOUT_S))
         except gexc.NotFound as exc:
             # A missing topic is an outage from the client's point of view: 503, retry later.

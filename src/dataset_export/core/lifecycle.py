@@ -1,0 +1,49 @@
+"""Who may run an export now: the claim rules behind "one worker at a time, nothing lost".
+
+A worker claims an export by moving it to ``running`` with a lease. A queued export is free; a
+running one is free again only when its lease expired (the worker died or hangs); a finished one
+is never run again. The store applies the decision with a precondition on the document's update
+time, so two workers deciding at once cannot both win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .records import ExportStatus
+
+DEFAULT_LEASE = dt.timedelta(minutes=2)
+
+
+class ClaimVerdict(StrEnum):
+    """What a worker should do with an export request it received."""
+
+    RUN = "run"  # claim it and run the export
+    BUSY = "busy"  # another worker holds a live lease: this delivery is a duplicate
+    DONE = "done"  # already succeeded or failed: nothing to run
+
+
+@dataclass(frozen=True)
+class ClaimDecision:
+    """A verdict with the reason, for the log."""
+
+    verdict: ClaimVerdict
+    reason: str
+    takeover: bool = False
+
+
+def decide_claim(
+    status: ExportStatus, lease_expires_on: dt.datetime | None, now: dt.datetime
+) -> ClaimDecision:
+    """Decide whether a worker may claim an export in ``status`` at ``now``."""
+    if status in (ExportStatus.SUBMITTING, ExportStatus.QUEUED):
+        return ClaimDecision(ClaimVerdict.RUN, "export is queued")
+    if status is ExportStatus.RUNNING:
+        if lease_expires_on is None or lease_expires_on <= now:
+            return ClaimDecision(
+                ClaimVerdict.RUN, "previous worker's lease expired; taking over", takeover=True
+            )
+        return ClaimDecision(ClaimVerdict.BUSY, "another worker holds a live lease")
+    return ClaimDecision(ClaimVerdict.DONE, f"export already {status.value}")

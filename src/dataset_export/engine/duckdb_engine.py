@@ -1,0 +1,230 @@
+"""The embedded engine: DuckDB over a local Parquet file, streamed into a gzip CSV or JSONL file.
+
+Pipeline: a DuckDB view over ``read_parquet`` of the local path, the compiled query, an Arrow
+record-batch stream (``con.sql(sql, params=...).to_arrow_reader(batch_rows)``, which streams;
+the DB-API ``con.execute(...)`` path copies the whole result first), an encoder, and a
+``GzipSink`` whose worker thread compresses and writes to ``out`` while DuckDB produces the next
+batch.
+
+Rendering: by default (``render="duckdb"``) DuckDB renders each row as a finished CSV or JSONL
+line (``core.sql.compile_export``) in its own worker threads, and the Arrow buffer holding the
+lines is handed to gzip without a copy. ``render="arrow"`` streams the result columns and
+formats them with ``core.writers.CsvEncoder`` / ``JsonlEncoder`` instead (slower; kept as an
+engine-independent encoder that the tests cross-check against the DuckDB rendering).
+
+Memory: DuckDB runs under ``memory_limit`` and spills to ``temp_directory``;
+``preserve_insertion_order`` is off unless the query orders its rows, so large scans and
+high-cardinality aggregates need not buffer their results. Peak RSS is bounded by the memory
+limit plus a few batches, whatever the number of rows.
+
+Errors: a dataset that lacks a column the query needs, or has it with an incompatible type,
+raises ``DatasetMismatch`` (a ``PermanentError``: retrying cannot help). Other DuckDB errors
+(I/O, out of memory) propagate unchanged for the caller to classify.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Literal
+
+import duckdb
+
+from dataset_export.core.catalog import Column, ColumnType
+from dataset_export.core.errors import PermanentError
+from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query
+from dataset_export.core.sql import (
+    CompiledQuery,
+    ExportFormat,
+    compile_export,
+    compile_query,
+)
+from dataset_export.core.writers import (
+    Encoder,
+    GzipBackend,
+    GzipSink,
+    LinesEncoder,
+    csv_header,
+    encoder_for,
+)
+
+SOURCE = "dataset"
+Render = Literal["duckdb", "arrow"]
+
+_INTEGER_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"}
+    | {"UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+)
+_ACCEPTED_TYPES: dict[ColumnType, Callable[[str], bool]] = {
+    ColumnType.STRING: lambda t: t == "VARCHAR",
+    ColumnType.INTEGER: lambda t: t in _INTEGER_TYPES,
+    ColumnType.NUMBER: lambda t: (
+        t in _INTEGER_TYPES or t in ("FLOAT", "DOUBLE") or t.startswith("DECIMAL")
+    ),
+    ColumnType.DATE: lambda t: t == "DATE",
+    ColumnType.BOOLEAN: lambda t: t == "BOOLEAN",
+}
+
+
+class DatasetMismatch(PermanentError):
+    """The dataset file lacks a column the query needs, or holds it with another type."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Resource settings of one export's DuckDB connection."""
+
+    memory_limit: str = "512MB"
+    threads: int | None = None  # None: one per core
+    temp_directory: str | None = None  # None: a private directory, removed afterwards
+    gzip_backend: GzipBackend | None = None  # None: isal when installed, else zlib
+    gzip_level: int | None = None  # None: the backend's default (isal 2, zlib 1)
+    gzip_threaded: bool = True
+
+
+@dataclass(frozen=True)
+class ExportStats:
+    """What an export wrote: data rows, bytes before and after gzip."""
+
+    rows: int
+    uncompressed_bytes: int
+    compressed_bytes: int
+
+
+def run_export(
+    parquet_path: str,
+    query: Query,
+    fmt: ExportFormat,
+    out: BinaryIO,
+    *,
+    batch_rows: int = 32768,
+    on_progress: Callable[[int], None] | None = None,
+    progress_interval: float = 5.0,
+    settings: EngineSettings | None = None,
+    render: Render = "duckdb",
+) -> ExportStats:
+    """Run ``query`` over the Parquet file and write the gzip-compressed export to ``out``.
+
+    ``on_progress(rows_so_far)`` is called at most once per ``progress_interval`` seconds while
+    rows stream (not per row, and not at the end: the result carries the final count). On an
+    exception the gzip stream is left unfinished (no trailer), so partial output never reads as
+    a complete file. ``out`` is not closed.
+    """
+    if fmt not in ("csv", "jsonl"):
+        raise ValueError(f"unknown export format {fmt!r}")
+    if render not in ("duckdb", "arrow"):
+        raise ValueError(f"unknown render {render!r}")
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be positive")
+    settings = settings or EngineSettings()
+    temp_dir = settings.temp_directory or tempfile.mkdtemp(prefix="duckdb-export-")
+    try:
+        con = _connect(settings, temp_dir, ordered=bool(query.order_by))
+        try:
+            return _export(
+                con, parquet_path, query, fmt, out, batch_rows, on_progress,
+                progress_interval, settings, render,
+            )  # fmt: skip
+        finally:
+            con.close()
+    finally:
+        if settings.temp_directory is None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _connect(settings: EngineSettings, temp_dir: str, *, ordered: bool) -> Any:
+    config: dict[str, Any] = {
+        "memory_limit": settings.memory_limit,
+        "temp_directory": temp_dir,
+        # Without ORDER BY any order is correct; not keeping it lets DuckDB stream and spill.
+        "preserve_insertion_order": ordered,
+        # Never reach for the network to fetch an extension.
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
+    if settings.threads is not None:
+        config["threads"] = settings.threads
+    return duckdb.connect(":memory:", config=config)
+
+
+def _export(
+    con: Any,
+    parquet_path: str,
+    query: Query,
+    fmt: ExportFormat,
+    out: BinaryIO,
+    batch_rows: int,
+    on_progress: Callable[[int], None] | None,
+    progress_interval: float,
+    settings: EngineSettings,
+    render: Render,
+) -> ExportStats:
+    # The relation API takes the path as a value: it is never spliced into SQL text by us.
+    con.read_parquet(parquet_path).create_view(SOURCE)
+    _check_schema(con, query)
+    compiled: CompiledQuery
+    encoder: Encoder
+    if render == "duckdb":
+        compiled = compile_export(query, fmt, SOURCE)
+        encoder = LinesEncoder(csv_header(query.output_names) if fmt == "csv" else b"")
+    else:
+        compiled = compile_query(query, SOURCE)
+        encoder = encoder_for(fmt, query.output_names)
+    try:
+        reader = con.sql(compiled.sql, params=compiled.params).to_arrow_reader(batch_rows)
+    except (duckdb.BinderException, duckdb.CatalogException) as exc:
+        raise DatasetMismatch(f"the dataset does not fit the query: {exc}") from exc
+    rows = 0
+    last_report = time.monotonic()
+    try:
+        with GzipSink(
+            out,
+            backend=settings.gzip_backend,
+            level=settings.gzip_level,
+            threaded=settings.gzip_threaded,
+        ) as sink:
+            sink.write(encoder.header())
+            for batch in reader:
+                if batch.num_rows == 0:
+                    continue
+                sink.write(encoder.encode(batch))
+                rows += batch.num_rows
+                if on_progress is not None and time.monotonic() - last_report >= progress_interval:
+                    last_report = time.monotonic()
+                    on_progress(rows)
+    finally:
+        reader.close()
+    return ExportStats(rows, sink.uncompressed_bytes, sink.compressed_bytes)
+
+
+def _columns(node: FilterNode | None) -> Iterable[Column]:
+    if node is None:
+        return
+    if isinstance(node, Condition):
+        yield node.column
+    elif isinstance(node, Negation):
+        yield from _columns(node.child)
+    elif isinstance(node, AllOf | AnyOf):
+        for child in node.children:
+            yield from _columns(child)
+
+
+def _check_schema(con: Any, query: Query) -> None:
+    """Raise DatasetMismatch unless every column the query uses exists with a fitting type."""
+    relation = con.table(SOURCE)
+    actual = {name: str(kind) for name, kind in zip(relation.columns, relation.types, strict=True)}
+    needed = [s.column for s in query.scopes]
+    needed += list(_columns(query.filter))
+    needed += [k.column for k in query.order_by if k.column is not None]
+    problems = []
+    for column in dict.fromkeys(needed):
+        found = actual.get(column.name)
+        if found is None:
+            problems.append(f"column '{column.name}' is missing")
+        elif not _ACCEPTED_TYPES[column.type](found):
+            problems.append(f"column '{column.name}' is {found}, expected {column.type.value}")
+    if problems:
+        raise DatasetMismatch("the dataset does not fit the catalog: " + "; ".join(problems))

@@ -1,0 +1,266 @@
+"""The process use case: run one export into one gzip object, exactly once, nothing lost.
+
+Pub/Sub delivers at least once, so every step tolerates repeats: the claim (a lease with a
+precondition) lets one worker run at a time; the object name comes from the queryUUID and the
+upload refuses to replace an existing object; a finished export is never run again; and the
+ready message is published until the record says it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..core.catalog import Catalog
+from ..core.errors import InvalidRequest, PermanentError, TransientError
+from ..core.jsontext import parse_standard
+from ..core.lifecycle import DEFAULT_LEASE, ClaimDecision, ClaimVerdict
+from ..core.query import Query, parse_dataset
+from ..core.records import ExportRecord, ExportStatus
+from .ports import Publisher
+
+log = logging.getLogger(__name__)
+
+MAX_RUN_ATTEMPTS = 5
+# Rows are not re-capped here: the limit was checked at submit time under that day's setting.
+_NO_CAP = 2**62
+
+
+class LeaseLost(TransientError):
+    """Another worker took the export over; this one must stop writing."""
+
+
+class ObjectAlreadyExists(Exception):
+    """The export's object is already there: an earlier run finished its upload."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What Cloud Storage reports about a finished object."""
+
+    name: str
+    size: int
+    crc32c: str | None
+    md5: str | None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A finished export, ready to record."""
+
+    object_name: str
+    rows: int
+    size_bytes: int
+    crc32c: str | None
+    md5: str | None
+    started_on: dt.datetime
+    completed_on: dt.datetime
+
+
+class Writable(Protocol):
+    """Where the engine writes the gzip stream."""
+
+    def write(self, data: bytes, /) -> int:
+        """Append bytes."""
+
+
+class Upload(Writable, Protocol):
+    """A resumable upload: nothing is visible until ``commit``; ``abort`` leaves nothing."""
+
+    def commit(self) -> ObjectInfo:
+        """Finish the upload; raise ``ObjectAlreadyExists`` if the object is already there."""
+
+    def abort(self) -> None:
+        """Give the upload up; no object appears."""
+
+
+class ExportStorage(Protocol):
+    """The exports bucket."""
+
+    def open_upload(self, name: str, *, metadata: dict[str, str]) -> Upload:
+        """Start a resumable upload of ``name`` (``application/gzip``, no Content-Encoding)."""
+
+    def stat(self, name: str) -> ObjectInfo | None:
+        """The object's size and checksums, or None."""
+
+
+class LifecycleStore(Protocol):
+    """The export record's transitions, each guarded by a precondition."""
+
+    def get_export(self, query_uuid: str) -> ExportRecord | None:
+        """The export, or None."""
+
+    def claim_export(
+        self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
+    ) -> ClaimDecision:
+        """Apply ``decide_claim``; on RUN the record is ``running`` under this worker's lease."""
+
+    def record_progress(
+        self, query_uuid: str, worker: str, rows: int, lease_expires_on: dt.datetime
+    ) -> None:
+        """Store rows written so far and renew the lease; raise ``LeaseLost`` if not ours."""
+
+    def complete_export(self, query_uuid: str, worker: str, result: ExportResult) -> None:
+        """Mark the export ``succeeded``; raise ``LeaseLost`` if not ours."""
+
+    def fail_export(self, query_uuid: str, code: str, message: str, now: dt.datetime) -> bool:
+        """Mark a not-yet-finished export ``failed``; False if it had already finished."""
+
+    def mark_ready_published(self, query_uuid: str, now: dt.datetime) -> None:
+        """Remember that notify was told."""
+
+
+class ExportEngine(Protocol):
+    """Runs a query and writes the gzip file (``engine.duckdb_engine.run_export``)."""
+
+    def __call__(
+        self,
+        parquet_path: str,
+        query: Query,
+        fmt: str,
+        out: Writable,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write the export; return the number of data rows."""
+
+
+def object_name(query_uuid: str, fmt: str) -> str:
+    """The export's object: derived from its id, so a retry can never make a twin."""
+    return f"exports/{query_uuid}.{fmt}.gz"
+
+
+@dataclass
+class ExportRunner:
+    """Runs export requests as they arrive from Pub/Sub."""
+
+    store: LifecycleStore
+    storage: ExportStorage
+    ready: Publisher
+    engine: ExportEngine
+    dataset_path: Callable[[], str]
+    catalog: Catalog
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    lease: dt.timedelta = DEFAULT_LEASE
+    worker: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
+
+    def handle(self, query_uuid: str) -> None:
+        """Run the export if it is this delivery's to run.
+
+        Returns normally when the message should be acknowledged; raises ``TransientError``
+        when Pub/Sub should deliver it again (including "another worker is running it", so the
+        message outlives a worker that dies mid-export).
+        """
+        record = self.store.get_export(query_uuid)
+        if record is None:
+            log.warning(
+                "export request for an unknown export; dropping", extra={"queryUUID": query_uuid}
+            )
+            return
+        decision = self.store.claim_export(query_uuid, self.worker, self.clock(), self.lease)
+        log.info(
+            "claim %s: %s", decision.verdict.value, decision.reason, extra={"queryUUID": query_uuid}
+        )
+        if decision.verdict is ClaimVerdict.DONE:
+            current = self.store.get_export(query_uuid) or record
+            if current.status is ExportStatus.SUCCEEDED and current.ready_published_on is None:
+                self._announce(query_uuid)
+            return
+        if decision.verdict is ClaimVerdict.BUSY:
+            raise TransientError(f"export {query_uuid} is being run by another worker")
+        claimed = self.store.get_export(query_uuid) or record
+        if (claimed.run_attempts or 0) > MAX_RUN_ATTEMPTS:
+            self._fail(
+                query_uuid,
+                "too_many_attempts",
+                f"the export did not finish in {MAX_RUN_ATTEMPTS} attempts; please retry it",
+            )
+            return
+        try:
+            self._run(claimed)
+        except PermanentError as exc:
+            code = getattr(exc, "code", "export_failed")
+            self._fail(query_uuid, str(code), str(exc))
+            return
+        self._announce(query_uuid)
+
+    def _run(self, record: ExportRecord) -> None:
+        query_uuid = record.query_uuid
+        try:
+            query = parse_dataset(
+                parse_standard(record.dataset_json), self.catalog, max_rows=_NO_CAP
+            )
+        except (InvalidRequest, ValueError) as exc:
+            raise PermanentError(f"the query no longer fits the dataset: {exc}") from exc
+        name = object_name(query_uuid, record.format)
+        started = self.clock()
+        upload = self.storage.open_upload(name, metadata={"queryUUID": query_uuid})
+
+        def progress(rows: int) -> None:
+            # Every few seconds: show progress and renew the lease in one write.
+            now = self.clock()
+            self.store.record_progress(query_uuid, self.worker, rows, now + self.lease)
+
+        try:
+            rows = self.engine(
+                self.dataset_path(),
+                query,
+                record.format,
+                upload,
+                on_progress=progress,
+            )
+            info = upload.commit()
+        except ObjectAlreadyExists:
+            # An earlier run finished the upload but not the record: keep that object.
+            info = self.storage.stat(name) or _missing(name)
+        except BaseException:
+            upload.abort()
+            raise
+        result = ExportResult(
+            object_name=name,
+            rows=rows,
+            size_bytes=info.size,
+            crc32c=info.crc32c,
+            md5=info.md5,
+            started_on=started,
+            completed_on=self.clock(),
+        )
+        self.store.complete_export(query_uuid, self.worker, result)
+        log.info(
+            "export succeeded: %d rows, %d bytes",
+            rows,
+            info.size,
+            extra={
+                "queryUUID": query_uuid,
+                "numberRows": rows,
+                "sizeBytes": info.size,
+                "durationMs": int((result.completed_on - started) / dt.timedelta(milliseconds=1)),
+            },
+        )
+
+    def _fail(self, query_uuid: str, code: str, message: str) -> None:
+        if self.store.fail_export(query_uuid, code, message, self.clock()):
+            log.error(
+                "export failed: %s", message, extra={"queryUUID": query_uuid, "errorCode": code}
+            )
+
+    def _announce(self, query_uuid: str) -> None:
+        self.ready.publish(query_uuid)
+        self.store.mark_ready_published(query_uuid, self.clock())
+
+    def give_up(self, query_uuid: str, attempts: int | None) -> None:
+        """A dead-lettered request: record the failure so the status API says why."""
+        tried = f" after {attempts} delivery attempts" if attempts else ""
+        self._fail(
+            query_uuid,
+            "dead_lettered",
+            f"the export could not be processed{tried}; it was moved to the dead-letter topic",
+        )
+
+
+def _missing(name: str) -> ObjectInfo:
+    raise TransientError(f"object {name} reported as existing but cannot be read")

@@ -1,0 +1,412 @@
+"""Integration tests of the process function on the emulators: the file is right to the row,
+one file per export however often Pub/Sub delivers, nothing lost when a worker dies."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from google.cloud import pubsub_v1, storage
+
+from dataset_export.adapters.firestore_store import FirestoreStore
+from dataset_export.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
+from dataset_export.localstack.stack import StackInfo
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(stack_env: dict[str, str]) -> Iterator[httpx.Client]:
+    """An HTTP client on the running submit function with the demo key."""
+    with httpx.Client(
+        base_url=stack_env["EXPORT_API_URL"],
+        headers={"x-api-key": stack_env["EXPORT_API_KEY"]},
+        timeout=30,
+    ) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def table(stack_env: dict[str, str]) -> pa.Table:
+    """The test stack's dataset, read independently of the engine."""
+    return pq.read_table(stack_env["EXPORT_DATASET_PATH"])
+
+
+def submit(
+    client: httpx.Client, env: dict[str, str], dataset: dict[str, Any], fmt: str = "csv"
+) -> str:
+    body = {
+        "dataset": dataset,
+        "webhookURL": env["EXPORT_WEBHOOK_URL"],
+        "name": "itest",
+        "format": fmt,
+    }
+    response = client.post("/dataset/export", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["queryUUID"])
+
+
+def wait_finished(client: httpx.Client, query_uuid: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc: dict[str, Any] = client.get(f"/dataset/export/{query_uuid}").json()
+        if doc["status"] in ("succeeded", "failed"):
+            return doc
+        time.sleep(0.2)
+    raise AssertionError(f"export {query_uuid} did not finish: {doc}")
+
+
+def download(client: httpx.Client, doc: dict[str, Any]) -> bytes:
+    response = client.get(doc["download"]["url"], follow_redirects=True)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/gzip"
+    assert "content-encoding" not in response.headers
+    assert len(response.content) == doc["sizeBytes"]
+    return response.content
+
+
+def csv_rows(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(gzip.decompress(data).decode("utf-8"), newline="")))
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_seed_example_has_exactly_the_rows_of_an_independent_query(
+    stack_env: dict[str, str], client: httpx.Client, table: pa.Table
+) -> None:
+    """The seed's grouped Seattle query matches a pyarrow group-by of the same file."""
+    dataset = {
+        "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
+        "filters": [
+            {"column": "msa", "filter": {"equals": "Seattle, WA"}},
+            {"column": "bed", "filter": {"in": [1, 2, 3]}},
+        ],
+        "limit": 10000,
+    }
+    doc = wait_finished(client, submit(client, stack_env, dataset))
+    assert doc["status"] == "succeeded", doc
+    rows = csv_rows(download(client, doc))
+    assert rows[0] == ["street_address", "avg_asking_rent"]
+    got = {r[0]: float(r[1]) for r in rows[1:]}
+
+    mask = pc.and_(
+        pc.equal(table["msa"], "Seattle, WA"),
+        pc.is_in(table["bed"], pa.array([1, 2, 3], pa.int32())),
+    )
+    expected_table = (
+        table.filter(mask).group_by("street_address").aggregate([("asking_rent", "mean")])
+    )
+    expected = dict(
+        zip(
+            expected_table["street_address"].to_pylist(),
+            expected_table["asking_rent_mean"].to_pylist(),
+            strict=True,
+        )
+    )
+    assert len(expected) > 0
+    assert doc["numberRows"] == len(expected) == len(rows) - 1
+    assert set(got) == set(expected)
+    assert all(close(got[k], expected[k]) for k in expected)
+
+
+def test_jsonl_types_and_csv_quoting_round_trip(
+    stack_env: dict[str, str], client: httpx.Client, table: pa.Table
+) -> None:
+    """Hostile text survives CSV quoting; JSONL keeps numbers, dates, booleans and nulls typed."""
+    columns = [
+        "property_id",
+        "building_name",
+        "bed",
+        "bath",
+        "asking_rent",
+        "listed_on",
+        "is_active",
+    ]
+    dataset = {
+        "scopes": [{"column": c} for c in columns],
+        "filters": {
+            "or": [
+                {"column": "building_name", "filter": {"in": list(HOSTILE_BUILDING_NAMES)}},
+                {"column": "property_type", "filter": {"equals": "single_family"}},
+            ]
+        },
+        "orderBy": [{"column": "property_id"}],
+    }
+    mask = pc.or_(
+        pc.is_in(table["building_name"], pa.array(HOSTILE_BUILDING_NAMES)),
+        pc.equal(table["property_type"], "single_family"),
+    )
+    expected = table.filter(mask).select(columns).sort_by("property_id").to_pylist()
+    assert any(r["building_name"] in HOSTILE_BUILDING_NAMES for r in expected)
+    assert any(r["building_name"] is None for r in expected)
+
+    csv_doc = wait_finished(client, submit(client, stack_env, dataset, "csv"))
+    rows = csv_rows(download(client, csv_doc))
+    assert rows[0] == columns
+    assert [r[1] for r in rows[1:]] == [r["building_name"] or "" for r in expected]
+    assert [r[0] for r in rows[1:]] == [r["property_id"] for r in expected]
+
+    jsonl_doc = wait_finished(client, submit(client, stack_env, dataset, "jsonl"))
+    lines = gzip.decompress(download(client, jsonl_doc)).decode("utf-8").splitlines()
+    objects = [json.loads(line) for line in lines]
+    assert len(objects) == len(expected) == jsonl_doc["numberRows"]
+    for got, want in zip(objects, expected, strict=True):
+        assert list(got) == columns
+        assert got["building_name"] == want["building_name"]
+        assert got["bed"] == want["bed"]
+        assert isinstance(got["bed"], int)
+        assert close(got["asking_rent"], want["asking_rent"])
+        assert got["listed_on"] == want["listed_on"].isoformat()
+        assert got["is_active"] is want["is_active"]
+
+
+def objects_for(env: dict[str, str], query_uuid: str) -> list[str]:
+    bucket = storage.Client(project=env["GOOGLE_CLOUD_PROJECT"]).bucket(env["EXPORT_BUCKET"])
+    return [b.name for b in bucket.list_blobs(prefix=f"exports/{query_uuid}")]
+
+
+def test_duplicate_delivery_makes_no_second_file_or_ready_message(
+    stack_env: dict[str, str], client: httpx.Client
+) -> None:
+    """Re-publishing a finished export's request is acknowledged and changes nothing."""
+    project = stack_env["GOOGLE_CLOUD_PROJECT"]
+    subscriber = pubsub_v1.SubscriberClient()
+    tap = subscriber.subscription_path(project, f"ready-tap-{uuid.uuid4().hex[:8]}")
+    subscriber.create_subscription(
+        request={"name": tap, "topic": f"projects/{project}/topics/export-ready"}
+    )
+    try:
+        query_uuid = submit(
+            client,
+            stack_env,
+            {"scopes": [{"column": "msa"}, {"column": "sqft", "aggregate": "Median"}]},
+        )
+        first = wait_finished(client, query_uuid)
+        assert first["status"] == "succeeded"
+        publisher = pubsub_v1.PublisherClient()
+        topic = publisher.topic_path(project, "export-requests")
+        for _ in range(3):
+            publisher.publish(
+                topic, json.dumps({"queryUUID": query_uuid}).encode(), kind="export-request"
+            ).result(10)
+        time.sleep(3)
+        after = client.get(f"/dataset/export/{query_uuid}").json()
+        assert after["completedOn"] == first["completedOn"]
+        assert after["sizeBytes"] == first["sizeBytes"]
+        assert objects_for(stack_env, query_uuid) == [f"exports/{query_uuid}.csv.gz"]
+        ready = subscriber.pull(
+            request={"subscription": tap, "max_messages": 20}, timeout=5
+        ).received_messages
+        assert [m.message.data for m in ready].count(
+            json.dumps({"queryUUID": query_uuid}).encode()
+        ) == 1
+    finally:
+        subscriber.delete_subscription(request={"subscription": tap})
+
+
+def test_dead_lettered_request_marks_the_export_failed(
+    stack_env: dict[str, str], client: httpx.Client
+) -> None:
+    """A request that lands in the dead-letter topic ends as 'failed' with the reason, not lost."""
+    project = stack_env["GOOGLE_CLOUD_PROJECT"]
+    store = FirestoreStore.for_project(project)
+    query_uuid = submit(client, stack_env, {"scopes": [{"column": "city"}]})
+    wait_finished(client, query_uuid)
+    # Put a queued twin in place and dead-letter it, as Pub/Sub does after the last attempt.
+    twin = store.get_export(query_uuid)
+    assert twin is not None
+    twin_uuid = str(uuid.uuid4())
+    twin.query_uuid, twin.status = twin_uuid, type(twin.status)("queued")
+    twin.completed_on = twin.started_on = None
+    twin.number_rows = twin.size_bytes = twin.rows_written = None
+    twin.object_name = twin.crc32c = twin.md5 = None
+    twin.ready_published_on = None
+    store.create_export(twin)
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(project, "export-dead-letter")
+    publisher.publish(
+        topic, json.dumps({"queryUUID": twin_uuid}).encode(), kind="export-request"
+    ).result(10)
+    doc = wait_finished(client, twin_uuid, timeout=30)
+    assert doc["status"] == "failed"
+    assert doc["error"]["code"] == "dead_lettered"
+    assert "dead-letter" in doc["error"]["message"]
+    assert objects_for(stack_env, twin_uuid) == []
+
+
+def test_permanent_failure_is_recorded_and_not_retried(
+    stack_env: dict[str, str], tmp_path: Path, table: pa.Table
+) -> None:
+    """A dataset lacking a queried column fails the export with a reason; no file, no ready."""
+    broken = tmp_path / "broken.parquet"
+    pq.write_table(table.drop_columns(["sqft"]), broken)
+    result = run_worker(stack_env, broken, {"scopes": [{"column": "city"}, {"column": "sqft"}]})
+    assert result["status"] == "failed", result
+    assert "sqft" in result["error"]["message"]
+    assert objects_for(stack_env, result["queryUUID"]) == []
+
+
+WORKER = r"""
+import datetime as dt, json, os, signal, sys
+from dataset_export import logs
+from dataset_export.adapters import gcs_storage
+from dataset_export.config import Settings
+from dataset_export.wiring import build_export_runner
+
+spec = json.loads(sys.argv[1])
+gcs_storage.UPLOAD_CHUNK_BYTES = 256 * 1024
+runner = build_export_runner(Settings.from_env())
+runner.dataset_path = lambda: spec["dataset"]
+if spec.get("kill_after_bytes"):
+    engine, limit = runner.engine, spec["kill_after_bytes"]
+    def killing_engine(path, query, fmt, out, on_progress=None):
+        class Dying:
+            written = 0
+            def write(self, data):
+                out.write(data)
+                self.written += len(data)
+                if self.written > limit:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return len(data)
+        return engine(path, query, fmt, Dying(), on_progress=on_progress)
+    runner.engine = killing_engine
+if spec.get("clock_offset_s"):
+    offset = dt.timedelta(seconds=spec["clock_offset_s"])
+    runner.clock = lambda: dt.datetime.now(dt.UTC) + offset
+runner.handle(spec["queryUUID"])
+"""
+
+
+def make_queued_export(env: dict[str, str], dataset: dict[str, Any]) -> str:
+    """A queued export record that no Pub/Sub message announces (the test plays the worker)."""
+    from dataset_export.core.records import ExportRecord, ExportStatus
+
+    store = FirestoreStore.for_project(env["GOOGLE_CLOUD_PROJECT"])
+    query_uuid = str(uuid.uuid4())
+    store.create_export(
+        ExportRecord(
+            query_uuid=query_uuid,
+            account_id="demo",
+            key_hash="test",
+            key_id="test",
+            name="worker",
+            format="csv",
+            webhook_url=env["EXPORT_WEBHOOK_URL"],
+            dataset_json=json.dumps(dataset),
+            status=ExportStatus.QUEUED,
+            requested_on=dt.datetime.now(dt.UTC),
+        )
+    )
+    return query_uuid
+
+
+def run_worker(
+    env: dict[str, str],
+    dataset_file: Path,
+    dataset: dict[str, Any],
+    query_uuid: str | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    query_uuid = query_uuid or make_queued_export(env, dataset)
+    worker_env = {**os.environ, **env, "EXPORT_ENV": "local"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WORKER,
+            json.dumps({"queryUUID": query_uuid, "dataset": str(dataset_file), **spec}),
+        ],
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    record = FirestoreStore.for_project(env["GOOGLE_CLOUD_PROJECT"]).get_export(query_uuid)
+    assert record is not None
+    doc = record.status_document()
+    doc["returncode"] = proc.returncode
+    doc["stderr"] = proc.stderr[-2000:]
+    return doc
+
+
+def test_worker_killed_mid_upload_leaves_no_object_and_redelivery_completes(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGKILL during a multi-chunk upload shows no partial object; the next delivery finishes."""
+    dataset = {
+        "scopes": [
+            {"column": c}
+            for c in (
+                "property_id",
+                "street_address",
+                "city",
+                "building_name",
+                "asking_rent",
+                "lat",
+                "lon",
+            )
+        ]
+    }
+    # Big enough for several 256 KiB upload chunks before the kill.
+    path = generate_dataset(200_000, tmp_path / "big.parquet").path
+    killed = run_worker(stack_env, path, dataset, kill_after_bytes=700 * 1024)
+    query_uuid = killed["queryUUID"]
+    assert killed["returncode"] == -signal.SIGKILL, killed["stderr"]
+    assert killed["status"] == "running"
+    assert objects_for(stack_env, query_uuid) == []
+
+    # A redelivery inside the dead worker's lease is told to come back later...
+    busy = run_worker(stack_env, path, dataset, query_uuid=query_uuid)
+    assert busy["returncode"] != 0
+    assert "being run by another worker" in busy["stderr"]
+    # ...and once the lease has expired, it takes over and finishes.
+    done = run_worker(stack_env, path, dataset, query_uuid=query_uuid, clock_offset_s=600)
+    assert done["returncode"] == 0, done["stderr"]
+    assert done["status"] == "succeeded"
+    assert objects_for(stack_env, query_uuid) == [f"exports/{query_uuid}.csv.gz"]
+    bucket = storage.Client(project=stack_env["GOOGLE_CLOUD_PROJECT"]).bucket(
+        stack_env["EXPORT_BUCKET"]
+    )
+    data = bucket.blob(f"exports/{query_uuid}.csv.gz").download_as_bytes(raw_download=True)
+    assert len(data) == done["sizeBytes"]
+    rows = csv_rows(data)
+    assert len(rows) - 1 == done["numberRows"] == pq.read_metadata(path).num_rows
+    assert Counter(r[0] for r in rows[1:]).most_common(1)[0][1] == 1
+
+
+def test_download_link_tampered_is_403_and_status_hides_other_keys(
+    stack_env: dict[str, str], client: httpx.Client, stack: StackInfo
+) -> None:
+    """A modified token is refused with 403 and a JSON error."""
+    doc = wait_finished(
+        client, submit(client, stack_env, {"scopes": [{"column": "state"}], "limit": 5})
+    )
+    url = doc["download"]["url"]
+    tampered = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
+    response = client.get(tampered)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "link_invalid"
+    other = client.get(url.replace(doc["queryUUID"], str(uuid.uuid4())))
+    assert other.status_code == 403

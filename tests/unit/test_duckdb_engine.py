@@ -1,0 +1,375 @@
+"""Unit tests of the DuckDB export engine: files checked row by row against other computations."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dataset_export.core.catalog import RENTAL_LISTINGS, ColumnType
+from dataset_export.core.errors import PermanentError
+from dataset_export.core.query import Query, parse_dataset
+from dataset_export.core.sql import compile_query, output_type
+from dataset_export.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
+from dataset_export.engine import DatasetMismatch, EngineSettings, ExportStats, run_export
+from tests.unit.test_sql import assert_same_values, datasets, value_pools
+
+SEED_DATASET: dict[str, Any] = {
+    "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
+    "filters": [
+        {"column": "msa", "filter": {"equals": "Seattle, WA"}},
+        {"column": "bed", "filter": {"in": [1, 2, 3]}},
+    ],
+    "limit": 10000,
+}
+RENDERS = ("duckdb", "arrow")
+FORMATS = ("csv", "jsonl")
+
+
+def parse(dataset: Any) -> Query:
+    return parse_dataset(dataset, RENTAL_LISTINGS, max_rows=1_000_000)
+
+
+@pytest.fixture(scope="module")
+def listings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20,000 rows from the demo generator (hostile building names included)."""
+    root = tmp_path_factory.mktemp("engine")
+    return generate_dataset(20_000, root / "listings.parquet", seed=11).path
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """3,000 generated rows with nulls in many columns and NaN/inf rents, and its rows."""
+    root = tmp_path_factory.mktemp("awkward")
+    table = pq.read_table(generate_dataset(3_000, root / "base.parquet", seed=5).path)
+    n = table.num_rows
+    for i, name in enumerate(("city", "bed", "bath", "listed_on", "is_active", "sqft")):
+        column = table.column(name).combine_chunks()
+        mask = pa.array([(row + i) % 11 == 0 for row in range(n)])
+        table = table.set_column(
+            table.schema.get_field_index(name),
+            pa.field(name, column.type, nullable=True),
+            pc.if_else(mask, pa.scalar(None, column.type), column),
+        )
+    specials = [float("nan"), float("inf"), -float("inf")]
+    rents = table.column("effective_rent").to_pylist()
+    rents = [specials[r % 3] if r % 97 == 0 else v for r, v in enumerate(rents)]
+    table = table.set_column(
+        table.schema.get_field_index("effective_rent"), "effective_rent", pa.array(rents)
+    )
+    hostile = [*HOSTILE_BUILDING_NAMES, "back\\slash", "tab\there", "ctrl\x01\x1f", "\u2028"]
+    buildings = table.column("building_name").to_pylist()
+    buildings = [
+        hostile[r // 50 % len(hostile)] if r % 50 == 0 else v for r, v in enumerate(buildings)
+    ]
+    table = table.set_column(
+        table.schema.get_field_index("building_name"), "building_name", pa.array(buildings)
+    )
+    path = root / "awkward.parquet"
+    pq.write_table(table, path, row_group_size=1_000)
+    return path, table.to_pylist()
+
+
+@pytest.fixture(scope="module")
+def pools(awkward: tuple[Path, list[dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Filter values that occur in the awkward file."""
+    return value_pools(awkward[1])
+
+
+def export(
+    path: Path, query: Query, fmt: str, render: str = "duckdb", **options: Any
+) -> tuple[bytes, ExportStats]:
+    """Run an export into memory; the decompressed file and the stats."""
+    out = io.BytesIO()
+    stats = run_export(str(path), query, fmt, out, render=render, **options)  # type: ignore[arg-type]
+    assert stats.compressed_bytes == len(out.getvalue())
+    data = gzip.decompress(out.getvalue())
+    assert stats.uncompressed_bytes == len(data)
+    return data, stats
+
+
+def typed(query: Query, names: list[str], raw: list[Any], *, from_csv: bool) -> tuple[Any, ...]:
+    """A parsed file row as Python values of the scopes' output types."""
+    values = []
+    for scope, name, value in zip(query.scopes, names, raw, strict=True):
+        assert scope.output_name == name
+        kind = output_type(scope)
+        if from_csv:
+            if value == "":
+                value = None
+            elif kind is ColumnType.INTEGER:
+                value = int(value)
+            elif kind is ColumnType.NUMBER:
+                value = float(value)
+            elif kind is ColumnType.BOOLEAN:
+                assert value in ("true", "false")
+                value = value == "true"
+        if value is not None and kind is ColumnType.DATE:
+            value = dt.date.fromisoformat(value)
+        if value is not None and kind is ColumnType.NUMBER:
+            assert isinstance(value, float)  # JSON floats keep their fraction: 784.0, not 784
+        if value is not None and kind is ColumnType.INTEGER:
+            assert type(value) is int
+        values.append(value)
+    return tuple(values)
+
+
+def read_rows(query: Query, fmt: str, data: bytes) -> list[tuple[Any, ...]]:
+    """The rows of an export file, typed."""
+    text = data.decode("utf-8")
+    names = list(query.output_names)
+    if fmt == "csv":
+        records = list(csv.reader(io.StringIO(text, newline="")))
+        assert records[0] == names
+        return [typed(query, names, r, from_csv=True) for r in records[1:]]
+    rows = []
+    for line in text.split("\n")[:-1]:
+        obj = json.loads(line)
+        assert list(obj) == names
+        rows.append(typed(query, names, list(obj.values()), from_csv=False))
+    assert text == "" or text.endswith("\n")
+    return rows
+
+
+def engine_rows(path: Path, query: Query) -> list[tuple[Any, ...]]:
+    """The query's rows straight from DuckDB, non-finite floats as None (as exported)."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.read_parquet(str(path)).create_view("dataset")
+        compiled = compile_query(query)
+        rows = con.sql(compiled.sql, params=compiled.params).fetchall()
+    finally:
+        con.close()
+    return [
+        tuple(None if isinstance(v, float) and not math.isfinite(v) else v for v in row)
+        for row in rows
+    ]
+
+
+def sort_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple((v is None, str(type(v)), round(v, 6) if isinstance(v, float) else v)
+                 for v in row)  # fmt: skip
+
+
+def assert_same_rows(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> None:
+    """Two row lists are equal as multisets (floats within 1e-9 relative)."""
+    assert len(got) == len(want)
+    for g, w in zip(sorted(got, key=sort_key), sorted(want, key=sort_key), strict=True):
+        assert_same_values(g, w)
+
+
+@pytest.mark.parametrize("render", RENDERS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_seed_example_has_exactly_the_rows_pandas_computes(
+    listings: Path, fmt: str, render: str
+) -> None:
+    """The seed's example export equals an independent pandas filter and groupby."""
+    frame = pd.read_parquet(listings)
+    chosen = frame[(frame["msa"] == "Seattle, WA") & frame["bed"].isin([1, 2, 3])]
+    expected = chosen.groupby("street_address", dropna=False)["asking_rent"].mean()
+    assert 50 < len(expected) < 10000  # a real result, below the limit
+    query = parse(SEED_DATASET)
+    data, stats = export(listings, query, fmt, render)
+    got = read_rows(query, fmt, data)
+    assert stats.rows == len(got) == len(expected)
+    assert_same_rows(got, [(k, float(v)) for k, v in expected.items()])
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_every_format_and_renderer_writes_the_engine_rows(
+    data: st.DataObject, awkward: tuple[Path, list[dict[str, Any]]], pools: dict[str, list[Any]]
+) -> None:
+    """For random queries, each file parses back to exactly the rows DuckDB returns."""
+    path = awkward[0]
+    query = parse(data.draw(datasets(pools)))
+    # A limit may keep any of the rows tied at the cut: compare whole results.
+    query = Query(query.scopes, query.filter, None, query.order_by)
+    want = engine_rows(path, query)
+    for fmt in FORMATS:
+        for render in RENDERS:
+            file_rows = read_rows(query, fmt, export(path, query, fmt, render)[0])
+            assert_same_rows(file_rows, want)
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_hostile_text_and_special_numbers_round_trip(
+    awkward: tuple[Path, list[dict[str, Any]]], render: str
+) -> None:
+    """Names with commas, quotes, newlines and emoji, nulls, NaN and inf export faithfully."""
+    path, rows = awkward
+    query = parse(
+        {
+            "scopes": [
+                {"column": "property_id"},
+                {"column": "building_name"},
+                {"column": "effective_rent"},
+                {"column": "listed_on"},
+                {"column": "is_active"},
+                {"column": "bed"},
+            ]
+        }
+    )
+    assert set(HOSTILE_BUILDING_NAMES) <= {r["building_name"] for r in rows}
+    want = [
+        (
+            r["property_id"],
+            r["building_name"],
+            r["effective_rent"] if math.isfinite(r["effective_rent"]) else None,
+            r["listed_on"],
+            r["is_active"],
+            r["bed"],
+        )
+        for r in rows
+    ]
+    for fmt in FORMATS:
+        assert_same_rows(read_rows(query, fmt, export(path, query, fmt, render)[0]), want)
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_empty_result_is_a_header_or_an_empty_file(listings: Path, render: str) -> None:
+    """No matching rows: CSV holds only its header, JSONL nothing; both are valid gzip."""
+    query = parse(
+        {
+            "scopes": [{"column": "city"}, {"column": "sqft", "aggregate": "Avg"}],
+            "filters": [{"column": "msa", "filter": {"equals": "Nowhere, ZZ"}}],
+        }
+    )
+    csv_data, csv_stats = export(listings, query, "csv", render)
+    assert csv_data == b"city,avg_sqft\n"
+    assert csv_stats.rows == 0
+    jsonl_data, jsonl_stats = export(listings, query, "jsonl", render)
+    assert jsonl_data == b""
+    assert jsonl_stats.rows == 0
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_order_by_and_limit_are_kept_in_the_file(listings: Path, render: str) -> None:
+    """An ordered, limited export lists the top rows in order."""
+    query = parse(
+        {
+            "scopes": [{"column": "property_id"}, {"column": "asking_rent"}],
+            "orderBy": [
+                {"column": "asking_rent", "direction": "desc"},
+                {"column": "property_id"},
+            ],
+            "limit": 2_000,
+        }
+    )
+    frame = pd.read_parquet(listings, columns=["property_id", "asking_rent"])
+    top = frame.sort_values(["asking_rent", "property_id"], ascending=[False, True]).head(2_000)
+    want = [(p, float(a)) for p, a in zip(top["property_id"], top["asking_rent"], strict=True)]
+    for fmt in FORMATS:
+        got = read_rows(query, fmt, export(listings, query, fmt, render, batch_rows=300)[0])
+        assert got == want
+
+
+def test_progress_is_reported_while_rows_stream(listings: Path) -> None:
+    """on_progress sees growing row counts batch by batch, not once per row."""
+    seen: list[int] = []
+    query = parse({"scopes": [{"column": "property_id"}]})
+    _, stats = export(
+        listings, query, "csv", batch_rows=2_048, on_progress=seen.append, progress_interval=0
+    )
+    assert stats.rows == 20_000
+    assert 5 <= len(seen) <= 20_000 // 1_000
+    assert seen == sorted(seen)
+    assert seen[-1] <= stats.rows
+
+
+def test_progress_is_throttled(listings: Path) -> None:
+    """With the default interval a quick export reports no intermediate progress."""
+    seen: list[int] = []
+    query = parse({"scopes": [{"column": "property_id"}]})
+    export(listings, query, "jsonl", batch_rows=1_000, on_progress=seen.append)
+    assert seen == []
+
+
+def test_a_missing_column_is_a_permanent_failure(tmp_path: Path, listings: Path) -> None:
+    """A dataset without a queried column fails with DatasetMismatch, which is permanent."""
+    table = pq.read_table(listings).drop_columns(["bed"])
+    path = tmp_path / "no_bed.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(DatasetMismatch, match="'bed' is missing") as caught:
+        export(path, parse(SEED_DATASET), "csv")
+    assert isinstance(caught.value, PermanentError)
+    # Columns the query does not use may be missing.
+    data, _ = export(path, parse({"scopes": [{"column": "city"}], "limit": 3}), "csv")
+    assert data.count(b"\n") == 4
+
+
+def test_a_column_of_the_wrong_type_is_a_permanent_failure(tmp_path: Path) -> None:
+    """A column stored with an incompatible type fails before any row is written."""
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"bed": pa.array(["one", "two"]), "city": ["a", "b"]}), path)
+    out = io.BytesIO()
+    with pytest.raises(DatasetMismatch, match="'bed' is VARCHAR, expected integer"):
+        run_export(str(path), parse({"scopes": [{"column": "bed"}]}), "csv", out)
+    assert out.getvalue() == b""
+
+
+class BrokenUpload(io.RawIOBase):
+    """A destination that fails after its first write."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError("connection reset")
+        return len(data)
+
+
+def test_output_errors_propagate_and_clean_up(tmp_path: Path, listings: Path) -> None:
+    """A failing destination raises from run_export and leaves no temporary files behind."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    query = parse({"scopes": [{"column": "property_id"}, {"column": "street_address"}]})
+    with pytest.raises(OSError, match="connection reset"):
+        run_export(
+            str(listings), query, "jsonl", BrokenUpload(),  # type: ignore[arg-type]
+            batch_rows=1_000, settings=EngineSettings(temp_directory=str(spill)),
+        )  # fmt: skip
+    assert list(spill.iterdir()) == []
+
+
+def test_private_temp_directory_is_removed(tmp_path: Path, listings: Path) -> None:
+    """Without a temp_directory setting the engine's own spill directory is removed."""
+    before = set(os.listdir(tempfile.gettempdir()))
+    export(listings, parse({"scopes": [{"column": "city", "aggregate": "CountDistinct"}]}), "csv")
+    after = set(os.listdir(tempfile.gettempdir()))
+    assert {n for n in after - before if n.startswith("duckdb-export-")} == set()
+
+
+def test_bad_arguments_are_refused(listings: Path) -> None:
+    """Unknown formats, renderers and batch sizes fail fast."""
+    query = parse({"scopes": [{"column": "city"}]})
+    for kwargs in ({"fmt": "xml"}, {"render": "polars"}, {"batch_rows": 0}):
+        options: dict[str, Any] = {"fmt": "csv", **kwargs}
+        fmt = options.pop("fmt")
+        with pytest.raises(ValueError, match=r"unknown|positive"):
+            run_export(str(listings), query, fmt, io.BytesIO(), **options)
