@@ -57,9 +57,45 @@ def _show_file(client: httpx.Client, url: str, rows: int = 6) -> None:
     response = client.get(url, follow_redirects=True)
     response.raise_for_status()
     lines = gzip.decompress(response.content).decode("utf-8").splitlines()
-    _say(f"first {min(rows, len(lines))} lines of the file ({len(response.content):,} bytes gzip):")
+    _say(
+        f"{response.headers.get('content-type')}, {len(response.content):,} bytes, "
+        f"{len(lines) - 1:,} data rows; the first {min(rows, len(lines))} lines:"
+    )
     for line in lines[:rows]:
         _say(f"    {line}")
+
+
+def _show_webhook(webhook: dict[str, Any], api_key: str) -> None:
+    from .core.jsontext import parse_preserving
+    from .core.signing import body_signature, payload_signature, standard_webhook_headers
+
+    headers = webhook["headers"]
+    raw = webhook["body"].encode("utf-8")
+    body = json.loads(raw)
+    _say(f"POST {webhook['path']}")
+    for name in (
+        "content-type",
+        "sha256-hmac-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    ):
+        _say(f"{name}: {headers.get(name)}")
+    shown = {**body, "payload": "<the dataset object exactly as submitted>"}
+    _say(json.dumps(shown, indent=2))
+    payload = parse_preserving(webhook["body"])["payload"]
+    checks = {
+        "hmacSignature (JSON.stringify(payload))": payload_signature(api_key, payload)
+        == body["hmacSignature"],
+        "SHA256-HMAC-Signature (raw body)": body_signature(api_key, raw)
+        == headers.get("sha256-hmac-signature"),
+        "webhook-signature (Standard Webhooks)": standard_webhook_headers(
+            api_key, headers.get("webhook-id", ""), int(headers.get("webhook-timestamp", 0)), raw
+        )["webhook-signature"]
+        == headers.get("webhook-signature"),
+    }
+    for name, ok in checks.items():
+        _say(f"   {'verified' if ok else 'MISMATCH'}: {name}")
 
 
 def main() -> int:
@@ -120,9 +156,13 @@ def main() -> int:
             if webhook is None:
                 _say("   no webhook yet (see .local/logs/notify.log)")
             else:
+                _show_webhook(webhook, key)
                 payload = json.loads(webhook["body"])
-                _say(json.dumps({"headers": webhook["headers"], "body": payload}, indent=2))
+                _say("\n== 4. The file, through the link in gcsBlob.url")
                 _show_file(client, payload["gcsBlob"]["url"])
+                doc = client.get(f"/dataset/export/{query_uuid}").json()
+                _say("\n== 5. Delivery as the status API reports it")
+                _say(json.dumps(doc.get("delivery"), indent=2))
 
     _say("\n== Your turn. The stack keeps running; its settings are in .local/stack.env")
     _say("source .local/stack.env")

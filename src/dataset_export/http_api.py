@@ -24,15 +24,17 @@ from .core.errors import (
     TransientError,
     UnsupportedMediaType,
 )
-from .core.records import iso_z
+from .core.records import ExportRecord, iso_z
 from .logs import set_query_uuid
 from .service.downloads import Downloads
+from .service.notify import Redelivery
 from .service.submit import ExportService
 
 log = logging.getLogger(__name__)
 
 _EXPORT_PATH = re.compile(r"/dataset/export/([^/]+)")
 _DOWNLOAD_PATH = re.compile(r"/dataset/export/([^/]+)/download")
+_REDELIVER_PATH = re.compile(r"/dataset/export/([^/]+)/redeliver")
 _JSON_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -111,6 +113,7 @@ class ExportApi:
     service: ExportService
     max_body_bytes: int
     downloads: Downloads | None = None
+    redelivery: Redelivery | None = None
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one request; never raises (unexpected errors become a logged 500)."""
@@ -148,18 +151,30 @@ class ExportApi:
             return _json(
                 302, {"location": "redirecting to a short-lived signed URL"}, Location=signed
             )
+        match = _REDELIVER_PATH.fullmatch(path)
+        if match and self.redelivery is not None:
+            self._allow(method, "POST")
+            caller = self.service.authenticate(request.header("x-api-key"))
+            self.service.check_rate(caller)
+            record = self.service.status(caller, match.group(1))
+            set_query_uuid(record.query_uuid)
+            self.redelivery.start(record.query_uuid)
+            return self._status(self.service.status(caller, record.query_uuid), 202)
         match = _EXPORT_PATH.fullmatch(path)
         if match:
             self._allow(method, "GET")
             caller = self.service.authenticate(request.header("x-api-key"))
             record = self.service.status(caller, match.group(1))
             set_query_uuid(record.query_uuid)
-            document = record.status_document()
-            link = self.downloads.link_for(record) if self.downloads else None
-            if link is not None:
-                document["download"] = {"url": link.url, "expires": iso_z(link.expires)}
-            return _json(200, document)
+            return self._status(record, 200)
         raise NotFound(f"no route for {method} {request.path}")
+
+    def _status(self, record: ExportRecord, status: int) -> HttpResponse:
+        document = record.status_document()
+        link = self.downloads.link_for(record) if self.downloads else None
+        if link is not None:
+            document["download"] = {"url": link.url, "expires": iso_z(link.expires)}
+        return _json(status, document)
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:

@@ -11,12 +11,14 @@ from .adapters.dns import resolve
 from .adapters.firestore_store import FirestoreStore
 from .adapters.gcs_storage import GcsExportStorage, UrlSigner, fetch_dataset
 from .adapters.pubsub_publisher import PubSubPublisher
+from .adapters.webhook_sender import WebhookSender
 from .config import Settings
 from .core.catalog import RENTAL_LISTINGS
 from .core.query import Query
 from .events import READY_KIND, REQUEST_KIND
 from .http_api import ExportApi
 from .service.downloads import Downloads
+from .service.notify import Notifier, Redelivery
 from .service.process import ExportRunner, Writable
 from .service.submit import ExportService
 
@@ -41,7 +43,15 @@ def build_export_api(settings: Settings) -> ExportApi:
         endpoint=settings.storage_endpoint or None,
     )
     downloads = Downloads(store, signer, settings.link_signing_key, settings.public_url)
-    return ExportApi(service=service, max_body_bytes=settings.max_body_bytes, downloads=downloads)
+    redelivery = Redelivery(
+        store, PubSubPublisher(settings.project, settings.ready_topic, READY_KIND)
+    )
+    return ExportApi(
+        service=service,
+        max_body_bytes=settings.max_body_bytes,
+        downloads=downloads,
+        redelivery=redelivery,
+    )
 
 
 def _duckdb_engine(
@@ -67,4 +77,16 @@ def build_export_runner(settings: Settings) -> ExportRunner:
         engine=_duckdb_engine,
         dataset_path=functools.cache(lambda: fetch_dataset(client, settings.dataset_uri)),
         catalog=RENTAL_LISTINGS,
+    )
+
+
+def build_notifier(settings: Settings) -> Notifier:
+    """The notify use case on Firestore and the safe webhook sender."""
+    settings.require("key_encryption_key", "link_signing_key", "public_url")
+    return Notifier(
+        store=FirestoreStore.for_project(settings.project),
+        sender=WebhookSender(resolve, allow_loopback=settings.is_local),
+        kek=settings.key_encryption_key,
+        link_key=settings.link_signing_key,
+        public_url=settings.public_url,
     )

@@ -9,6 +9,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from ..core.delivery import DeliveryRecord, DeliveryState
 from ..core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from ..core.records import ExportRecord, ExportStatus
 from ..service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
@@ -49,7 +50,7 @@ _EXPORT_FIELDS = {
     "run_attempts": "runAttempts",
     "ready_published_on": "readyPublishedOn",
 }
-_KNOWN_FIELDS = {*_EXPORT_FIELDS.values(), "status"}
+_KNOWN_FIELDS = {*_EXPORT_FIELDS.values(), "status", "deliveryState", "deliveryDueOn"}
 # A precondition race is retried this often before giving the message back to Pub/Sub.
 _CONFLICT_RETRIES = 5
 
@@ -317,3 +318,48 @@ class FirestoreStore:
         """Remember that notify was told."""
         with google_errors("recording the ready message"):
             self._export_ref(query_uuid).update({"readyPublishedOn": now})
+
+    # --- webhook delivery (notify function) --------------------------------------------------
+
+    def load_delivery(
+        self, query_uuid: str
+    ) -> tuple[ExportRecord, DeliveryRecord | None, object] | None:
+        """The export, its delivery (None before the first attempt) and a version token."""
+        with google_errors("reading the delivery"):
+            snap = self._export_ref(query_uuid).get()
+        if not snap.exists:
+            return None
+        doc = snap.to_dict() or {}
+        delivery = DeliveryRecord.from_document(doc["delivery"]) if doc.get("delivery") else None
+        return export_from_document(doc), delivery, snap.update_time
+
+    def save_delivery(self, query_uuid: str, delivery: DeliveryRecord, version: object) -> bool:
+        """Write ``delivery`` if the document is still at ``version``; False otherwise."""
+        due: dt.datetime | None = None
+        if delivery.state in (DeliveryState.PENDING, DeliveryState.RETRYING):
+            due = delivery.next_attempt_on
+        elif delivery.state is DeliveryState.DELIVERING:
+            due = delivery.lease_until  # picked up by the tick if its worker dies
+        update = {
+            "delivery": delivery.to_document(),
+            "deliveryState": delivery.state.value,
+            "deliveryDueOn": due,
+        }
+        ref = self._export_ref(query_uuid)
+        with google_errors("recording the delivery"):
+            try:
+                ref.update(update, option=self._db.write_option(last_update_time=version))
+            except gexc.FailedPrecondition:
+                return False
+        return True
+
+    def due_deliveries(self, now: dt.datetime, limit: int) -> list[str]:
+        """Exports whose delivery is due (or whose in-flight attempt's lease ran out)."""
+        query = (
+            self._db.collection(EXPORTS)
+            .where(filter=FieldFilter("deliveryDueOn", "<=", now))
+            .order_by("deliveryDueOn")
+            .limit(limit)
+        )
+        with google_errors("listing due deliveries"):
+            return [snap.id for snap in query.stream()]

@@ -76,10 +76,16 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
-class IdempotencyConflict(ClientError):
-    """409: a request with the same Idempotency-Key is still being processed."""
+class Conflict(ClientError):
+    """409: the request does not fit the export's current state."""
 
     status = 409
+    code = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    """409: a request with the same Idempotency-Key is still being processed."""
+
     code = "idempotency_in_progress"
 
 

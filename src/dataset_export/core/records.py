@@ -86,7 +86,24 @@ class ExportRecord:
                 {k: v for k, v in (("crc32c", self.crc32c), ("md5", self.md5)) if v} or None
             ),
             "error": self.error,
-            "delivery": self.delivery,
+            "delivery": _public_delivery(self.delivery),
         }
         doc.update({k: v for k, v in optional.items() if v is not None})
         return doc
+
+
+_PUBLIC_ATTEMPT = ("at", "host", "statusCode", "error", "latencyMs")
+
+
+def _public_delivery(delivery: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The customer's view of the delivery: state, schedule and attempt log, no lease details."""
+    if not delivery:
+        return None
+    view: dict[str, Any] = {"state": delivery.get("state")}
+    for key in ("nextAttemptOn", "reason"):
+        if delivery.get(key):
+            view[key] = delivery[key]
+    view["attempts"] = [
+        {k: attempt.get(k) for k in _PUBLIC_ATTEMPT} for attempt in delivery.get("attempts") or []
+    ]
+    return view

@@ -89,9 +89,19 @@ RECEIVER = Part(
     "any_http",
 )
 
+SCHEDULER = Part(
+    "scheduler",
+    "retry scheduler",
+    "the local retry scheduler (Cloud Scheduler's stand-in)",
+    "DWE_SCHEDULER_PORT",
+    18088,
+    "dataset_export.localstack.scheduler",
+    "any_http",
+)
+
 EMULATORS: tuple[Part, ...] = (PUBSUB, FIRESTORE, GCS)
 FUNCTIONS: tuple[Part, ...] = (SUBMIT, PROCESS, NOTIFY)
-SERVERS: tuple[Part, ...] = (*FUNCTIONS, RECEIVER)
+SERVERS: tuple[Part, ...] = (*FUNCTIONS, RECEIVER, SCHEDULER)
 #: Start order; `down` stops in the reverse order.
 ALL_PARTS: tuple[Part, ...] = (*EMULATORS, *SERVERS)
 PART_NAMES: tuple[str, ...] = tuple(p.name for p in ALL_PARTS)

@@ -38,6 +38,7 @@ from dataset_export.localstack.parts import (
     PART_NAMES,
     PUBSUB,
     RECEIVER,
+    SCHEDULER,
     SERVERS,
     Part,
 )
@@ -49,6 +50,10 @@ PROJECT_NAME = "dataset-export"  # pyproject.toml's [project].name: marks the re
 REQUESTS_TOPIC = "export-requests"
 READY_TOPIC = "export-ready"
 DEAD_LETTER_TOPIC = "export-dead-letter"
+TICK_TOPIC = "export-retry-tick"
+TICK_SUBSCRIPTION = "export-retry-tick-notify"
+# Cloud Scheduler ticks every minute; locally every few seconds, so retries show up quickly.
+TICK_SECONDS = 5
 PROCESS_SUBSCRIPTION = "export-requests-process"
 NOTIFY_SUBSCRIPTION = "export-ready-notify"
 DEAD_LETTER_SUBSCRIPTION = "export-dead-letter-process"
@@ -98,6 +103,7 @@ class Ports:
     pubsub: int = 18085
     firestore: int = 18086
     gcs: int = 18087
+    scheduler: int = 18088
 
     def of(self, part: Part | str) -> int:
         """The port of a part (by Part or by name)."""
@@ -618,6 +624,11 @@ class _Up:
     ) -> Callable[[Part], tuple[list[str], dict[str, str]]]:
         def command(part: Part) -> tuple[list[str], dict[str, str]]:
             port = str(self.config.ports.of(part))
+            if part is SCHEDULER:
+                env = {**os.environ, **function_env}
+                module = "dataset_export.localstack.scheduler"
+                args = ["--port", port, "--project", self.config.project, "--topic", TICK_TOPIC]
+                return [sys.executable, "-m", module, *args, "--interval", str(TICK_SECONDS)], env
             if part is RECEIVER:
                 env = {**os.environ, "PYTHONUNBUFFERED": "1"}
                 module = "dataset_export.localstack.receiver"
@@ -660,7 +671,7 @@ class _Up:
         ports = self.config.ports
         ensure_pubsub(
             self.config.project,
-            topics=[REQUESTS_TOPIC, READY_TOPIC, DEAD_LETTER_TOPIC],
+            topics=[REQUESTS_TOPIC, READY_TOPIC, DEAD_LETTER_TOPIC, TICK_TOPIC],
             push_subscriptions=[
                 PushSubscription(
                     PROCESS_SUBSCRIPTION,
@@ -675,6 +686,13 @@ class _Up:
                     f"http://127.0.0.1:{ports.notify}/",
                     NOTIFY_ACK_DEADLINE,
                     max_delivery_attempts=MAX_DELIVERY_ATTEMPTS,
+                ),
+                PushSubscription(
+                    TICK_SUBSCRIPTION,
+                    TICK_TOPIC,
+                    f"http://127.0.0.1:{ports.notify}/tick",
+                    NOTIFY_ACK_DEADLINE,
+                    dead_letter=False,
                 ),
                 # Dead letters go back to process, which records the export as failed.
                 PushSubscription(

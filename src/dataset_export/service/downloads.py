@@ -37,6 +37,15 @@ class DownloadLink:
     expires: dt.datetime
 
 
+def mint_link(record: ExportRecord, link_key: bytes, public_url: str) -> DownloadLink | None:
+    """The link of a finished export (valid 30 days after completion), else None."""
+    if record.status is not ExportStatus.SUCCEEDED or record.completed_on is None:
+        return None
+    expires = record.completed_on + LINK_LIFETIME
+    token = make_token(record.query_uuid, expires, link_key)
+    return DownloadLink(download_url(public_url, record.query_uuid, token), expires)
+
+
 @dataclass
 class Downloads:
     """Mints stable links and redeems them."""
@@ -49,11 +58,7 @@ class Downloads:
 
     def link_for(self, record: ExportRecord) -> DownloadLink | None:
         """The link of a finished export (valid 30 days after completion), else None."""
-        if record.status is not ExportStatus.SUCCEEDED or record.completed_on is None:
-            return None
-        expires = record.completed_on + LINK_LIFETIME
-        token = make_token(record.query_uuid, expires, self.link_key)
-        return DownloadLink(download_url(self.public_url, record.query_uuid, token), expires)
+        return mint_link(record, self.link_key, self.public_url)
 
     def redeem(self, query_uuid: str, token: str) -> str:
         """A fresh signed URL for a valid token; 403 tampered, 410 expired, 404 no file."""

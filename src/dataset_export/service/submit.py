@@ -82,7 +82,8 @@ class ExportService:
             )
         return Caller(key_hash=record.key_hash, key_id=record.key_id, account_id=record.account_id)
 
-    def _check_rate(self, caller: Caller) -> None:
+    def check_rate(self, caller: Caller) -> None:
+        """Count one request against the key's per-minute allowance; raise 429 beyond it."""
         now = self.clock()
         window = now.strftime("%Y%m%d%H%M")
         expires = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=2)
@@ -99,7 +100,7 @@ class ExportService:
         self, caller: Caller, body: bytes, idempotency_key: str | None = None
     ) -> SubmitResult:
         """Validate, record and queue an export; the result is durable when this returns."""
-        self._check_rate(caller)
+        self.check_rate(caller)
         submission = parse_export_request(body, self.catalog, max_rows=self.max_rows)
         check_webhook_url(
             submission.webhook_url, self.resolver, allow_loopback=self.allow_loopback_webhooks

@@ -1,0 +1,250 @@
+"""The notify use case: one signed webhook per finished export, retried on a schedule.
+
+Every attempt is claimed first (a compare-and-set on the export document), so a duplicate or
+concurrent Pub/Sub delivery can never send a second webhook after one succeeded. Attempts that
+fail are retried by the retry tick (Cloud Scheduler on Google Cloud, a local ticker in the
+stack), which calls ``send_due`` every minute; Pub/Sub's own redelivery (at most 600 s apart,
+at most 24 h) is only used for crashes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..core.apikeys import KeyDecryptionError, decrypt_key
+from ..core.delivery import AttemptOutcome, DeliveryConflict, DeliveryRecord, DeliveryState
+from ..core.errors import Conflict
+from ..core.jsontext import parse_preserving
+from ..core.records import ExportRecord, ExportStatus, iso_z
+from ..core.signing import (
+    BODY_SIGNATURE_HEADER,
+    body_signature,
+    encode_webhook_body,
+    payload_signature,
+    standard_webhook_headers,
+)
+from .downloads import mint_link
+from .ports import ApiKeyRecord, Publisher
+
+log = logging.getLogger(__name__)
+
+_CLAIM_RETRIES = 5
+DUE_BATCH = 50
+
+
+class DeliveryStore(Protocol):
+    """Export records with their delivery state, written with compare-and-set."""
+
+    def load_delivery(
+        self, query_uuid: str
+    ) -> tuple[ExportRecord, DeliveryRecord | None, object] | None:
+        """The export, its delivery (None before the first attempt) and a version token."""
+
+    def save_delivery(self, query_uuid: str, delivery: DeliveryRecord, version: object) -> bool:
+        """Write ``delivery`` if the document is still at ``version``; False otherwise."""
+
+    def due_deliveries(self, now: dt.datetime, limit: int) -> list[str]:
+        """Exports whose delivery is due (or whose in-flight attempt's lease ran out)."""
+
+    def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key record with this hash, or None."""
+
+
+class Sender(Protocol):
+    """Sends one POST (``adapters.webhook_sender.WebhookSender``)."""
+
+    def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptOutcome:
+        """POST ``body``; never raises for HTTP or network failures."""
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A signed webhook ready to send."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def build_webhook(
+    record: ExportRecord, api_key: str, link_key: bytes, public_url: str, now: dt.datetime
+) -> Webhook:
+    """The seed's body, keys in its order, signed three ways (payload, raw body, Standard)."""
+    link = mint_link(record, link_key, public_url)
+    if link is None or record.completed_on is None:
+        raise ValueError(f"export {record.query_uuid} has no file to announce")
+    payload = parse_preserving(record.dataset_json)
+    gcs_blob: dict[str, object] = {
+        "url": link.url,
+        "expires": iso_z(link.expires),
+        "timeTakenMs": record.time_taken_ms,
+        "numberRows": record.number_rows,
+        "sizeBytes": record.size_bytes,
+    }
+    body = encode_webhook_body(
+        [
+            ("queryUUID", record.query_uuid),
+            ("name", record.name),
+            ("format", record.format),
+            ("payload", payload),
+            ("hmacSignature", payload_signature(api_key, payload)),
+            ("gcsBlob", gcs_blob),
+            ("requestedOn", iso_z(record.requested_on)),
+            ("completedOn", iso_z(record.completed_on)),
+        ]
+    )
+    # Signed afresh per attempt: Standard Webhooks receivers refuse timestamps older than 5 min.
+    headers = {
+        "Content-Type": "application/json",
+        BODY_SIGNATURE_HEADER: body_signature(api_key, body),
+        **standard_webhook_headers(api_key, record.query_uuid, int(now.timestamp()), body),
+    }
+    return Webhook(record.webhook_url, body, headers)
+
+
+@dataclass
+class Notifier:
+    """Delivers webhooks for finished exports."""
+
+    store: DeliveryStore
+    sender: Sender
+    kek: bytes
+    link_key: bytes
+    public_url: str
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def deliver(self, query_uuid: str) -> DeliveryState | None:
+        """Attempt delivery if one is due and nobody else holds it; return the state after."""
+        claimed = self._claim(query_uuid)
+        if claimed is None:
+            return None
+        record, delivery = claimed
+        outcome = self._attempt(record)
+        return self._finish(query_uuid, delivery, outcome)
+
+    def send_due(self, limit: int = DUE_BATCH) -> int:
+        """Attempt every delivery that is due now (the retry tick); return how many ran."""
+        count = 0
+        for query_uuid in self.store.due_deliveries(self.clock(), limit):
+            if self.deliver(query_uuid) is not None:
+                count += 1
+        return count
+
+    def _claim(self, query_uuid: str) -> tuple[ExportRecord, DeliveryRecord] | None:
+        for _ in range(_CLAIM_RETRIES):
+            loaded = self.store.load_delivery(query_uuid)
+            if loaded is None:
+                log.warning("ready message for an unknown export", extra={"queryUUID": query_uuid})
+                return None
+            record, delivery, version = loaded
+            if record.status is not ExportStatus.SUCCEEDED:
+                # The seed: a failed export sends no webhook; the status API says why.
+                log.info("export not succeeded; no webhook", extra={"queryUUID": query_uuid})
+                return None
+            now = self.clock()
+            delivery = delivery or DeliveryRecord.new(now)
+            abandoned = delivery.lease_expired(now)
+            if abandoned:
+                delivery = delivery.abandon(now, self.rng)
+            try:
+                started = delivery.start_attempt(now)
+            except DeliveryConflict as exc:
+                log.info("no attempt: %s", exc, extra={"queryUUID": query_uuid})
+                if abandoned:
+                    self.store.save_delivery(query_uuid, delivery, version)
+                return None
+            if self.store.save_delivery(query_uuid, started, version):
+                return record, started
+        log.warning(
+            "could not claim the delivery; leaving it to the tick", extra={"queryUUID": query_uuid}
+        )
+        return None
+
+    def _attempt(self, record: ExportRecord) -> AttemptOutcome:
+        key_record = self.store.get_api_key(record.key_hash)
+        if key_record is None:
+            return AttemptOutcome(
+                None, "the export's API key no longer exists; cannot sign", 0, permanent=True
+            )
+        try:
+            api_key = decrypt_key(key_record.ciphertext, self.kek, record.key_hash)
+        except KeyDecryptionError:
+            return AttemptOutcome(
+                None, "the export's API key cannot be decrypted", 0, permanent=True
+            )
+        webhook = build_webhook(record, api_key, self.link_key, self.public_url, self.clock())
+        return self.sender.send(webhook.url, webhook.body, webhook.headers)
+
+    def _finish(
+        self, query_uuid: str, started: DeliveryRecord, outcome: AttemptOutcome
+    ) -> DeliveryState | None:
+        after = started.record_outcome(outcome, self.clock(), self.rng)
+        for _ in range(_CLAIM_RETRIES):
+            loaded = self.store.load_delivery(query_uuid)
+            if loaded is None:
+                return None
+            _, current, version = loaded
+            if current is None or current.attempt_started_on != started.attempt_started_on:
+                # Our lease ran out and the attempt was logged as abandoned by someone else.
+                log.warning(
+                    "attempt outcome arrived after its lease", extra={"queryUUID": query_uuid}
+                )
+                return None
+            if self.store.save_delivery(query_uuid, after, version):
+                level = logging.INFO if after.state is DeliveryState.DELIVERED else logging.WARNING
+                message = (
+                    "webhook delivered"
+                    if after.state is DeliveryState.DELIVERED
+                    else "webhook delivery failed"
+                )
+                log.log(
+                    level,
+                    "%s: %s",
+                    message,
+                    after.reason,
+                    extra={
+                        "queryUUID": query_uuid,
+                        "deliveryState": after.state.value,
+                        "statusCode": outcome.status_code,
+                        "latencyMs": outcome.latency_ms,
+                        "attempt": len(after.round_attempts),
+                    },
+                )
+                return after.state
+        return None
+
+
+@dataclass
+class Redelivery:
+    """``POST /dataset/export/{queryUUID}/redeliver``: a new delivery round, sent at once."""
+
+    store: DeliveryStore
+    ready: Publisher
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+    def start(self, query_uuid: str) -> DeliveryRecord:
+        """Reset the delivery to due-now (keeping the log) and wake notify."""
+        for _ in range(_CLAIM_RETRIES):
+            loaded = self.store.load_delivery(query_uuid)
+            if loaded is None:
+                raise LookupError(query_uuid)
+            record, delivery, version = loaded
+            if record.status is not ExportStatus.SUCCEEDED:
+                raise Conflict(
+                    f"export is {record.status.value}; only a finished export can be redelivered"
+                )
+            now = self.clock()
+            try:
+                fresh = (delivery or DeliveryRecord.new(now)).redeliver(now)
+            except DeliveryConflict as exc:
+                raise Conflict(str(exc)) from exc
+            if self.store.save_delivery(query_uuid, fresh, version):
+                self.ready.publish(query_uuid)
+                return fresh
+        raise Conflict("the delivery changed while redelivering; try again")
