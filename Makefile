@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+NODE_STAMP := tests/node/node_modules/.installed-stamp
 
 .PHONY: help setup up down status run demo test lint typecheck unit integration clean
 
@@ -18,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# The Node receiver that checks our signatures the way customers' Express handlers do.
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund
+	@touch $(NODE_STAMP)
 
 setup: $(STAMP)
 
@@ -43,7 +49,7 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q
 
-test: lint typecheck
+test: lint typecheck $(NODE_STAMP)
 	$(PY) -m pytest -q
 
 clean: down

@@ -65,6 +65,17 @@ def _show_file(client: httpx.Client, url: str, rows: int = 6) -> None:
         _say(f"    {line}")
 
 
+def _settled_delivery(client: httpx.Client, query_uuid: str) -> dict[str, Any]:
+    # The receiver has the webhook a moment before notify records the attempt's outcome.
+    deadline = time.monotonic() + 15
+    while True:
+        doc: dict[str, Any] = client.get(f"/dataset/export/{query_uuid}").json()
+        state = (doc.get("delivery") or {}).get("state")
+        if state in ("delivered", "failed", "retrying") or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.3)
+
+
 def _show_webhook(webhook: dict[str, Any], api_key: str) -> None:
     from .core.jsontext import parse_preserving
     from .core.signing import body_signature, payload_signature, standard_webhook_headers
@@ -98,9 +109,16 @@ def _show_webhook(webhook: dict[str, Any], api_key: str) -> None:
         _say(f"   {'verified' if ok else 'MISMATCH'}: {name}")
 
 
-def main() -> int:
-    """Run the demo against the stack described by ``.local/stack.env``."""
-    env = stack_defaults()
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo against the stack described by ``.local/stack.env`` (or ``--stack-env``)."""
+    import argparse
+
+    from .localstack.envfile import read_env_file
+
+    parser = argparse.ArgumentParser(description="a real export through the local stack")
+    parser.add_argument("--stack-env", type=Path, help="stack.env to use (default: .local/)")
+    args = parser.parse_args(argv)
+    env = read_env_file(args.stack_env) if args.stack_env else stack_defaults()
     if not env.get("EXPORT_API_URL"):
         _say("no local stack found: run 'make up' first (make run does it for you)")
         return 1
@@ -140,8 +158,8 @@ def main() -> int:
 
         if doc.get("status") == "queued":
             _say(
-                "\nThe export is durably recorded and queued; the process function received the\n"
-                "Pub/Sub push (see .local/logs/process.log) but does not run exports yet."
+                "\nThe export is recorded and queued but no worker has started it: is the process\n"
+                "function running? See .local/logs/process.log and 'make status'."
             )
         elif doc.get("status") == "failed":
             _say(f"\nThe export failed: {doc.get('error')}")
@@ -160,7 +178,7 @@ def main() -> int:
                 payload = json.loads(webhook["body"])
                 _say("\n== 4. The file, through the link in gcsBlob.url")
                 _show_file(client, payload["gcsBlob"]["url"])
-                doc = client.get(f"/dataset/export/{query_uuid}").json()
+                doc = _settled_delivery(client, query_uuid)
                 _say("\n== 5. Delivery as the status API reports it")
                 _say(json.dumps(doc.get("delivery"), indent=2))
 

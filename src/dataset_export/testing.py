@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
+from .core.delivery import AttemptOutcome, DeliveryRecord
 from .core.errors import TransientError
 from .core.records import ExportRecord, ExportStatus
 from .core.urlpolicy import HostNotFound
@@ -21,6 +22,8 @@ class InMemoryStore:
         self.exports: dict[str, ExportRecord] = {}
         self.idempotency: dict[str, IdempotencyRecord] = {}
         self.counters: dict[str, int] = {}
+        self.deliveries: dict[str, DeliveryRecord] = {}
+        self.versions: dict[str, int] = {}
 
     def get_account(self, account_id: str) -> Account | None:
         """The account, or None."""
@@ -90,6 +93,45 @@ class InMemoryStore:
         slot = f"{key_hash}-{window}"
         self.counters[slot] = self.counters.get(slot, 0) + 1
         return self.counters[slot]
+
+    def load_delivery(
+        self, query_uuid: str
+    ) -> tuple[ExportRecord, DeliveryRecord | None, object] | None:
+        """The export, its delivery and a version number."""
+        record = self.get_export(query_uuid)
+        if record is None:
+            return None
+        return record, self.deliveries.get(query_uuid), self.versions.get(query_uuid, 0)
+
+    def save_delivery(self, query_uuid: str, delivery: DeliveryRecord, version: object) -> bool:
+        """Compare-and-set on the version number."""
+        if self.versions.get(query_uuid, 0) != version:
+            return False
+        # Round-trip through the stored form, as Firestore does (timestamps to milliseconds).
+        self.deliveries[query_uuid] = DeliveryRecord.from_document(delivery.to_document())
+        self.versions[query_uuid] = self.versions.get(query_uuid, 0) + 1
+        self.exports[query_uuid].delivery = delivery.to_document()
+        return True
+
+    def due_deliveries(self, now: dt.datetime, limit: int) -> list[str]:
+        """Deliveries that are due or whose lease ran out."""
+        due = [uuid for uuid, d in self.deliveries.items() if d.is_due(now) or d.lease_expired(now)]
+        return due[:limit]
+
+
+class FakeSender:
+    """A webhook sender that records requests and answers from a script."""
+
+    def __init__(self, *outcomes: AttemptOutcome) -> None:
+        self.outcomes = list(outcomes)
+        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptOutcome:
+        """Record the request; answer with the next scripted outcome (default 200)."""
+        self.sent.append((url, body, dict(headers)))
+        if self.outcomes:
+            return self.outcomes.pop(0)
+        return AttemptOutcome(200, None, 5, host="hooks.example")
 
 
 class FakeQueue:

@@ -190,7 +190,10 @@ class Notifier:
             if loaded is None:
                 return None
             _, current, version = loaded
-            if current is None or current.attempt_started_on != started.attempt_started_on:
+            # Compared as stored (milliseconds): is the in-flight attempt still ours?
+            if current is None or iso_z(current.attempt_started_on) != iso_z(
+                started.attempt_started_on
+            ):
                 # Our lease ran out and the attempt was logged as abandoned by someone else.
                 log.warning(
                     "attempt outcome arrived after its lease", extra={"queryUUID": query_uuid}

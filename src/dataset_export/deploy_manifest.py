@@ -1,0 +1,193 @@
+"""The deployment's contract with the code: what each Cloud Function is, reads and talks to.
+
+One table, used by the bundle builder (``dataset_export.bundle``), checked against the code and
+against ``infra/terraform`` by ``tests/unit/test_terraform_wiring.py``, and usable by the
+functions themselves at cold start (``FUNCTIONS[name].env``). Topic and subscription names are
+the ones the local stack creates, so the emulators and Google Cloud are wired alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Trigger = Literal["http", "pubsub"]
+
+REQUESTS_TOPIC: Final = "export-requests"
+READY_TOPIC: Final = "export-ready"
+DEAD_LETTER_TOPIC: Final = "export-dead-letter"
+RETRY_TICK_TOPIC: Final = "export-retry-tick"
+#: The ``kind`` attribute (and JSON ``kind``) of the scheduler's retry-tick messages.
+RETRY_TICK_KIND: Final = "retry-tick"
+DEAD_LETTER_PATH: Final = "/dead-letter"
+RETRY_TICK_PATH: Final = "/tick"
+
+#: Settings every function needs: ``Settings.from_env`` fails without the first and the third,
+#: and production must say it is production.
+COMMON_ENV: Final = frozenset({"GOOGLE_CLOUD_PROJECT", "EXPORT_ENV", "EXPORT_BUCKET"})
+
+#: Settings ``config.py`` reads that the cloud deployment deliberately leaves unset, and why.
+NOT_DEPLOYED: Final[Mapping[str, str]] = {
+    "GCP_PROJECT": "legacy alias of GOOGLE_CLOUD_PROJECT, which is set",
+    "EXPORT_DEAD_LETTER_TOPIC": "Pub/Sub itself publishes dead letters; no function does",
+    "EXPORT_URL_SIGNER_KEY_FILE": "local only: in the cloud submit signs URLs through IAM signBlob",
+    "STORAGE_EMULATOR_HOST": "local only: the GCS emulator",
+}
+
+
+@dataclass(frozen=True)
+class Push:
+    """A Pub/Sub push subscription delivering one topic to one path of a function."""
+
+    subscription: str
+    topic: str
+    path: str
+    #: Pub/Sub's push timeout: above the function's own timeout, so no concurrent redelivery.
+    ack_deadline_seconds: int
+    #: Deliveries before the message moves to the dead-letter topic; None: no dead-lettering.
+    max_delivery_attempts: int | None
+    #: How long an unacknowledged message is kept (a retry tick is worthless after minutes).
+    retention_seconds: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One Cloud Function: its source folder, entry point, trigger and configuration."""
+
+    #: ``functions/<name>/main.py``; the deployed function is ``export-<name>``.
+    name: str
+    entry_point: str
+    trigger: Trigger
+    #: Plain environment variables the function reads (Terraform sets exactly these).
+    env: frozenset[str]
+    #: Environment variables that come from Secret Manager.
+    secrets: frozenset[str]
+    #: Environment variables naming the topics the function publishes to.
+    publishes: frozenset[str]
+    #: Push subscriptions that deliver to the function (pubsub triggers only).
+    pushes: tuple[Push, ...]
+    #: Distributions in ``functions/<name>/requirements.txt`` (pinned there).
+    requirements: tuple[str, ...]
+    #: Modules imported lazily at run time: the bundle test imports them too.
+    runtime_modules: tuple[str, ...] = ()
+    #: Distributions the function must never need (kept out of its requirements and imports).
+    forbidden: tuple[str, ...] = ()
+
+    @property
+    def deployed_name(self) -> str:
+        """The Cloud Functions (and Cloud Run service) name."""
+        return f"export-{self.name}"
+
+
+_GOOGLE = ("google-cloud-firestore", "google-cloud-pubsub", "google-cloud-storage")
+_ENGINE = ("duckdb", "pyarrow", "numpy", "isal")
+
+FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
+    spec.name: spec
+    for spec in (
+        FunctionSpec(
+            name="submit",
+            entry_point="submit",
+            trigger="http",
+            env=COMMON_ENV
+            | {
+                "EXPORT_REQUESTS_TOPIC",
+                "EXPORT_READY_TOPIC",
+                "EXPORT_PUBLIC_URL",
+                "EXPORT_MAX_ROWS",
+                "EXPORT_MAX_BODY_BYTES",
+                "EXPORT_RATE_LIMIT_PER_MINUTE",
+            },
+            secrets=frozenset({"EXPORT_LINK_SIGNING_KEY"}),
+            # New exports, and redeliveries (POST .../redeliver publishes a ready message).
+            publishes=frozenset({"EXPORT_REQUESTS_TOPIC", "EXPORT_READY_TOPIC"}),
+            pushes=(),
+            requirements=(
+                "functions-framework",
+                *_GOOGLE,
+                "pydantic",
+                "cryptography",
+                "httpx",
+            ),
+            forbidden=_ENGINE,
+        ),
+        FunctionSpec(
+            name="process",
+            entry_point="process",
+            trigger="pubsub",
+            env=COMMON_ENV | {"EXPORT_READY_TOPIC", "EXPORT_DATASET_URI"},
+            secrets=frozenset(),
+            publishes=frozenset({"EXPORT_READY_TOPIC"}),
+            pushes=(
+                Push(
+                    subscription="export-requests-process",
+                    topic=REQUESTS_TOPIC,
+                    path="/",
+                    ack_deadline_seconds=600,
+                    max_delivery_attempts=10,
+                ),
+                # Dead letters of both source subscriptions: process records the export as
+                # failed (or, for a ready message, leaves it to notify's own retries).
+                Push(
+                    subscription="export-dead-letter-process",
+                    topic=DEAD_LETTER_TOPIC,
+                    path=DEAD_LETTER_PATH,
+                    ack_deadline_seconds=60,
+                    max_delivery_attempts=None,
+                ),
+            ),
+            requirements=(
+                "functions-framework",
+                *_GOOGLE,
+                "pydantic",
+                "cryptography",
+                "httpx",
+                *_ENGINE,
+            ),
+            runtime_modules=(
+                "dataset_export.engine.duckdb_engine",
+                "dataset_export.core.writers",
+                "isal.isal_zlib",
+            ),
+        ),
+        FunctionSpec(
+            name="notify",
+            entry_point="notify",
+            trigger="pubsub",
+            env=COMMON_ENV | {"EXPORT_PUBLIC_URL"},
+            secrets=frozenset({"EXPORT_KEY_ENCRYPTION_KEY", "EXPORT_LINK_SIGNING_KEY"}),
+            publishes=frozenset(),
+            pushes=(
+                Push(
+                    subscription="export-ready-notify",
+                    topic=READY_TOPIC,
+                    path="/",
+                    ack_deadline_seconds=60,
+                    max_delivery_attempts=5,
+                ),
+                # Cloud Scheduler publishes a tick every minute; notify sends due retries.
+                Push(
+                    subscription="export-retry-tick-notify",
+                    topic=RETRY_TICK_TOPIC,
+                    path=RETRY_TICK_PATH,
+                    ack_deadline_seconds=60,
+                    max_delivery_attempts=None,
+                    retention_seconds=600,
+                ),
+            ),
+            requirements=(
+                "functions-framework",
+                *_GOOGLE,
+                "pydantic",
+                "cryptography",
+                "httpx",
+            ),
+            runtime_modules=("dataset_export.adapters.webhook_sender",),
+            forbidden=_ENGINE,
+        ),
+    )
+}
+
+#: Every topic of the deployment.
+TOPICS: Final = frozenset({REQUESTS_TOPIC, READY_TOPIC, DEAD_LETTER_TOPIC, RETRY_TICK_TOPIC})
