@@ -35,13 +35,6 @@ locals {
   bundle_dir = coalesce(var.bundle_dir, "${path.module}/../../build/bundles")
   bundles    = jsondecode(file("${local.bundle_dir}/manifest.json")).bundles
 
-  # Settings shared by all three functions (config.py fails at cold start without them).
-  common_env = {
-    GOOGLE_CLOUD_PROJECT = var.project_id
-    EXPORT_ENV           = "production"
-    EXPORT_BUCKET        = google_storage_bucket.exports.name
-  }
-
   pubsub_agent    = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   firestore_scope = var.create_firestore_database ? google_firestore_database.default[0].name : "(default)"
 

@@ -166,12 +166,13 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
                     ack_deadline_seconds=60,
                     max_delivery_attempts=5,
                 ),
-                # Cloud Scheduler publishes a tick every minute; notify sends due retries.
+                # Cloud Scheduler publishes a tick every minute; notify sends the due retries,
+                # a batch of attempts that may take minutes, hence the longest deadline.
                 Push(
                     subscription="export-retry-tick-notify",
                     topic=RETRY_TICK_TOPIC,
                     path=RETRY_TICK_PATH,
-                    ack_deadline_seconds=60,
+                    ack_deadline_seconds=600,
                     max_delivery_attempts=None,
                     retention_seconds=600,
                 ),

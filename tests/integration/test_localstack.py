@@ -124,12 +124,18 @@ def test_up_is_complete_idempotent_and_down_stops_everything(full_config: StackC
     assert set(subs) == {
         "export-requests-process",
         "export-ready-notify",
-        "export-dead-letter-pull",
+        "export-dead-letter-process",
+        "export-retry-tick-notify",
     }
     process_sub = subs["export-requests-process"]
     assert process_sub["pushConfig"]["pushEndpoint"] == f"http://127.0.0.1:{PORTS.process}/"
     assert process_sub["ackDeadlineSeconds"] == 600
-    assert process_sub["deadLetterPolicy"]["maxDeliveryAttempts"] == 5
+    assert process_sub["deadLetterPolicy"]["maxDeliveryAttempts"] == 10
+    dead = subs["export-dead-letter-process"]
+    assert dead["pushConfig"]["pushEndpoint"] == f"http://127.0.0.1:{PORTS.process}/dead-letter"
+    assert "deadLetterPolicy" not in dead
+    tick = subs["export-retry-tick-notify"]
+    assert tick["pushConfig"]["pushEndpoint"] == f"http://127.0.0.1:{PORTS.notify}/tick"
     assert process_sub["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
     assert subs["export-ready-notify"]["ackDeadlineSeconds"] == 60
     status, body = _get(PORTS.gcs, f"/storage/v1/b?project={PROJECT}")

@@ -1,0 +1,22 @@
+# A whole deployment in one project. From the repository root:
+#   make bundle
+#   cd infra/terraform/examples/simple
+#   cp terraform.tfvars.example terraform.tfvars   # then edit
+#   terraform init && terraform plan -out=tfplan && terraform apply tfplan
+
+provider "google" {
+  project        = var.project_id
+  region         = var.region
+  default_labels = { environment = var.environment }
+}
+
+module "dataset_export" {
+  source = "../.."
+
+  project_id            = var.project_id
+  region                = var.region
+  firestore_location    = var.firestore_location
+  notification_channels = var.notification_channels
+  operator_members      = var.operator_members
+  deletion_protection   = var.deletion_protection
+}

@@ -1,0 +1,79 @@
+output "api_url" {
+  description = "Base URL of the public API (POST <api_url>/dataset/export)."
+  value       = local.public_url
+}
+
+output "function_urls" {
+  description = "Cloud Run URLs of the three functions (process and notify accept internal traffic only)."
+  value = {
+    submit  = google_cloudfunctions2_function.submit.service_config[0].uri
+    process = google_cloudfunctions2_function.process.service_config[0].uri
+    notify  = google_cloudfunctions2_function.notify.service_config[0].uri
+  }
+}
+
+output "exports_bucket" {
+  description = "Bucket of the exported files (deleted after export_retention_days)."
+  value       = google_storage_bucket.exports.name
+}
+
+output "datasets_bucket" {
+  description = "Bucket that holds the Parquet dataset."
+  value       = google_storage_bucket.datasets.name
+}
+
+output "dataset_uri" {
+  description = "Where process reads the dataset (upload it there: see docs/deploy.md)."
+  value       = local.dataset_uri
+}
+
+output "topics" {
+  description = "Pub/Sub topic names."
+  value = {
+    requests    = google_pubsub_topic.requests.name
+    ready       = google_pubsub_topic.ready.name
+    dead_letter = google_pubsub_topic.dead_letter.name
+    retry_tick  = google_pubsub_topic.retry_tick.name
+  }
+}
+
+output "subscriptions" {
+  description = "Pub/Sub push subscription names."
+  value = {
+    requests_process    = google_pubsub_subscription.requests_process.name
+    ready_notify        = google_pubsub_subscription.ready_notify.name
+    dead_letter_process = google_pubsub_subscription.dead_letter_process.name
+    retry_tick_notify   = google_pubsub_subscription.retry_tick_notify.name
+  }
+}
+
+output "service_accounts" {
+  description = "Service account emails, one per function plus the push and build identities."
+  value = {
+    submit      = google_service_account.submit.email
+    process     = google_service_account.process.email
+    notify      = google_service_account.notify.email
+    pubsub_push = google_service_account.pubsub_push.email
+    builder     = google_service_account.builder.email
+  }
+}
+
+output "key_encryption_key_secret" {
+  description = "Secret Manager secret of the key-encryption key (exportctl keys create needs it)."
+  value       = google_secret_manager_secret.key_encryption_key.secret_id
+}
+
+output "dashboard_url" {
+  description = "The Cloud Monitoring dashboard."
+  value       = "https://console.cloud.google.com/monitoring/dashboards/builder/${element(split("/", google_monitoring_dashboard.exports.id), 3)}?project=${var.project_id}"
+}
+
+output "logs_url" {
+  description = "Logs Explorer on the three functions' logs."
+  value       = "https://console.cloud.google.com/logs/query;query=${urlencode(local.functions_log_filter)}?project=${var.project_id}"
+}
+
+output "dead_letter_subscription_url" {
+  description = "The dead-letter subscription in the console (messages, backlog, metrics)."
+  value       = "https://console.cloud.google.com/cloudpubsub/subscription/detail/${google_pubsub_subscription.dead_letter_process.name}?project=${var.project_id}"
+}
