@@ -9,10 +9,8 @@ environment variable, secret, topic or entry point on one side only fails a test
 from __future__ import annotations
 
 import ast
-import base64
 import datetime as dt
 import functools
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import pytest
 from hcl2.utils import SerializationOptions
 
 from dataset_export.deploy_manifest import (
+    COMMON_ENV,
     DEAD_LETTER_TOPIC,
     FUNCTIONS,
     NOT_DEPLOYED,
@@ -85,7 +84,8 @@ class Terraform:
 
 
 def _one(blocks: Any) -> Mapping[str, Any]:
-    assert isinstance(blocks, list) and len(blocks) == 1, blocks
+    assert isinstance(blocks, list), blocks
+    assert len(blocks) == 1, blocks
     block = blocks[0]
     assert isinstance(block, dict)
     return block
@@ -145,7 +145,8 @@ def function_address(spec: FunctionSpec) -> tuple[str, str]:
 def runtime_account(spec: FunctionSpec) -> str:
     """The google_service_account name the function runs as."""
     ref = address(_one(function_resource(spec)["service_config"])["service_account_email"])
-    assert ref and ref[0] == "google_service_account", ref
+    assert ref is not None
+    assert ref[0] == "google_service_account", ref
     return ref[1]
 
 
@@ -172,7 +173,8 @@ def bindings(kind: str, target_key: str, target: tuple[str, str], role: str) -> 
 def topic_name(reference: Any) -> str:
     """The name of the topic a reference points at (asserting that topic exists)."""
     ref = address(reference)
-    assert ref and ref[0] == "google_pubsub_topic", f"{reference} is not a topic"
+    assert ref is not None, f"{reference} is not a reference"
+    assert ref[0] == "google_pubsub_topic", f"{reference} is not a topic"
     body = terraform().of_type("google_pubsub_topic").get(ref[1])
     assert body is not None, f"{reference}: no such topic"
     name = terraform().resolve(body["name"])
@@ -184,7 +186,7 @@ def topic_name(reference: Any) -> str:
 
 
 def _env_call(node: ast.AST) -> tuple[str, str | None] | None:
-    """``("X", default)`` for ``env.get("X", d)``, ``need("X")``, ``key32("X")``, ``integer("X", d)``."""
+    """``(name, default)`` of ``env.get``, ``need``, ``key32`` and ``integer`` calls."""
     if not isinstance(node, ast.Call) or not node.args:
         return None
     first = node.args[0]
@@ -226,9 +228,9 @@ def config_facts() -> ConfigFacts:
         found = _env_call(node)
         if found:
             env_defaults[found[0]] = env_defaults.get(found[0]) or found[1]
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                if node.func.id == "need":
-                    required.add(found[0])
+            func = node.func if isinstance(node, ast.Call) else None
+            if isinstance(func, ast.Name) and func.id == "need":
+                required.add(found[0])
     settings = next(
         n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Settings"
     )
@@ -259,13 +261,16 @@ def config_facts() -> ConfigFacts:
     field_env = {}
     for keyword in construct.keywords:
         name = env_of(keyword.value)
-        assert keyword.arg and name, f"cannot tell which variable sets Settings.{keyword.arg}"
+        assert keyword.arg is not None
+        assert name is not None, f"cannot tell which variable sets Settings.{keyword.arg}"
         field_env[keyword.arg] = name
     property_fields = {
         n.name: frozenset(
             a.attr
             for a in ast.walk(n)
-            if isinstance(a, ast.Attribute) and isinstance(a.value, ast.Name) and a.value.id == "self"
+            if isinstance(a, ast.Attribute)
+            and isinstance(a.value, ast.Name)
+            and a.value.id == "self"
         )
         for n in settings.body
         if isinstance(n, ast.FunctionDef)
@@ -289,7 +294,9 @@ def _settings_attrs(tree: ast.AST) -> set[str]:
     return {
         n.attr
         for n in ast.walk(tree)
-        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "settings"
+        if isinstance(n, ast.Attribute)
+        and isinstance(n.value, ast.Name)
+        and n.value.id == "settings"
     }
 
 
@@ -411,9 +418,11 @@ def test_manifest_matches_what_each_function_reads(spec: FunctionSpec) -> None:
     )
     assert required <= deployable, f"{spec.name} requires {sorted(required - deployable)}"
     assert config_facts().required <= spec.env, "config.py's need() settings go everywhere"
-    unused = deployable - used - spec.env.intersection({"GOOGLE_CLOUD_PROJECT", "EXPORT_ENV"})
-    unused -= config_facts().required
-    assert not unused, f"the manifest deploys {sorted(unused)} to {spec.name}, which never reads them"
+    assert spec.env >= COMMON_ENV
+    unused = deployable - used - COMMON_ENV
+    assert not unused, (
+        f"the manifest deploys {sorted(unused)} to {spec.name}, which never reads them"
+    )
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -499,7 +508,9 @@ def test_topic_variables_name_existing_topics_the_code_agrees_on(spec: FunctionS
     env = _one(function_resource(spec)["service_config"])["environment_variables"]
     for name, value in env.items():
         if name.endswith("_TOPIC"):
-            assert topic_name(value) == config_facts().env_defaults[name], name
+            defaults = config_facts().env_defaults
+            assert name in defaults, f"Terraform sets {name}, which config.py never reads"
+            assert topic_name(value) == defaults[name], name
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -510,7 +521,9 @@ def test_functions_may_publish_to_their_topics_and_those_are_consumed(spec: Func
     for variable in spec.publishes:
         topic = address(env[variable])
         assert topic is not None
-        granted = bindings("google_pubsub_topic_iam_member", "topic", topic, "roles/pubsub.publisher")
+        granted = bindings(
+            "google_pubsub_topic_iam_member", "topic", topic, "roles/pubsub.publisher"
+        )
         assert f"sa:{runtime_account(spec)}" in granted, f"{spec.name} cannot publish to {topic}"
         assert topic_name(env[variable]) in pushed
 
@@ -533,6 +546,18 @@ def _subscriptions() -> dict[str, tuple[str, Mapping[str, Any]]]:
         assert target in by_address, f"{body['name']} pushes to {push['push_endpoint']}"
         found[tf.resolve(body["name"])] = (by_address[target], body)
     return found
+
+
+def push_identity(subscription: Mapping[str, Any]) -> str:
+    """The google_service_account a push subscription authenticates as."""
+    token = _one(_one(subscription["push_config"])["oidc_token"])
+    account = address(token["service_account_email"])
+    assert account is not None
+    assert account[0] == "google_service_account"
+    assert (
+        token["audience"] == _one(subscription["push_config"])["push_endpoint"].split("}")[0] + "}"
+    )
+    return account[1]
 
 
 @pytest.mark.parametrize(
@@ -585,11 +610,9 @@ def test_only_trigger_identities_may_invoke(spec: FunctionSpec) -> None:
         return
     assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
     pushers = {
-        f"sa:{address(_one(_one(body['push_config'])['oidc_token'])['service_account_email'])[1]}"  # type: ignore[index]
-        for function, body in _subscriptions().values()
-        if function == spec.name
+        push_identity(body) for function, body in _subscriptions().values() if function == spec.name
     }
-    assert invokers == pushers
+    assert invokers == {f"sa:{name}" for name in pushers}
 
 
 def test_pubsub_agent_can_dead_letter_and_mint_push_tokens() -> None:
@@ -597,7 +620,9 @@ def test_pubsub_agent_can_dead_letter_and_mint_push_tokens() -> None:
     tf = terraform()
     dead_letter = ("google_pubsub_topic", "dead_letter")
     assert topic_name("${google_pubsub_topic.dead_letter.name}") == DEAD_LETTER_TOPIC
-    publishers = bindings("google_pubsub_topic_iam_member", "topic", dead_letter, "roles/pubsub.publisher")
+    publishers = bindings(
+        "google_pubsub_topic_iam_member", "topic", dead_letter, "roles/pubsub.publisher"
+    )
     assert "pubsub-agent" in publishers
     for name, body in tf.of_type("google_pubsub_subscription").items():
         if "dead_letter_policy" in body:
@@ -609,12 +634,10 @@ def test_pubsub_agent_can_dead_letter_and_mint_push_tokens() -> None:
             )
             assert "pubsub-agent" in subscribers, name
     for _, body in _subscriptions().values():
-        account = address(_one(_one(body["push_config"])["oidc_token"])["service_account_email"])
-        assert account is not None
         minters = bindings(
             "google_service_account_iam_member",
             "service_account_id",
-            account,
+            ("google_service_account", push_identity(body)),
             "roles/iam.serviceAccountTokenCreator",
         )
         assert "pubsub-agent" in minters
@@ -627,7 +650,8 @@ def test_secrets_are_mounted_pinned_and_readable(spec: FunctionSpec) -> None:
     service = _one(function_resource(spec)["service_config"])
     for block in service.get("secret_environment_variables", []):
         secret = address(block["secret"])
-        assert secret and secret[0] == "google_secret_manager_secret", block
+        assert secret is not None, block
+        assert secret[0] == "google_secret_manager_secret", block
         assert secret[1] in tf.of_type("google_secret_manager_secret")
         assert block["version"] == f"${{google_secret_manager_secret_version.{secret[1]}.version}}"
         version = tf.of_type("google_secret_manager_secret_version")[secret[1]]
@@ -706,7 +730,10 @@ def test_firestore_ttl_policies_cover_the_expiring_collections() -> None:
         for body in terraform().of_type("google_firestore_field").values()
         if "ttl_config" in body
     }
-    assert ttl == {(firestore_store.IDEMPOTENCY, "expiresOn"), (firestore_store.RATE_LIMITS, "expiresOn")}
+    assert ttl == {
+        (firestore_store.IDEMPOTENCY, "expiresOn"),
+        (firestore_store.RATE_LIMITS, "expiresOn"),
+    }
     source = Path(firestore_store.__file__).read_text("utf-8")
     assert source.count('"expiresOn"') >= 2
 
@@ -728,11 +755,11 @@ def test_exports_outlive_their_download_links() -> None:
 
 
 def test_bundle_objects_read_the_manifest_the_bundler_writes() -> None:
-    """Terraform uploads ``build/bundles/<file>`` from the manifest ``make bundle`` writes."""
+    """One bundle object per function, uploaded from the manifest ``make bundle`` writes."""
     from dataset_export import bundle
 
-    assert f"/{bundle.MANIFEST}" in terraform().locals["bundles"]
-    sample = {"bundles": {"submit": {"file": "submit-0.zip", "sha256": "0"}}}
-    assert json.loads(json.dumps(sample))["bundles"]["submit"]["file"].endswith(".zip")
-    tick = base64.b64encode(json.dumps({"kind": RETRY_TICK_KIND}).encode()).decode()
-    assert base64.b64decode(tick)
+    tf = terraform()
+    assert f'/{bundle.MANIFEST}")' in tf.locals["bundles"]
+    objects = tf.of_type("google_storage_bucket_object")["bundle"]
+    assert objects["for_each"] == "${local.function_names}"
+    assert objects["source"] == "${local.bundle_dir}/${local.bundles[each.key].file}"

@@ -1,0 +1,246 @@
+"""The functions' deploy bundles: reproducible, complete, importable, and pinned like the venv."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata as md
+import json
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from dataset_export import bundle
+from dataset_export.deploy_manifest import FUNCTIONS, FunctionSpec
+
+REPO = Path(__file__).resolve().parents[2]
+SPECS = sorted(FUNCTIONS.values(), key=lambda s: s.name)
+IDS = [s.name for s in SPECS]
+#: Imported only when present: httpx loads its command line (the httpx[cli] extra) if these
+#: happen to be installed, as in the dev venv; in the cloud they are absent and httpx skips it.
+OPTIONAL_IMPORTS = frozenset({"pygments", "rich"})
+
+# Run in a fresh interpreter with the extracted bundle first on sys.path: import main (without
+# calling the function), the modules it imports lazily, and report which files got loaded.
+PROBE = r"""
+import sys
+
+at_start = set(sys.modules)  # loaded by the interpreter and site .pth files, not by the bundle
+import importlib, json, sysconfig
+from pathlib import Path
+
+bundle_dir, entry_point, lazy = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+sys.path.insert(0, bundle_dir)
+import main
+import dataset_export
+from functions_framework import _function_registry
+
+for name in lazy:
+    importlib.import_module(name)
+site = [Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")]
+files = set()
+for name, module in list(sys.modules.items()):
+    path = getattr(module, "__file__", None) if name not in at_start else None
+    if not path:
+        continue
+    resolved = Path(path).resolve()
+    for root in site:
+        if resolved.is_relative_to(root):
+            files.add(resolved.relative_to(root).as_posix())
+print(json.dumps({
+    "entry_point_callable": callable(getattr(main, entry_point, None)),
+    "signature": _function_registry.REGISTRY_MAP.get(entry_point),
+    "package_file": dataset_export.__file__,
+    "modules": sorted(sys.modules),
+    "site_files": sorted(files),
+}))
+"""
+
+
+@functools.cache
+def built(out: Path) -> dict[str, bundle.Bundle]:
+    """Build every bundle into ``out`` once."""
+    return {b.name: b for b in bundle.build_all(REPO, out)}
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bundle.Bundle]:
+    """All three bundles, built into a temporary directory."""
+    return built(tmp_path_factory.mktemp("bundles"))
+
+
+def test_two_builds_give_identical_content_addressed_zips(
+    bundles: dict[str, bundle.Bundle], tmp_path: Path
+) -> None:
+    """Building again elsewhere yields the same bytes, and each name carries its sha256."""
+    again = {b.name: b for b in bundle.build_all(REPO, tmp_path)}
+    assert set(again) == set(bundles) == set(FUNCTIONS)
+    for name, first in bundles.items():
+        data = first.path.read_bytes()
+        assert again[name].path.read_bytes() == data
+        assert hashlib.sha256(data).hexdigest() == first.sha256
+        assert first.path.name == f"{name}-{first.sha256}.zip"
+    manifest = json.loads((tmp_path / bundle.MANIFEST).read_text("utf-8"))
+    assert manifest["bundles"] == {
+        n: {"file": b.path.name, "sha256": b.sha256} for n, b in again.items()
+    }
+
+
+def test_a_code_change_changes_the_object_name(tmp_path: Path) -> None:
+    """Editing one packaged file gives every bundle a new name; a rebuild drops the old zip."""
+    root = tmp_path / "repo"
+    for name in FUNCTIONS:
+        (root / "functions" / name).mkdir(parents=True)
+        for file in ("main.py", "requirements.txt"):
+            (root / "functions" / name / file).write_bytes(
+                (REPO / "functions" / name / file).read_bytes()
+            )
+    package = root / "src" / "dataset_export"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('"""x"""\n', "utf-8")
+    out = tmp_path / "out"
+    before = bundle.build_all(root, out)
+    (package / "__init__.py").write_text('"""y"""\n', "utf-8")
+    after = bundle.build_all(root, out)
+    assert all(a.sha256 != b.sha256 for a, b in zip(before, after, strict=True))
+    assert sorted(p.name for p in out.glob("*.zip")) == sorted(a.path.name for a in after)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_bundle_holds_main_requirements_and_the_package_only(
+    spec: FunctionSpec, bundles: dict[str, bundle.Bundle]
+) -> None:
+    """main.py and requirements.txt at the root, the runtime package, nothing generated."""
+    with zipfile.ZipFile(bundles[spec.name].path) as archive:
+        infos = archive.infolist()
+        names = [i.filename for i in infos]
+        assert names == sorted(names)
+        assert archive.read("main.py") == (REPO / "functions" / spec.name / "main.py").read_bytes()
+        requirements = REPO / "functions" / spec.name / "requirements.txt"
+        assert archive.read("requirements.txt") == requirements.read_bytes()
+    assert {"dataset_export/__init__.py", "dataset_export/openapi.json"} <= set(names)
+    assert "dataset_export/deploy_manifest.py" in names
+    assert all(
+        n in {"main.py", "requirements.txt"} or n.startswith("dataset_export/") for n in names
+    )
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
+    assert not [n for n in names if "/localstack/" in n or n.endswith("/bundle.py")]
+    assert {i.date_time for i in infos} == {bundle.ZIP_EPOCH}
+    assert {i.external_attr >> 16 for i in infos} == {0o100644}
+
+
+def _probe(spec: FunctionSpec, archive: Path, into: Path) -> dict[str, object]:
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(into)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",  # no PYTHONPATH, no user site, not the current directory
+            "-c",
+            PROBE,
+            str(into),
+            spec.entry_point,
+            json.dumps(list(spec.runtime_modules)),
+        ],
+        cwd=into,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "GOOGLE_CLOUD_PROJECT": "bundle-test"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+@functools.cache
+def _file_owners() -> dict[str, str]:
+    owners = {}
+    for dist in md.distributions():
+        for file in dist.files or ():
+            owners[file.as_posix()] = canonicalize_name(dist.metadata["Name"])
+    return owners
+
+
+def _closure(requirements: Iterable[Requirement]) -> set[str]:
+    """The distributions ``requirements`` install, following each one's own dependencies."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [(r.name, frozenset(r.extras)) for r in requirements]
+    while todo:
+        name, extras = todo.pop()
+        if (canonicalize_name(name), extras) in seen:
+            continue
+        seen.add((canonicalize_name(name), extras))
+        for text in md.requires(name) or []:
+            dep = Requirement(text)
+            wanted = [{"extra": e} for e in extras] or [{"extra": ""}]
+            if dep.marker is None or any(dep.marker.evaluate(env) for env in wanted):
+                todo.append((dep.name, frozenset(dep.extras)))
+    return {name for name, _ in seen}
+
+
+def _requirements(spec: FunctionSpec) -> list[Requirement]:
+    lines = (REPO / "functions" / spec.name / "requirements.txt").read_text("utf-8").splitlines()
+    return [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_extracted_bundle_imports_and_exposes_its_entry_point(
+    spec: FunctionSpec, bundles: dict[str, bundle.Bundle], tmp_path: Path
+) -> None:
+    """Imported from the extracted zip in a fresh interpreter, main exposes the entry point."""
+    report = _probe(spec, bundles[spec.name].path, tmp_path)
+    assert report["entry_point_callable"] is True
+    assert report["signature"] == ("http" if spec.trigger == "http" else "cloudevent")
+    assert str(report["package_file"]).startswith(str(tmp_path)), "imported the repo's copy"
+    modules = report["modules"]
+    assert isinstance(modules, list)
+    for forbidden in spec.forbidden:
+        assert forbidden not in modules, f"{spec.name} loads {forbidden}"
+    site_files = report["site_files"]
+    assert isinstance(site_files, list)
+    owners = _file_owners()
+    loaded = {owners[f] for f in site_files if f in owners} - {"dataset-export"}
+    loaded -= OPTIONAL_IMPORTS
+    installed = _closure(_requirements(spec))
+    assert loaded <= installed, (
+        f"{spec.name} imports {sorted(loaded - installed)}, not installed by its requirements.txt"
+    )
+
+
+def _pyproject_specs() -> dict[str, str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
+    specs = {}
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        specs[canonicalize_name(requirement.name)] = str(requirement.specifier)
+    return specs
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_requirements_are_pinned_as_pyproject_and_the_tested_venv(spec: FunctionSpec) -> None:
+    """Exactly the manifest's distributions, each pinned to the version the tests ran with."""
+    requirements = _requirements(spec)
+    names = [canonicalize_name(r.name) for r in requirements]
+    assert names == [canonicalize_name(n) for n in spec.requirements]
+    assert not set(names) & {canonicalize_name(f) for f in spec.forbidden}
+    pyproject = _pyproject_specs()
+    for requirement in requirements:
+        pinned = re.fullmatch(r"==([0-9][0-9A-Za-z.]*)", str(requirement.specifier))
+        assert pinned, f"{requirement} is not pinned with =="
+        version = pinned.group(1)
+        assert version == md.version(requirement.name), f"{requirement}: the venv differs"
+        wanted = pyproject.get(canonicalize_name(requirement.name))
+        if wanted is not None:
+            assert Requirement(f"x{wanted}").specifier.contains(version), (
+                f"{requirement} does not satisfy pyproject.toml's {wanted}"
+            )
