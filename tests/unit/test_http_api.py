@@ -9,7 +9,7 @@ import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.records import ExportStatus
-from dataset_export.http_api import openapi_document
+from dataset_export.http_api import HttpRequest, openapi_document
 from dataset_export.service.keys import create_api_key, revoke_api_key
 
 from .conftest import KEK, SEED_BODY, World
@@ -263,3 +263,37 @@ def test_openapi_is_served_and_lists_the_catalog(world: World) -> None:
     assert response.body["openapi"].startswith("3.1")
     columns = openapi_document()["components"]["schemas"]["ColumnName"]["enum"]
     assert columns == RENTAL_LISTINGS.names()
+
+
+def test_download_link_redirects_then_expires(world: World) -> None:
+    """A valid link redirects to a signed URL; after 30 days it is 410; tampered is 403."""
+    import datetime as dt
+
+    from dataset_export.service.downloads import Downloads
+
+    class Signer:
+        def sign(self, name: str, lifetime: dt.timedelta) -> str:
+            return f"https://storage.example/{name}?X-Goog-Expires={int(lifetime.total_seconds())}"
+
+    query_uuid = world.call("POST", "/dataset/export", SEED_BODY).body["queryUUID"]
+    record = world.store.exports[query_uuid]
+    record.status = ExportStatus.SUCCEEDED
+    record.completed_on = world.clock.now
+    record.object_name = f"exports/{query_uuid}.csv.gz"
+    world.api.downloads = Downloads(
+        world.store, Signer(), b"l" * 32, "https://api.example", world.clock
+    )
+    url = world.call("GET", f"/dataset/export/{query_uuid}").body["download"]["url"]
+    path, _, token = url.removeprefix("https://api.example").partition("?token=")
+
+    def fetch(tok: str) -> object:
+        return world.api.handle(HttpRequest("GET", path, {}, b"", {"token": tok}))
+
+    ok = fetch(token)
+    assert ok.status == 302  # type: ignore[attr-defined]
+    assert ok.headers["Location"].endswith("X-Goog-Expires=900")  # type: ignore[attr-defined]
+    assert fetch(token[:-1] + ("A" if token[-1] != "A" else "B")).status == 403  # type: ignore[attr-defined]
+    world.clock.now += dt.timedelta(days=30, seconds=1)
+    gone = fetch(token)
+    assert gone.status == 410  # type: ignore[attr-defined]
+    assert gone.body["error"]["code"] == "link_expired"  # type: ignore[attr-defined]
