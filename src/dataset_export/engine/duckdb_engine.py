@@ -77,7 +77,9 @@ class DatasetMismatch(PermanentError):
 class EngineSettings:
     """Resource settings of one export's DuckDB connection."""
 
-    memory_limit: str = "512MB"
+    # Measured at 10M rows: a 10M-group aggregate peaks at about 490 MB RSS with 384 MB (610 MB
+    # with 512 MB) at the same speed; an ORDER BY over the whole table at about 560 MB.
+    memory_limit: str = "384MB"
     threads: int | None = None  # None: one per core
     temp_directory: str | None = None  # None: a private directory, removed afterwards
     gzip_backend: GzipBackend | None = None  # None: isal when installed, else zlib

@@ -13,10 +13,11 @@ provider "google" {
 module "dataset_export" {
   source = "../.."
 
-  project_id            = var.project_id
-  region                = var.region
-  firestore_location    = var.firestore_location
-  notification_channels = var.notification_channels
-  operator_members      = var.operator_members
-  deletion_protection   = var.deletion_protection
+  project_id                = var.project_id
+  region                    = var.region
+  firestore_location        = var.firestore_location
+  create_firestore_database = var.create_firestore_database
+  notification_channels     = var.notification_channels
+  operator_members          = var.operator_members
+  deletion_protection       = var.deletion_protection
 }

@@ -15,6 +15,12 @@ variable "firestore_location" {
   default     = null
 }
 
+variable "create_firestore_database" {
+  description = "Create the (default) Firestore database; false when the project already has one in native mode."
+  type        = bool
+  default     = true
+}
+
 variable "environment" {
   description = "Value of the environment label on every resource."
   type        = string
