@@ -60,7 +60,10 @@ def _env(name: str) -> str:
 
 
 def _apply_stack_env(*names: str) -> None:
-    # The Google clients read their emulator hosts from the process environment.
+    # The Google clients read their emulator hosts from the process environment. A project set
+    # in the environment means "talk to that real project": no emulator hosts are borrowed.
+    if os.environ.get("GOOGLE_CLOUD_PROJECT"):
+        return
     defaults = stack_defaults()
     for name in names:
         if name not in os.environ and defaults.get(name):

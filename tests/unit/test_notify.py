@@ -210,3 +210,26 @@ def test_policy_violation_at_send_time_is_permanent() -> None:
         AttemptOutcome(None, "webhook URL no longer allowed: private", 1, permanent=True)
     )
     assert notifier.deliver("q-1") is DeliveryState.FAILED
+
+
+def test_tick_stops_starting_attempts_when_its_budget_is_spent() -> None:
+    """A slow tick leaves the rest for the next tick instead of running past its timeout."""
+    notifier, store, _, clock, _ = setup()
+
+    class SlowSender(FakeSender):
+        def send(self, url: str, body: bytes, headers: object) -> AttemptOutcome:  # type: ignore[override]
+            clock.now += dt.timedelta(seconds=200)
+            return super().send(url, body, headers)  # type: ignore[arg-type]
+
+    notifier.sender = SlowSender(*[AttemptOutcome(503, None, 1)] * 3)
+    for name in ("q-2", "q-3"):
+        twin = store.get_export("q-1")
+        assert twin is not None
+        twin.query_uuid = name
+        store.create_export(twin)
+    for name in ("q-1", "q-2", "q-3"):
+        _, _, version = store.load_delivery(name)  # type: ignore[misc]
+        from dataset_export.core.delivery import DeliveryRecord
+
+        store.save_delivery(name, DeliveryRecord.new(clock.now), version)
+    assert notifier.send_due(budget=dt.timedelta(seconds=300)) == 2

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 _CLAIM_RETRIES = 5
 DUE_BATCH = 50
+# The next tick comes a minute later; notify's timeout is 540 s.
+TICK_BUDGET = dt.timedelta(seconds=240)
 
 
 class DeliveryStore(Protocol):
@@ -128,10 +130,17 @@ class Notifier:
         outcome = self._attempt(record)
         return self._finish(query_uuid, delivery, outcome)
 
-    def send_due(self, limit: int = DUE_BATCH) -> int:
-        """Attempt every delivery that is due now (the retry tick); return how many ran."""
+    def send_due(self, limit: int = DUE_BATCH, budget: dt.timedelta = TICK_BUDGET) -> int:
+        """Attempt deliveries that are due now (the retry tick); return how many ran.
+
+        Stops starting attempts once ``budget`` is spent, well inside the function's timeout:
+        a tick killed mid-attempt could lose the record of a webhook that was in fact sent.
+        """
         count = 0
+        deadline = self.clock() + budget
         for query_uuid in self.store.due_deliveries(self.clock(), limit):
+            if self.clock() >= deadline:
+                break
             if self.deliver(query_uuid) is not None:
                 count += 1
         return count
