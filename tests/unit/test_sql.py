@@ -50,6 +50,7 @@ SEED_DATASET: dict[str, Any] = {
     ],
     "limit": 10000,
 }
+INFINITIES = (float("inf"), -float("inf"))
 # Columns given nulls in the property-test file (the catalog only declares building_name).
 NULLED = ("city", "bed", "bath", "sqft", "asking_rent", "listed_on", "is_active", "zip_code")
 HOSTILE = [
@@ -580,7 +581,8 @@ def value_pools(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Per column, about 25 values that occur in ``rows`` (dates as ISO strings)."""
     pools: dict[str, list[Any]] = {}
     for column in RENTAL_LISTINGS:
-        seen = sorted({r[column.name] for r in rows if r[column.name] is not None}, key=str)
+        present = {r[column.name] for r in rows if r[column.name] is not None}
+        seen = sorted((v for v in present if v == v and v not in INFINITIES), key=str)
         step = max(1, len(seen) // 25)
         values = seen[::step][:25]
         if column.type is ColumnType.DATE:

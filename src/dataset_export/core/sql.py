@@ -30,7 +30,9 @@ Semantics:
 ``compile_query`` gives the result as columns (for Arrow encoders and tests).
 ``compile_export`` gives the same rows already rendered by the engine as CSV or JSONL lines, one
 VARCHAR column ``line`` per row, each ending in ``\\n``: DuckDB formats in its own worker threads,
-which is several times faster than formatting Arrow batches in Python (see bench/engine_bench.py).
+faster than formatting Arrow batches with pyarrow (at 2M rows about 1.5x for CSV, 2.5x for
+JSONL; see bench/engine_bench.py). Its CSV quotes a field only where needed (``,`` ``"`` CR LF)
+and prints doubles as DuckDB does (``784.0``, ``2150.5``, ``1e+20``).
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ Output formats (DESIGN.md, "The export file"):
 
 ``GzipSink`` compresses a stream of chunks into a gzip file-like object. With python-isal it
 uses ISA-L at level 2 (about 6x zlib level 1's speed for files about 25% larger than zlib level
-6); without it, zlib at level 1. By default a background thread compresses and writes, so that
-work overlaps producing the next chunk; a bounded queue keeps memory flat.
+6); without it, zlib at level 1. Compression runs in the caller's thread; by default a
+background thread writes the compressed chunks, so a slow destination overlaps the work, and a
+bounded queue keeps memory flat.
 """
 
 from __future__ import annotations
