@@ -9,7 +9,7 @@ NODE_STAMP := tests/node/node_modules/.installed-stamp
 CHECKOV_VENV := .local/checkov-venv
 CHECKOV_STAMP := $(CHECKOV_VENV)/.checkov-3.3.30
 
-.PHONY: help setup up down status run demo test lint typecheck unit bundle terraform-check clean
+.PHONY: help setup up down status run demo test lint typecheck unit bundle bench terraform-check clean
 
 help:
 	@echo "make run    - start the local stack on the emulators and run a real export end to end"
@@ -51,6 +51,10 @@ $(CHECKOV_STAMP):
 # Reproducible, content-addressed function bundles for Terraform (build/bundles/).
 bundle: setup
 	$(PY) -m dataset_export.bundle
+
+# Not part of `make test`: 10M rows through the real process code into the GCS emulator.
+bench: setup
+	$(PY) bench/process_bench.py --rows 1000000 10000000
 
 # terraform fmt works offline; init/validate need providers this machine cannot download.
 terraform-check: $(CHECKOV_STAMP)

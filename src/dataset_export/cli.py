@@ -311,6 +311,17 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redeliver(args: argparse.Namespace) -> int:
+    """Send a finished export's webhook again (a new delivery round)."""
+    with _client() as client:
+        response = client.post(f"/dataset/export/{args.query_uuid}/redeliver")
+    if response.status_code != 202:
+        raise _api_error(response)
+    print("redelivery started; follow it with 'exportctl status'", file=sys.stderr)
+    print(_describe_status(response.json()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``exportctl``."""
     parser = argparse.ArgumentParser(prog="exportctl", description=__doc__.splitlines()[0])
@@ -361,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("query_uuid")
     download.add_argument("-o", "--output", help="file to write (default <queryUUID>.<fmt>.gz)")
     download.set_defaults(run=cmd_download)
+
+    redeliver = commands.add_parser("redeliver", help="send a finished export's webhook again")
+    redeliver.add_argument("query_uuid")
+    redeliver.set_defaults(run=cmd_redeliver)
     return parser
 
 

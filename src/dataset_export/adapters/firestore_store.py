@@ -343,7 +343,10 @@ class FirestoreStore:
         update = {
             "delivery": delivery.to_document(),
             "deliveryState": delivery.state.value,
-            "deliveryDueOn": due,
+            # To the millisecond, as the delivery document keeps it, so "due at t" means due.
+            "deliveryDueOn": None
+            if due is None
+            else due.replace(microsecond=due.microsecond // 1000 * 1000),
         }
         ref = self._export_ref(query_uuid)
         with google_errors("recording the delivery"):

@@ -617,6 +617,9 @@ class _Up:
             f"http://{host}",
             "-backend",
             "memory",
+            # Its info level logs every request URL, signed download URLs included.
+            "-log-level",
+            "warn",
         ], env
 
     def server_command_factory(

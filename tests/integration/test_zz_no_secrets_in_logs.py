@@ -1,0 +1,34 @@
+"""After every other test has driven the stack (this file sorts last), no log it wrote holds an
+API key, a webhook signature, a download token or a signed URL."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dataset_export.localstack.stack import StackInfo
+
+pytestmark = pytest.mark.integration
+
+SECRETS = {
+    "API key": re.compile(r"dwe_[a-z2-7]{10}_[A-Za-z0-9_-]{43}"),
+    "signed URL": re.compile(r"X-Goog-Signature=[0-9a-f]{16}", re.IGNORECASE),
+    "download token": re.compile(r"token=[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}"),
+    "Standard Webhooks signature": re.compile(r"v1,[A-Za-z0-9+/]{40,}={0,2}"),
+    "hex HMAC": re.compile(r"\b[0-9a-f]{64}\b"),
+}
+
+
+def test_stack_logs_hold_no_secrets(stack: StackInfo) -> None:
+    """Every log file of the test stack is free of keys, signatures, tokens and signed URLs."""
+    logs = sorted(Path(stack.config.logs_dir).glob("*.log"))
+    assert {p.stem for p in logs} >= {"submit", "process", "notify"}
+    text = {p.name: p.read_text("utf-8", errors="replace") for p in logs}
+    assert any("webhook delivered" in t for t in text.values()), "the stack delivered nothing"
+    for name, content in text.items():
+        for what, pattern in SECRETS.items():
+            match = pattern.search(content)
+            assert match is None, f"{what} in {name}: {match.group(0)[:12] if match else ''}..."
+    assert stack.env["EXPORT_API_KEY"] not in "".join(text.values())
