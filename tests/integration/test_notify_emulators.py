@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,6 @@ DATASET = {
     "filters": {"and": [{"column": "bath", "filter": {"gte": 1.50}}, None]},
     "limit": 50,
 }
-
-
-@pytest.fixture
-def client(stack_env: dict[str, str]) -> Iterator[httpx.Client]:
-    """An HTTP client on the running submit function with the demo key."""
-    with httpx.Client(
-        base_url=stack_env["EXPORT_API_URL"],
-        headers={"x-api-key": stack_env["EXPORT_API_KEY"]},
-        timeout=30,
-    ) as http:
-        yield http
 
 
 def submit(client: httpx.Client, env: dict[str, str], path: str = "/webhook") -> str:

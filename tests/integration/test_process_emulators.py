@@ -16,7 +16,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,6 @@ from dataset_export.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dat
 from dataset_export.localstack.stack import StackInfo
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def client(stack_env: dict[str, str]) -> Iterator[httpx.Client]:
-    """An HTTP client on the running submit function with the demo key."""
-    with httpx.Client(
-        base_url=stack_env["EXPORT_API_URL"],
-        headers={"x-api-key": stack_env["EXPORT_API_KEY"]},
-        timeout=30,
-    ) as http:
-        yield http
 
 
 @pytest.fixture(scope="module")
@@ -270,12 +258,10 @@ def test_permanent_failure_is_recorded_and_not_retried(
 WORKER = r"""
 import datetime as dt, json, os, signal, sys
 from dataset_export import logs
-from dataset_export.adapters import gcs_storage
 from dataset_export.config import Settings
 from dataset_export.wiring import build_export_runner
 
 spec = json.loads(sys.argv[1])
-gcs_storage.UPLOAD_CHUNK_BYTES = 256 * 1024
 runner = build_export_runner(Settings.from_env())
 runner.dataset_path = lambda: spec["dataset"]
 if spec.get("kill_after_bytes"):
@@ -329,7 +315,8 @@ def run_worker(
     **spec: Any,
 ) -> dict[str, Any]:
     query_uuid = query_uuid or make_queued_export(env, dataset)
-    worker_env = {**os.environ, **env, "EXPORT_ENV": "local"}
+    # Small upload chunks, so the kill test sees several of them before it dies.
+    worker_env = {**os.environ, **env, "EXPORT_ENV": "local", "EXPORT_UPLOAD_CHUNK_KIB": "256"}
     proc = subprocess.run(
         [
             sys.executable,

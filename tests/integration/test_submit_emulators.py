@@ -20,6 +20,7 @@ from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.adapters.pubsub_publisher import PubSubPublisher
 from dataset_export.core.apikeys import looks_like_key
 from dataset_export.core.catalog import RENTAL_LISTINGS
+from dataset_export.demo import SEED_DATASET
 from dataset_export.http_api import ExportApi, HttpRequest
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.submit import ExportService
@@ -27,14 +28,6 @@ from dataset_export.service.submit import ExportService
 pytestmark = pytest.mark.integration
 
 EXPORTCTL = Path(sys.executable).with_name("exportctl")
-SEED_DATASET = {
-    "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
-    "filters": [
-        {"column": "msa", "filter": {"equals": "Seattle, WA"}},
-        {"column": "bed", "filter": {"in": [1, 2, 3]}},
-    ],
-    "limit": 10000,
-}
 
 
 def seed_body(env: dict[str, str], name: str = "Seattle Rental Data Export") -> dict[str, object]:
@@ -44,17 +37,6 @@ def seed_body(env: dict[str, str], name: str = "Seattle Rental Data Export") -> 
         "name": name,
         "format": "csv",
     }
-
-
-@pytest.fixture
-def client(stack_env: dict[str, str]) -> Iterator[httpx.Client]:
-    """An HTTP client on the running submit function with the demo key."""
-    with httpx.Client(
-        base_url=stack_env["EXPORT_API_URL"],
-        headers={"x-api-key": stack_env["EXPORT_API_KEY"]},
-        timeout=30,
-    ) as http:
-        yield http
 
 
 @pytest.fixture

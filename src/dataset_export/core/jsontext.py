@@ -9,7 +9,9 @@ on the way through Python floats. ``parse_preserving`` keeps every number as its
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 # Lone UTF-16 surrogates are legal JSON escapes but not encodable text: keep them escaped.
@@ -62,18 +64,24 @@ def _dump(value: Any, out: list[str]) -> None:
         out.append("true")
     elif value is False:
         out.append("false")
-    elif isinstance(value, int | float):
-        out.append(json.dumps(value))
-    elif isinstance(value, dict):
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not valid JSON")
+        out.append(float.__repr__(value))
+    elif isinstance(value, Mapping):
         out.append("{")
         for i, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be strings, got {type(key).__name__}")
             if i:
                 out.append(",")
             out.append(_quote(key))
             out.append(":")
             _dump(item, out)
         out.append("}")
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         out.append("[")
         for i, item in enumerate(value):
             if i:

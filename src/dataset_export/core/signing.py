@@ -28,11 +28,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import math
 from collections.abc import Iterable, Mapping
 
-from .jsontext import JsonNumber
-from .jsstringify import js_number, js_quote, js_stringify
+from .jsontext import dump_preserving
+from .jsstringify import js_quote, js_stringify
 
 __all__ = [
     "BODY_SIGNATURE_HEADER",
@@ -95,12 +94,10 @@ def encode_webhook_body(
 ) -> bytes:
     """Write the body's fields in the given order as compact UTF-8 JSON.
 
-    Values are written like ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``
-    would and the payload (a value from ``parse_preserving``) like ``dump_preserving``: its
-    number literals verbatim. One difference, so that every body is valid UTF-8: a lone surrogate
-    (from a customer's ``"\\ud800"``) is written as that escape again, as ``JSON.stringify`` does,
-    where those would emit an unencodable code point. ``payload_key`` only documents which
-    field is the echo; every ``JsonNumber`` anywhere is written as its literal.
+    Each value is written by ``dump_preserving``: the payload (a value from
+    ``parse_preserving``) keeps the customer's number literals, and a lone surrogate is written
+    as its escape again, as ``JSON.stringify`` does, so every body is valid UTF-8.
+    ``payload_key`` names the field that must be present (the echo).
     """
     seen: set[str] = set()
     parts: list[str] = ["{"]
@@ -114,7 +111,7 @@ def encode_webhook_body(
         seen.add(key)
         parts.append(js_quote(key))
         parts.append(":")
-        _write_wire(value, parts)
+        parts.append(dump_preserving(value))
     parts.append("}")
     if payload_key not in seen:
         raise ValueError(f"the body has no {payload_key!r} field")
@@ -124,44 +121,3 @@ def encode_webhook_body(
 def encode_body(obj: Mapping[str, object], payload_key: str = "payload") -> bytes:
     """Write a body dict in its own key order; see :func:`encode_webhook_body`."""
     return encode_webhook_body(obj.items(), payload_key=payload_key)
-
-
-def _write_wire(value: object, out: list[str]) -> None:
-    if isinstance(value, JsonNumber):
-        literal = str.__str__(value)
-        js_number(value)  # raises ValueError unless it is a JSON number literal
-        out.append(literal)
-    elif isinstance(value, str):
-        out.append(js_quote(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
-        out.append(int.__repr__(value))
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} is not valid JSON")
-        out.append(float.__repr__(value))
-    elif isinstance(value, Mapping):
-        out.append("{")
-        for i, (key, item) in enumerate(value.items()):
-            if not isinstance(key, str):
-                raise TypeError(f"object keys must be strings, got {type(key).__name__}")
-            if i:
-                out.append(",")
-            out.append(js_quote(key))
-            out.append(":")
-            _write_wire(item, out)
-        out.append("}")
-    elif isinstance(value, list | tuple):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _write_wire(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"cannot write {type(value).__name__} as JSON")
