@@ -92,8 +92,7 @@ def _error(exc: ClientError) -> HttpResponse:
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_seconds)
     if isinstance(exc, MethodNotAllowed):
-        headers["Allow"] = exc.field or ""
-        return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}}, **headers)
+        headers["Allow"] = exc.allow
     return _json(exc.status, exc.to_body(), **headers)
 
 
@@ -179,7 +178,7 @@ class ExportApi:
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
         if method != allowed:
-            raise MethodNotAllowed(f"{method} is not allowed here; use {allowed}", field=allowed)
+            raise MethodNotAllowed(f"{method} is not allowed here; use {allowed}", allow=allowed)
 
     def _submit(self, request: HttpRequest) -> HttpResponse:
         caller = self.service.authenticate(request.header("x-api-key"))

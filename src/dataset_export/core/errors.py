@@ -70,10 +70,14 @@ class NotFound(ClientError):
 
 
 class MethodNotAllowed(ClientError):
-    """405: the path exists but not with this method."""
+    """405: the path exists but not with this method; ``allow`` lists the one that works."""
 
     status = 405
     code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class Conflict(ClientError):
