@@ -20,7 +20,10 @@ _query_uuid: contextvars.ContextVar[str | None] = contextvars.ContextVar("queryU
 
 _SECRETS = (
     (re.compile(r"dwe_([a-z2-7]{10})_[A-Za-z0-9_-]{20,}"), r"dwe_\1_[redacted]"),
-    (re.compile(r"(?i)(x-goog-signature|signature|sig|token)=[^&\s\"']+"), r"\1=[redacted]"),
+    (
+        re.compile(r"(?i)(x-goog-signature|signature|sig|token|upload_id)=[^&\s\"']+"),
+        r"\1=[redacted]",
+    ),
     (re.compile(r"(?i)(v1,)[A-Za-z0-9+/=]{20,}"), r"\1[redacted]"),
     (re.compile(r"(?i)(hmacSignature\"?\s*[:=]\s*\"?)[0-9a-f]{16,}"), r"\1[redacted]"),
 )

@@ -1,5 +1,5 @@
 """After every other test has driven the stack (this file sorts last), no log it wrote holds an
-API key, a webhook signature, a download token or a signed URL."""
+API key, a webhook signature, a download token, a signed URL or an upload session."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ SECRETS = {
     "download token": re.compile(r"token=[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}"),
     "Standard Webhooks signature": re.compile(r"v1,[A-Za-z0-9+/]{40,}={0,2}"),
     "hex HMAC": re.compile(r"\b[0-9a-f]{64}\b"),
+    "upload session": re.compile(r"upload_id=[A-Za-z0-9_-]{8,}"),
 }
 
 

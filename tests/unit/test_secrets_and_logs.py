@@ -112,7 +112,8 @@ def test_log_lines_are_cloud_logging_json_without_secrets() -> None:
     logs.set_trace("105445aa7843bc8bf206b12000100000/1;o=1", "proj")
     try:
         logger.warning(
-            "key %s url https://storage.googleapis.com/b/o?X-Goog-Signature=abcdef123&x=1 v1,%s",
+            "key %s url https://storage.googleapis.com/b/o?X-Goog-Signature=abcdef123&x=1 v1,%s"
+            " session /upload/storage/v1/b/e/o?uploadType=resumable&upload_id=ADPycdsecret",
             key,
             "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=",
             extra={"queryUUID": "q-1"},
@@ -130,5 +131,6 @@ def test_log_lines_are_cloud_logging_json_without_secrets() -> None:
     )
     assert key not in line
     assert "abcdef123" not in line
+    assert "ADPycdsecret" not in line
     assert "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=" not in line
     assert key.split("_")[1] in line  # the public key id stays, for support
