@@ -38,7 +38,6 @@ class Settings:
     max_rows: int
     max_body_bytes: int
     rate_limit_per_minute: int
-    upload_chunk_bytes: int
 
     @property
     def is_local(self) -> bool:
@@ -123,10 +122,7 @@ class Settings:
             # default 100 kB limit.
             max_body_bytes=integer("EXPORT_MAX_BODY_BYTES", 64 * 1024),
             rate_limit_per_minute=integer("EXPORT_RATE_LIMIT_PER_MINUTE", 60),
-            upload_chunk_bytes=integer("EXPORT_UPLOAD_CHUNK_KIB", 64 * 1024) * 1024,
         )
-        if settings.upload_chunk_bytes % (256 * 1024):
-            problems.append("EXPORT_UPLOAD_CHUNK_KIB must be a multiple of 256 (GCS's rule)")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return settings

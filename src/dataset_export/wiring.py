@@ -72,7 +72,7 @@ def build_export_runner(settings: Settings) -> ExportRunner:
     client = storage.Client(project=settings.project)
     return ExportRunner(
         store=FirestoreStore.for_project(settings.project),
-        storage=GcsExportStorage(client, settings.exports_bucket, settings.upload_chunk_bytes),
+        storage=GcsExportStorage(client, settings.exports_bucket),
         ready=PubSubPublisher(settings.project, settings.ready_topic, READY_KIND),
         engine=_duckdb_engine,
         dataset_path=functools.cache(lambda: fetch_dataset(client, settings.dataset_uri)),

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -256,7 +257,7 @@ def test_permanent_failure_is_recorded_and_not_retried(
 
 
 WORKER = r"""
-import datetime as dt, json, os, signal, sys
+import datetime as dt, json, os, signal, sys, time
 from dataset_export import logs
 from dataset_export.config import Settings
 from dataset_export.wiring import build_export_runner
@@ -273,6 +274,13 @@ if spec.get("kill_after_bytes"):
                 out.write(data)
                 self.written += len(data)
                 if self.written > limit:
+                    # Die only once those bytes went down the connection, so the kill really
+                    # lands mid-upload.
+                    deadline = time.monotonic() + 10
+                    while out.sent_bytes < limit and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    sys.stderr.write(f"killed after sending {out.sent_bytes} bytes\n")
+                    sys.stderr.flush()
                     os.kill(os.getpid(), signal.SIGKILL)
                 return len(data)
         return engine(path, query, fmt, Dying(), on_progress=on_progress)
@@ -315,8 +323,7 @@ def run_worker(
     **spec: Any,
 ) -> dict[str, Any]:
     query_uuid = query_uuid or make_queued_export(env, dataset)
-    # Small upload chunks, so the kill test sees several of them before it dies.
-    worker_env = {**os.environ, **env, "EXPORT_ENV": "local", "EXPORT_UPLOAD_CHUNK_KIB": "256"}
+    worker_env = {**os.environ, **env, "EXPORT_ENV": "local"}
     proc = subprocess.run(
         [
             sys.executable,
@@ -341,7 +348,7 @@ def run_worker(
 def test_worker_killed_mid_upload_leaves_no_object_and_redelivery_completes(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """SIGKILL during a multi-chunk upload shows no partial object; the next delivery finishes."""
+    """SIGKILL in the middle of the upload shows no partial object; the next delivery finishes."""
     dataset = {
         "scopes": [
             {"column": c}
@@ -356,11 +363,14 @@ def test_worker_killed_mid_upload_leaves_no_object_and_redelivery_completes(
             )
         ]
     }
-    # Big enough for several 256 KiB upload chunks before the kill.
+    # Big enough that the kill at 700 KiB comes well before the end of the file.
     path = generate_dataset(200_000, tmp_path / "big.parquet").path
     killed = run_worker(stack_env, path, dataset, kill_after_bytes=700 * 1024)
     query_uuid = killed["queryUUID"]
     assert killed["returncode"] == -signal.SIGKILL, killed["stderr"]
+    sent = re.search(r"killed after sending (\d+) bytes", killed["stderr"])
+    assert sent, killed["stderr"]
+    assert int(sent.group(1)) >= 700 * 1024
     assert killed["status"] == "running"
     assert objects_for(stack_env, query_uuid) == []
 

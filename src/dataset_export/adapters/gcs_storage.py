@@ -1,29 +1,37 @@
-"""Cloud Storage: the exports bucket (resumable uploads that never leave a partial object),
-short-lived V4 signed download URLs, and fetching the Parquet dataset.
+"""Cloud Storage: the exports bucket (one streamed resumable upload that never leaves a partial
+object), short-lived V4 signed download URLs, and fetching the Parquet dataset.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
 import os
 import tempfile
+import threading
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
+import requests
 from google.api_core import exceptions as gexc
 
+from ..core.errors import TransientError
 from ..service.process import ObjectAlreadyExists, ObjectInfo
 from .errors import google_errors
 
 log = logging.getLogger(__name__)
 
-# The uploader holds one chunk in memory. Google's client defaults to 100 MiB; 64 MiB keeps the
-# process under 500 MB at 10M rows. Small chunks are slow on fake-gcs-server, which re-assembles
-# the whole upload on every chunk (time grows with size squared over chunk size; see bench/).
-DEFAULT_UPLOAD_CHUNK_BYTES = 64 * 1024 * 1024
 CONTENT_TYPE = "application/gzip"
+# Compressed bytes waiting for the connection; a slower connection slows the export instead of
+# growing memory.
+DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
+# (connect, read): read also bounds how long the server may take to finalize after the last byte.
+_PUT_TIMEOUT = (30.0, 300.0)
 
 
 def _is_precondition_failure(exc: BaseException) -> bool:
@@ -33,67 +41,251 @@ def _is_precondition_failure(exc: BaseException) -> bool:
     return getattr(response, "status_code", None) == 412
 
 
-class GcsUpload:
-    """One resumable upload; the object appears only when ``commit`` finalizes it."""
+class UploadAborted(Exception):
+    """Raised inside the request body so the connection drops before the body's end."""
 
-    def __init__(self, blob: Any, chunk_bytes: int = DEFAULT_UPLOAD_CHUNK_BYTES) -> None:
+
+class BytePipe:
+    """Bytes handed from the export's writer thread to the request that streams them.
+
+    ``put`` blocks while ``limit`` bytes wait (one oversized chunk is let through so nothing
+    deadlocks). Iterating yields the chunks until ``close``; after ``fail`` the iterator raises
+    that exception instead of ending, and after ``reader_finished`` ``put`` raises.
+    """
+
+    def __init__(self, limit: int = DEFAULT_BUFFER_BYTES) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._waiting = 0
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._reader_error: BaseException | None = None
+        self._reader_done = False
+        self.sent_bytes = 0
+        self.crc32c = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
+
+    def put(self, data: bytes) -> None:
+        """Queue ``data`` for the request; raise if the request has already ended."""
+        with self._cond:
+            while (
+                self._waiting and self._waiting + len(data) > self._limit and not self._reader_done
+            ):
+                self._cond.wait()
+            if self._reader_done:
+                raise TransientError(
+                    "the upload connection ended before the export did"
+                ) from self._reader_error
+            self._chunks.append(data)
+            self._waiting += len(data)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """No more data: the request body ends once the queue is drained."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        """Make the request body raise ``exc`` instead of ending."""
+        with self._cond:
+            self._failure = exc
+            self._cond.notify_all()
+
+    def reader_finished(self, error: BaseException | None) -> None:
+        """The request is over (with ``error`` if it failed); wake and refuse producers."""
+        with self._cond:
+            self._reader_done = True
+            self._reader_error = error
+            self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            with self._cond:
+                while not self._chunks and not self._closed and self._failure is None:
+                    self._cond.wait()
+                if self._failure is not None:
+                    raise self._failure
+                if not self._chunks:
+                    return
+                data = self._chunks.popleft()
+                self._waiting -= len(data)
+                self._cond.notify_all()
+            self.crc32c.update(data)  # type: ignore[no-untyped-call]
+            self.sent_bytes += len(data)
+            yield data
+
+
+class GcsUpload:
+    """One resumable upload sent as a single streamed PUT while the export is being written.
+
+    The session is opened at the first write and the body is fed through a bounded ``BytePipe``,
+    so memory stays flat and each byte crosses the network once. (Chunked uploads must hold a
+    whole chunk in memory, and fake-gcs-server re-hashes the entire object on every chunk.) The
+    PUT says ``Content-Range: bytes 0-*/*``: size unknown, the object is final when the body ends
+    (Google's Node.js client streams the same way). ``abort`` makes the body raise, which drops
+    the connection before the body's end, and cancels the session: no partial object can appear.
+    A connection lost mid-way fails the export with a ``TransientError``; Pub/Sub's redelivery
+    runs it again from the start.
+    """
+
+    def __init__(self, blob: Any, transport: Any, *, buffer_bytes: int = DEFAULT_BUFFER_BYTES):
         self._blob = blob
-        # if_generation_match=0: create only, so a retried export can never replace a file.
-        self._writer = blob.open(
-            "wb",
-            chunk_size=chunk_bytes,
-            content_type=CONTENT_TYPE,
-            if_generation_match=0,
-            ignore_flush=True,
-        )
+        self._transport = transport
+        self._pipe = BytePipe(buffer_bytes)
+        self._session_url: str | None = None
+        self._exists = False
+        self._thread: threading.Thread | None = None
+        self._response: Any = None
+        self._error: BaseException | None = None
+        self._finished = False
+
+    @property
+    def sent_bytes(self) -> int:
+        """Bytes handed to the connection so far."""
+        return self._pipe.sent_bytes
 
     def write(self, data: bytes, /) -> int:
-        """Append bytes (uploaded a chunk at a time)."""
-        with google_errors("uploading the export"):
-            self._writer.write(data)
+        """Append bytes to the request body (blocks while the buffer is full)."""
+        if self._thread is None and not self._exists:
+            self._start()
+        if not self._exists:  # an earlier run's object is there: nothing to send
+            self._pipe.put(bytes(data))
         return len(data)
 
     def commit(self) -> ObjectInfo:
-        """Finalize; raise ``ObjectAlreadyExists`` when an earlier run already made the object."""
-        try:
+        """End the body and return the object's metadata.
+
+        Raises ``ObjectAlreadyExists`` when an earlier run already made the object.
+        """
+        if self._thread is None and not self._exists:
+            self._start()
+        if self._exists:
+            raise ObjectAlreadyExists(self._blob.name)
+        assert self._thread is not None
+        self._pipe.close()
+        self._thread.join()
+        if isinstance(self._error, (requests.RequestException, OSError)):
+            # Only the type: the message of a connection error holds the session URL, which
+            # lets anyone holding it write the object.
+            raise TransientError(f"uploading the export failed: {type(self._error).__name__}")
+        if self._error is not None:
+            raise self._error
+        response = self._response
+        if response.status_code == 412:
+            raise ObjectAlreadyExists(self._blob.name)
+        if response.status_code not in (200, 201):
             with google_errors("finishing the upload"):
-                self._writer.close()
-                self._blob.reload()
-        except Exception as exc:
-            if _is_precondition_failure(exc) or _is_precondition_failure(exc.__cause__ or exc):
-                raise ObjectAlreadyExists(self._blob.name) from exc
-            raise
-        return _info(self._blob)
+                raise _status_error(response)
+        self._finished = True
+        resource = response.json()
+        info = _info_from_resource(resource)
+        self._check_integrity(info, resource.get("generation"))
+        return info
 
     def abort(self) -> None:
-        """Cancel the resumable session; nothing becomes visible."""
-        # An unfinished session also expires on its own, so a failed cancel is only logged.
+        """Give the upload up: break the request mid-body and cancel the session."""
+        if self._finished:
+            return
+        self._pipe.fail(UploadAborted("export aborted"))
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self._session_url is None:
+            return
+        # An unfinished session also expires on its own (a week), so a failed cancel is logged.
         try:
-            self._writer.terminate()
+            self._transport.delete(self._session_url, timeout=_PUT_TIMEOUT)
         except Exception as exc:
             log.warning("could not cancel the resumable upload: %s", type(exc).__name__)
+
+    def _start(self) -> None:
+        try:
+            with google_errors("starting the upload"):
+                # ifGenerationMatch=0: create only, so a retried export never replaces a file.
+                self._session_url = self._blob.create_resumable_upload_session(
+                    content_type=CONTENT_TYPE, if_generation_match=0
+                )
+        except Exception as exc:
+            if _is_precondition_failure(exc) or _is_precondition_failure(exc.__cause__ or exc):
+                self._exists = True
+                return
+            raise
+        self._thread = threading.Thread(target=self._send, name="gcs-upload", daemon=True)
+        self._thread.start()
+
+    def _send(self) -> None:
+        error: BaseException | None = None
+        try:
+            self._response = self._transport.put(
+                self._session_url,
+                data=iter(self._pipe),
+                headers={"Content-Range": "bytes 0-*/*", "Content-Type": CONTENT_TYPE},
+                timeout=_PUT_TIMEOUT,
+            )
+        except BaseException as exc:  # handed to the writer through the pipe and commit
+            error = exc
+            self._error = exc
+        finally:
+            self._pipe.reader_finished(error)
+
+    def _check_integrity(self, info: ObjectInfo, generation: str | None) -> None:
+        # The body was streamed, so no hash could go with it; compare what arrived instead.
+        sent = base64.b64encode(self._pipe.crc32c.digest()).decode("ascii")  # type: ignore[no-untyped-call]
+        if info.size == self._pipe.sent_bytes and info.crc32c in (None, sent):
+            return
+        try:
+            self._blob.bucket.blob(info.name).delete(
+                if_generation_match=int(generation) if generation else None
+            )
+        except Exception as exc:
+            log.warning("could not delete a corrupted upload: %s", type(exc).__name__)
+        raise TransientError(
+            f"the uploaded object does not match what was sent ({info.size} bytes, crc32c "
+            f"{info.crc32c}; sent {self._pipe.sent_bytes} bytes, crc32c {sent})"
+        )
+
+
+def _status_error(response: Any) -> gexc.GoogleAPICallError:
+    """Google's exception for an upload response, without the session URL in its message."""
+    try:
+        message = str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = "no error message"
+    error: gexc.GoogleAPICallError = gexc.from_http_status(  # type: ignore[no-untyped-call]
+        response.status_code, f"upload of the export answered: {message[:300]}"
+    )
+    return error
 
 
 def _info(blob: Any) -> ObjectInfo:
     return ObjectInfo(name=blob.name, size=int(blob.size), crc32c=blob.crc32c, md5=blob.md5_hash)
 
 
+def _info_from_resource(resource: dict[str, Any]) -> ObjectInfo:
+    """``ObjectInfo`` from the object resource the final upload response carries."""
+    return ObjectInfo(
+        name=str(resource["name"]),
+        size=int(resource["size"]),
+        crc32c=resource.get("crc32c"),
+        md5=resource.get("md5Hash"),
+    )
+
+
 class GcsExportStorage:
     """``ExportStorage`` on one bucket."""
 
-    def __init__(
-        self, client: Any, bucket: str, chunk_bytes: int = DEFAULT_UPLOAD_CHUNK_BYTES
-    ) -> None:
+    def __init__(self, client: Any, bucket: str) -> None:
         self._bucket = client.bucket(bucket)
-        self._chunk_bytes = chunk_bytes
+        # The client's own authorized session (what Blob methods send through) carries the PUT.
+        self._transport = client._http
 
     def open_upload(self, name: str, *, metadata: dict[str, str]) -> GcsUpload:
-        """Start a resumable upload of ``name``."""
+        """An upload of ``name``; its session opens at the first write."""
         blob = self._bucket.blob(name)
         blob.metadata = metadata
         # Served as the .gz file itself: no Content-Encoding, so nothing transcodes it.
         blob.content_disposition = f'attachment; filename="{name.rsplit("/", 1)[-1]}"'
-        return GcsUpload(blob, self._chunk_bytes)
+        return GcsUpload(blob, self._transport)
 
     def stat(self, name: str) -> ObjectInfo | None:
         """The object's size and checksums, or None."""
