@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import zlib
 from collections.abc import Mapping, Sequence
 
 from .core.delivery import AttemptOutcome, DeliveryRecord
 from .core.errors import TransientError
+from .core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from .core.records import ExportRecord, ExportStatus
 from .core.urlpolicy import HostNotFound
 from .service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
+from .service.process import (
+    Claim,
+    ExportResult,
+    LeaseLost,
+    ObjectAlreadyExists,
+    ObjectInfo,
+)
 
 
 class InMemoryStore:
@@ -117,6 +126,116 @@ class InMemoryStore:
         """Deliveries that are due or whose lease ran out."""
         due = [uuid for uuid, d in self.deliveries.items() if d.is_due(now) or d.lease_expired(now)]
         return due[:limit]
+
+    # --- the export's lifecycle (process function) -------------------------------------------
+
+    def claim_export(
+        self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
+    ) -> Claim:
+        """Apply ``decide_claim``; on RUN the record is ``running`` under this worker's lease."""
+        record = self.exports.get(query_uuid)
+        if record is None:
+            return Claim(ClaimDecision(ClaimVerdict.DONE, "export record is gone"), None)
+        decision = decide_claim(record.status, record.lease_expires_on, now)
+        if decision.verdict is ClaimVerdict.RUN:
+            record.status = ExportStatus.RUNNING
+            record.lease_owner, record.lease_expires_on = worker, now + lease
+            record.run_attempts = (record.run_attempts or 0) + 1
+            record.rows_written = 0
+            record.started_on = record.started_on or now
+        return Claim(decision, dataclasses.replace(record))
+
+    def _owned(self, query_uuid: str, worker: str) -> ExportRecord:
+        record = self.exports.get(query_uuid)
+        if (
+            record is None
+            or record.lease_owner != worker
+            or record.status is not ExportStatus.RUNNING
+        ):
+            raise LeaseLost(f"export {query_uuid} is no longer leased to {worker}")
+        return record
+
+    def record_progress(
+        self, query_uuid: str, worker: str, rows: int, lease_expires_on: dt.datetime
+    ) -> None:
+        """Store rows written so far and renew the lease; raise ``LeaseLost`` if not ours."""
+        record = self._owned(query_uuid, worker)
+        record.rows_written, record.lease_expires_on = rows, lease_expires_on
+
+    def complete_export(self, query_uuid: str, worker: str, result: ExportResult) -> None:
+        """Mark the export ``succeeded``; raise ``LeaseLost`` if not ours."""
+        record = self._owned(query_uuid, worker)
+        record.status = ExportStatus.SUCCEEDED
+        record.rows_written = record.number_rows = result.rows
+        record.size_bytes, record.object_name = result.size_bytes, result.object_name
+        record.crc32c, record.md5 = result.crc32c, result.md5
+        record.completed_on = result.completed_on
+        record.lease_owner = record.lease_expires_on = None
+
+    def fail_export(self, query_uuid: str, code: str, message: str, now: dt.datetime) -> bool:
+        """Mark a not-yet-finished export ``failed``; False if it had already finished."""
+        record = self.exports.get(query_uuid)
+        if record is None or record.status in (ExportStatus.SUCCEEDED, ExportStatus.FAILED):
+            return False
+        record.status, record.error = ExportStatus.FAILED, {"code": code, "message": message}
+        record.completed_on = now
+        record.lease_owner = record.lease_expires_on = None
+        return True
+
+    def mark_ready_published(self, query_uuid: str, now: dt.datetime) -> None:
+        """Remember that notify was told."""
+        self.exports[query_uuid].ready_published_on = now
+
+
+class InMemoryUpload:
+    """``Upload`` into an ``InMemoryExportStorage``: the object appears only on ``commit``."""
+
+    def __init__(self, storage: InMemoryExportStorage, name: str) -> None:
+        self._storage = storage
+        self._name = name
+        self._data = bytearray()
+        self.aborted = False
+
+    def write(self, data: bytes, /) -> int:
+        """Append bytes."""
+        if self.aborted:
+            raise ValueError("write to an aborted upload")
+        self._data += data
+        return len(data)
+
+    def commit(self) -> ObjectInfo:
+        """Create the object; raise ``ObjectAlreadyExists`` if it is already there."""
+        if self._name in self._storage.objects:
+            raise ObjectAlreadyExists(self._name)
+        self._storage.objects[self._name] = bytes(self._data)
+        return self._storage.info(self._name)
+
+    def abort(self) -> None:
+        """Drop what was written."""
+        self.aborted = True
+
+
+class InMemoryExportStorage:
+    """``ExportStorage`` in a dictionary of object name to bytes."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.uploads: list[InMemoryUpload] = []
+
+    def open_upload(self, name: str, *, metadata: dict[str, str]) -> InMemoryUpload:
+        """Start an upload of ``name``."""
+        upload = InMemoryUpload(self, name)
+        self.uploads.append(upload)
+        return upload
+
+    def info(self, name: str) -> ObjectInfo:
+        """Size and a stand-in checksum of a stored object."""
+        data = self.objects[name]
+        return ObjectInfo(name=name, size=len(data), crc32c=f"{zlib.crc32(data):08x}", md5=None)
+
+    def stat(self, name: str) -> ObjectInfo | None:
+        """The object's size and checksums, or None."""
+        return self.info(name) if name in self.objects else None
 
 
 class FakeSender:

@@ -13,7 +13,7 @@ from ..core.delivery import DeliveryRecord, DeliveryState
 from ..core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from ..core.records import ExportRecord, ExportStatus
 from ..service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
-from ..service.process import ExportResult, LeaseLost
+from ..service.process import Claim, ExportResult, LeaseLost
 from .errors import google_errors
 
 ACCOUNTS = "accounts"
@@ -232,18 +232,18 @@ class FirestoreStore:
 
     def claim_export(
         self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
-    ) -> ClaimDecision:
+    ) -> Claim:
         """Apply ``decide_claim``; on RUN the record is ``running`` under this worker's lease."""
         ref = self._export_ref(query_uuid)
         with google_errors("claiming the export"):
             for _ in range(_CONFLICT_RETRIES):
                 snap = ref.get()
                 if not snap.exists:
-                    return ClaimDecision(ClaimVerdict.DONE, "export record is gone")
+                    return Claim(ClaimDecision(ClaimVerdict.DONE, "export record is gone"), None)
                 doc = snap.to_dict() or {}
                 decision = decide_claim(ExportStatus(doc["status"]), doc.get("leaseExpiresOn"), now)
                 if decision.verdict is not ClaimVerdict.RUN:
-                    return decision
+                    return Claim(decision, export_from_document(doc))
                 update: dict[str, Any] = {
                     "status": ExportStatus.RUNNING.value,
                     "leaseOwner": worker,
@@ -254,7 +254,7 @@ class FirestoreStore:
                 if not doc.get("startedOn"):
                     update["startedOn"] = now
                 if self._guarded_update(ref, snap, update):
-                    return decision
+                    return Claim(decision, export_from_document({**doc, **update}))
         raise LeaseLost(f"could not claim export {query_uuid}: too many concurrent updates")
 
     def _owned_update(self, query_uuid: str, worker: str, update: dict[str, Any]) -> None:

@@ -88,6 +88,14 @@ class ExportStorage(Protocol):
         """The object's size and checksums, or None."""
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claim's decision and the export as it stands after it (None: no such export)."""
+
+    decision: ClaimDecision
+    record: ExportRecord | None
+
+
 class LifecycleStore(Protocol):
     """The export record's transitions, each guarded by a precondition."""
 
@@ -96,7 +104,7 @@ class LifecycleStore(Protocol):
 
     def claim_export(
         self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
-    ) -> ClaimDecision:
+    ) -> Claim:
         """Apply ``decide_claim``; on RUN the record is ``running`` under this worker's lease."""
 
     def record_progress(
@@ -155,25 +163,23 @@ class ExportRunner:
         when Pub/Sub should deliver it again (including "another worker is running it", so the
         message outlives a worker that dies mid-export).
         """
-        record = self.store.get_export(query_uuid)
+        claim = self.store.claim_export(query_uuid, self.worker, self.clock(), self.lease)
+        decision, record = claim.decision, claim.record
         if record is None:
             log.warning(
                 "export request for an unknown export; dropping", extra={"queryUUID": query_uuid}
             )
             return
-        decision = self.store.claim_export(query_uuid, self.worker, self.clock(), self.lease)
         log.info(
             "claim %s: %s", decision.verdict.value, decision.reason, extra={"queryUUID": query_uuid}
         )
         if decision.verdict is ClaimVerdict.DONE:
-            current = self.store.get_export(query_uuid) or record
-            if current.status is ExportStatus.SUCCEEDED and current.ready_published_on is None:
+            if record.status is ExportStatus.SUCCEEDED and record.ready_published_on is None:
                 self._announce(query_uuid)
             return
         if decision.verdict is ClaimVerdict.BUSY:
             raise TransientError(f"export {query_uuid} is being run by another worker")
-        claimed = self.store.get_export(query_uuid) or record
-        if (claimed.run_attempts or 0) > MAX_RUN_ATTEMPTS:
+        if (record.run_attempts or 0) > MAX_RUN_ATTEMPTS:
             self._fail(
                 query_uuid,
                 "too_many_attempts",
@@ -181,7 +187,7 @@ class ExportRunner:
             )
             return
         try:
-            self._run(claimed)
+            self._run(record)
         except PermanentError as exc:
             code = getattr(exc, "code", "export_failed")
             self._fail(query_uuid, str(code), str(exc))
