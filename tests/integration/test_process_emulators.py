@@ -407,3 +407,46 @@ def test_download_link_tampered_is_403_and_status_hides_other_keys(
     assert response.json()["error"]["code"] == "link_invalid"
     other = client.get(url.replace(doc["queryUUID"], str(uuid.uuid4())))
     assert other.status_code == 403
+
+
+def test_streamed_upload_writes_the_object_once_with_its_metadata(
+    stack_env: dict[str, str],
+) -> None:
+    """Many writes become one object: gzip type, attachment name, queryUUID, matching crc32c."""
+    from dataset_export.adapters.gcs_storage import GcsExportStorage
+
+    client = storage.Client(project=stack_env["GOOGLE_CLOUD_PROJECT"])
+    name = f"exports/{uuid.uuid4()}.csv.gz"
+    upload = GcsExportStorage(client, stack_env["EXPORT_BUCKET"]).open_upload(
+        name, metadata={"queryUUID": "q-1"}
+    )
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    for start in range(0, len(data), 100_000):
+        upload.write(data[start : start + 100_000])
+    info = upload.commit()
+    blob = client.bucket(stack_env["EXPORT_BUCKET"]).get_blob(name)
+    assert blob is not None
+    assert blob.download_as_bytes(raw_download=True) == data
+    assert (info.size, info.crc32c) == (len(data), blob.crc32c)
+    assert blob.content_type == "application/gzip"
+    assert blob.content_encoding is None
+    assert blob.content_disposition == f'attachment; filename="{name.rsplit("/", 1)[1]}"'
+    assert blob.metadata == {"queryUUID": "q-1"}
+
+
+def test_aborted_streamed_upload_leaves_no_object(stack_env: dict[str, str]) -> None:
+    """Bytes already on the wire never become an object when the export is abandoned."""
+    from dataset_export.adapters.gcs_storage import GcsExportStorage
+
+    client = storage.Client(project=stack_env["GOOGLE_CLOUD_PROJECT"])
+    name = f"exports/{uuid.uuid4()}.csv.gz"
+    upload = GcsExportStorage(client, stack_env["EXPORT_BUCKET"]).open_upload(name, metadata={})
+    for _ in range(20):
+        upload.write(os.urandom(100_000))
+    deadline = time.monotonic() + 10
+    while upload.sent_bytes < 2_000_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert upload.sent_bytes == 2_000_000
+    upload.abort()
+    time.sleep(0.5)
+    assert client.bucket(stack_env["EXPORT_BUCKET"]).get_blob(name) is None
