@@ -94,7 +94,9 @@ def test_failing_endpoint_is_retried_by_the_tick_and_logged(
 ) -> None:
     """A 503 endpoint gets a second attempt from the retry tick; each attempt is in the log."""
     query_uuid = submit(client, stack_env, "/status/503")
-    wait_for(lambda: len(received(stack_env, query_uuid)) >= 2, timeout=45)
+    # The receiver stores a request before notify records its outcome: wait for the log.
+    wait_for(lambda: len(delivery(client, query_uuid).get("attempts") or []) >= 2, timeout=45)
+    assert len(received(stack_env, query_uuid)) >= 2
     state = delivery(client, query_uuid)
     assert state["state"] in ("retrying", "delivering")
     assert [a["statusCode"] for a in state["attempts"]][:2] == [503, 503]
