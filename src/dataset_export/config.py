@@ -38,6 +38,7 @@ class Settings:
     max_rows: int
     max_body_bytes: int
     rate_limit_per_minute: int
+    webhook_ca_file: str = ""
 
     @property
     def is_local(self) -> bool:
@@ -122,7 +123,12 @@ class Settings:
             # default 100 kB limit.
             max_body_bytes=integer("EXPORT_MAX_BODY_BYTES", 64 * 1024),
             rate_limit_per_minute=integer("EXPORT_RATE_LIMIT_PER_MINUTE", 60),
+            webhook_ca_file=env.get("EXPORT_WEBHOOK_CA_FILE", "").strip(),
         )
+        if settings.webhook_ca_file and not settings.is_local:
+            # Production trusts only the public web PKI: a customer's endpoint must have a real
+            # certificate, and no extra CA may widen that.
+            problems.append("EXPORT_WEBHOOK_CA_FILE is for the local stack only (EXPORT_ENV=local)")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return settings

@@ -164,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         elif doc.get("status") == "failed":
             _say(f"\nThe export failed: {doc.get('error')}")
         else:
-            _say("\n== 3. The webhook the local receiver got")
+            over = (
+                "verified HTTPS"
+                if env.get("EXPORT_WEBHOOK_URL", "").startswith("https:")
+                else "HTTP"
+            )
+            _say(f"\n== 3. The webhook the local receiver got (over {over})")
             webhook_dir = Path(env.get("EXPORT_WEBHOOK_DIR", ".local/webhooks"))
             deadline = time.monotonic() + 60
             webhook = _find_webhook(webhook_dir, query_uuid)

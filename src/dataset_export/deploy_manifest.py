@@ -33,6 +33,7 @@ NOT_DEPLOYED: Final[Mapping[str, str]] = {
     "EXPORT_DEAD_LETTER_TOPIC": "Pub/Sub itself publishes dead letters; no function does",
     "EXPORT_URL_SIGNER_KEY_FILE": "local only: in the cloud submit signs URLs through IAM signBlob",
     "STORAGE_EMULATOR_HOST": "local only: the GCS emulator",
+    "EXPORT_WEBHOOK_CA_FILE": "local only: the local stack's CA for its HTTPS demo receiver",
 }
 
 

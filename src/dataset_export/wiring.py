@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import ssl
 from typing import Any, BinaryIO, cast
 
+import httpx
 from google.cloud import storage
 
 from .adapters.dns import resolve
@@ -80,12 +82,23 @@ def build_export_runner(settings: Settings) -> ExportRunner:
     )
 
 
+def _webhook_tls(settings: Settings) -> ssl.SSLContext | bool:
+    """The public CAs, plus the local stack's own CA when one is configured (local only)."""
+    if not settings.webhook_ca_file:
+        return True
+    context = httpx.create_ssl_context(trust_env=False)
+    context.load_verify_locations(cafile=settings.webhook_ca_file)
+    return context
+
+
 def build_notifier(settings: Settings) -> Notifier:
     """The notify use case on Firestore and the safe webhook sender."""
     settings.require("key_encryption_key", "link_signing_key", "public_url")
     return Notifier(
         store=FirestoreStore.for_project(settings.project),
-        sender=WebhookSender(resolve, allow_loopback=settings.is_local),
+        sender=WebhookSender(
+            resolve, allow_loopback=settings.is_local, verify=_webhook_tls(settings)
+        ),
         kek=settings.key_encryption_key,
         link_key=settings.link_signing_key,
         public_url=settings.public_url,

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import certifi
 import pytest
 
 from dataset_export.localstack import procs
@@ -52,8 +54,12 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
-def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def _post(
+    port: int, path: str, body: bytes, headers: dict[str, str], ca_file: Path
+) -> tuple[int, bytes]:
+    """POST over HTTPS, verifying the server against the local CA."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
     try:
         conn.request("POST", path, body=body, headers=headers)
         resp = conn.getresponse()
@@ -150,10 +156,15 @@ def test_up_is_complete_idempotent_and_down_stops_everything(full_config: StackC
     assert _get(PORTS.submit, "/openapi.json")[0] == 200
     assert _get(PORTS.process, "/")[0] > 0
     assert _get(PORTS.notify, "/")[0] > 0
-    assert _get(PORTS.receiver, "/") == (200, b"ok")
+    # The receiver speaks HTTPS with a certificate from the stack's own CA, nothing else.
+    with pytest.raises(ConnectionError):
+        _get(PORTS.receiver, "/")
+    ca_file = config.tls_dir / "ca.pem"
     payload = json.dumps({"queryUUID": "q-1", "name": "ü"}).encode()
     hook = {"Content-Type": "application/json", "webhook-id": "q-1"}
-    assert _post(PORTS.receiver, "/webhook", payload, hook) == (200, b"OK")
+    assert _post(PORTS.receiver, "/webhook", payload, hook, ca_file) == (200, b"OK")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _post(PORTS.receiver, "/webhook", payload, hook, Path(certifi.where()))
     [stored] = list(config.webhooks_dir.glob("*.json"))
     record = json.loads(stored.read_text(encoding="utf-8"))
     assert record["path"] == "/webhook"
@@ -167,7 +178,8 @@ def test_up_is_complete_idempotent_and_down_stops_everything(full_config: StackC
     env = read_env_file(config.stack_env_path)
     assert env == info.env
     assert env["EXPORT_API_URL"] == f"http://127.0.0.1:{PORTS.submit}"
-    assert env["EXPORT_WEBHOOK_URL"] == f"http://127.0.0.1:{PORTS.receiver}/webhook"
+    assert env["EXPORT_WEBHOOK_URL"] == f"https://127.0.0.1:{PORTS.receiver}/webhook"
+    assert env["EXPORT_WEBHOOK_CA_FILE"] == str(ca_file)
     assert env["PUBSUB_EMULATOR_HOST"] == f"127.0.0.1:{PORTS.pubsub}"
     assert env["STORAGE_EMULATOR_HOST"] == f"http://127.0.0.1:{PORTS.gcs}"
     assert env["EXPORT_API_KEY"]
@@ -235,7 +247,7 @@ def test_stale_pidfile_and_hung_part_are_replaced(receiver_config: StackConfig) 
     assert info.pids["receiver"] != first
     assert not procs.is_alive(first)
     assert time.monotonic() - t0 < 15
-    assert _get(SMALL_PORTS.receiver, "/") == (200, b"ok")
+    assert procs.https_get(SMALL_PORTS.receiver, "/") == (200, b"ok")
 
     down(config)
     _assert_gone({"receiver": info.pids["receiver"]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ProbeKind = Literal["emulator_ok", "gcs_buckets", "openapi", "any_http"]
+ProbeKind = Literal["emulator_ok", "gcs_buckets", "openapi", "any_http", "any_https"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ RECEIVER = Part(
     "DWE_RECEIVER_PORT",
     18084,
     "dataset_export.localstack.receiver",
-    "any_http",
+    "any_https",
 )
 
 SCHEDULER = Part(

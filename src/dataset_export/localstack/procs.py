@@ -10,6 +10,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -244,6 +245,27 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] | 
     cannot reach this machine's loopback.
     """
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def https_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
+    """GET https://127.0.0.1:port/path without verifying the certificate; None when nothing
+    answers.
+
+    A readiness probe of a server this stack started on loopback with its own certificate;
+    clients that send data verify it against the local CA.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()

@@ -1,6 +1,10 @@
 """A demo webhook receiver: stores every POST as a JSON file and answers 200 "OK".
 
-    python -m dataset_export.localstack.receiver --port 18084 --out .local/webhooks
+    python -m dataset_export.localstack.receiver --port 18084 --out .local/webhooks \\
+        [--tls-cert server.pem --tls-key server-key.pem]
+
+With a certificate it serves HTTPS (the local stack gives it one from its own CA, see
+``localstack.pki``), so the webhook travels over verified TLS as it does in production.
 
 Each request becomes `<out>/<UTC time>-<random>.json` holding
 `{"receivedAt", "path", "headers", "body"}`: header names lower-cased (HTTP header names are
@@ -16,11 +20,12 @@ import argparse
 import json
 import re
 import secrets
+import ssl
 import sys
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 _STATUS_PATH = re.compile(r"^/status/([1-5][0-9][0-9])/?(?:\?.*)?$")
@@ -104,13 +109,50 @@ class _Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
-def make_server(host: str, port: int, out_dir: Path) -> ThreadingHTTPServer:
-    """A receiver bound to host:port that writes into out_dir (created if missing)."""
+class _Server(ThreadingHTTPServer):
+    """Serves plain HTTP, or HTTPS when given a TLS context."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[_Handler], tls: ssl.SSLContext | None
+    ) -> None:
+        super().__init__(address, handler)
+        self.tls = tls
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The handshake runs in the request's own thread, so a client that connects and says
+        # nothing cannot stall the accept loop.
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(30)
+        try:
+            tls_socket = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            sys.stderr.write(f"{client_address[0]} TLS handshake failed: {exc}\n")
+            return
+        with tls_socket:
+            super().finish_request(tls_socket, client_address)
+
+
+def make_server(
+    host: str,
+    port: int,
+    out_dir: Path,
+    *,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+) -> ThreadingHTTPServer:
+    """A receiver bound to host:port that writes into out_dir (created if missing); HTTPS with
+    ``cert_file`` and ``key_file``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = type("Handler", (_Handler,), {"out_dir": out_dir})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    tls = None
+    if cert_file is not None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert_file, key_file)
+    return _Server((host, port), handler, tls)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help="directory for the JSON files")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
-    server = make_server(args.host, args.port, args.out.resolve())
-    sys.stderr.write(f"webhook receiver on http://{args.host}:{args.port}/ writing to {args.out}\n")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    server = make_server(
+        args.host, args.port, args.out.resolve(), cert_file=args.tls_cert, key_file=args.tls_key
+    )
+    scheme = "https" if args.tls_cert else "http"
+    sys.stderr.write(
+        f"webhook receiver on {scheme}://{args.host}:{args.port}/ writing to {args.out}\n"
+    )
     sys.stderr.flush()
     try:
         server.serve_forever()

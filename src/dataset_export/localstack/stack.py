@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from dataset_export.localstack import procs
+from dataset_export.localstack import pki, procs
 from dataset_export.localstack.envfile import read_env_file, write_env_file
 from dataset_export.localstack.parts import (
     ALL_PARTS,
@@ -251,6 +251,11 @@ class StackConfig:
         return self.state_dir / "webhooks"
 
     @property
+    def tls_dir(self) -> Path:
+        """The local CA and the demo receiver's certificate."""
+        return self.state_dir / "tls"
+
+    @property
     def stack_env_path(self) -> Path:
         return self.state_dir / "stack.env"
 
@@ -346,6 +351,8 @@ def probe(part: Part, port: int) -> bool:
     if part.probe == "openapi":
         answer = procs.http_get(port, "/openapi.json")
         return answer is not None and answer[0] == 200
+    if part.probe == "any_https":
+        return procs.https_get(port, "/") is not None
     return procs.http_get(port, "/") is not None
 
 
@@ -636,7 +643,12 @@ class _Up:
                 env = {**os.environ, "PYTHONUNBUFFERED": "1"}
                 module = "dataset_export.localstack.receiver"
                 out = str(self.config.webhooks_dir)
-                return [sys.executable, "-m", module, "--port", port, "--out", out], env
+                tls = self.config.tls_dir
+                cmd = [sys.executable, "-m", module, "--port", port, "--out", out]
+                return [
+                    *cmd,
+                    *("--tls-cert", str(tls / pki.CERT_FILE), "--tls-key", str(tls / pki.KEY_FILE)),
+                ], env
             source = self.config.functions_path / part.name / "main.py"
             if not source.is_file():
                 raise StackError(f"{source} does not exist: cannot start {part.long}")
@@ -812,6 +824,8 @@ def _common_env(config: StackConfig, keys: Mapping[str, str]) -> dict[str, str]:
         KEK_VAR: keys[KEK_VAR],
         LINK_KEY_VAR: keys[LINK_KEY_VAR],
         "EXPORT_URL_SIGNER_KEY_FILE": str(config.state_dir / SIGNER_KEY_FILE),
+        # notify trusts the local CA, so the demo webhook goes over verified HTTPS.
+        "EXPORT_WEBHOOK_CA_FILE": str(config.tls_dir / pki.CA_FILE),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -823,7 +837,7 @@ def _stack_env(
     return {
         "EXPORT_API_URL": config.url(BY_NAME["submit"]),
         **({API_KEY_VAR: api_key} if api_key else {}),
-        "EXPORT_WEBHOOK_URL": f"{config.url(RECEIVER)}/webhook",
+        "EXPORT_WEBHOOK_URL": f"https://{config.host(RECEIVER)}/webhook",
         "EXPORT_WEBHOOK_DIR": str(config.webhooks_dir),
         "EXPORT_DATASET_PATH": str(config.dataset_path),
         "EXPORT_DATASET_GCS_URI": f"gs://{config.datasets_bucket}/{DATASET_FILE}",
@@ -854,6 +868,7 @@ def up(config: StackConfig, *, echo: Echo | None = None) -> StackInfo:
         try:
             run.bring_up([p for p in EMULATORS if config.enabled(p)], run.emulator_command)
             keys = run.keys()
+            pki.ensure_loopback_pki(config.tls_dir)
             if config.enabled(PUBSUB):
                 run.pubsub()
             if config.enabled(GCS):
