@@ -125,7 +125,7 @@ variable "submit_scaling" {
 }
 
 variable "process_resources" {
-  description = "Size of the export worker. The Parquet dataset is copied to the in-memory /tmp, so memory must hold the dataset plus about 600 MB for a streaming export (measured peak RSS 430-540 MB at 1-30 M rows). One export per instance."
+  description = "Size of the export worker. /tmp is in memory on Cloud Functions, so memory must hold the Parquet dataset (copied there once per instance), the export itself (peak RSS 260-310 MB for full-table exports, up to 560 MB for a 10M-group aggregate; see bench/README.md) and what DuckDB spills to /tmp past its 384 MB limit for very large aggregates or sorts. One export per instance."
   type = object({
     cpu           = string
     memory        = string
