@@ -45,6 +45,11 @@ def test_token_round_trip_until_expiry_then_410() -> None:
         lambda t: "",
         lambda t: "x" + t,
         lambda t: t.replace(".", ".."),
+        lambda t: "\u00d1" + t,  # non-ASCII (was a 500 found by schemathesis)
+        lambda t: t + "\u00e9",
+        lambda t: t[:5] + "\x1a" + t[5:],
+        lambda t: t.replace(".", "\u2024"),
+        lambda t: t + "=",
     ],
 )
 def test_tampered_tokens_are_403(mutate: object) -> None:
@@ -62,6 +67,8 @@ def test_token_of_another_export_or_key_is_403() -> None:
         verify_token(token, "q-2", KEY, NOW)
     with pytest.raises(Forbidden):
         verify_token(token, "q-1", b"t" * 32, NOW)
+    with pytest.raises(Forbidden):
+        verify_token(token, "q-1\u00e9\udc80", KEY, NOW)  # a path no export id can have
 
 
 def test_v4_signed_url_verifies_with_the_public_key(tmp_path: Path) -> None:
