@@ -244,15 +244,7 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] | 
     http.client rather than urllib: urllib would honour an http_proxy setting, and the proxy
     cannot reach this machine's loopback.
     """
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+    return _get(http.client.HTTPConnection("127.0.0.1", port, timeout=timeout), path)
 
 
 def https_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
@@ -266,6 +258,10 @@ def https_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] |
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    return _get(conn, path)
+
+
+def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes] | None:
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
