@@ -48,7 +48,8 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def _dataset(case: str) -> dict[str, Any]:
+def dataset_for(case: str) -> dict[str, Any]:
+    """The case's dataset object, with "ALL" spelled out as every catalog column."""
     from dataset_export.core.catalog import RENTAL_LISTINGS
 
     dataset = dict(CASES[case])
@@ -66,7 +67,7 @@ def worker(args: argparse.Namespace) -> None:
     from dataset_export.core.sql import compile_query
     from dataset_export.engine import EngineSettings, run_export
 
-    query = parse_dataset(_dataset(args.case), RENTAL_LISTINGS, max_rows=10**9)
+    query = parse_dataset(dataset_for(args.case), RENTAL_LISTINGS, max_rows=10**9)
     suffix = ".csv.gz" if args.fmt == "csv" else ".jsonl.gz"
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
         target = Path(tmp) / f"out{suffix}"

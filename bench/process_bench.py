@@ -33,18 +33,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from engine_bench import CASES, ensure_dataset, peak_rss  # noqa: E402
+from engine_bench import dataset_for, ensure_dataset, peak_rss  # noqa: E402
 
 BENCH_CASES = [("full", "csv"), ("full", "jsonl"), ("selective", "csv"), ("aggregate", "csv")]
-
-
-def dataset_for(case: str) -> dict[str, Any]:
-    from dataset_export.core.catalog import RENTAL_LISTINGS
-
-    dataset = dict(CASES[case])
-    if dataset["scopes"] == "ALL":
-        dataset["scopes"] = [{"column": c.name} for c in RENTAL_LISTINGS]
-    return dataset
 
 
 def process_worker(args: argparse.Namespace) -> None:
