@@ -29,6 +29,7 @@ from google.cloud import pubsub_v1, storage
 
 from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
+from dataset_export.demo import SEED_DATASET
 from dataset_export.localstack.stack import StackInfo
 
 pytestmark = pytest.mark.integration
@@ -85,15 +86,7 @@ def test_seed_example_has_exactly_the_rows_of_an_independent_query(
     stack_env: dict[str, str], client: httpx.Client, table: pa.Table
 ) -> None:
     """The seed's grouped Seattle query matches a pyarrow group-by of the same file."""
-    dataset = {
-        "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
-        "filters": [
-            {"column": "msa", "filter": {"equals": "Seattle, WA"}},
-            {"column": "bed", "filter": {"in": [1, 2, 3]}},
-        ],
-        "limit": 10000,
-    }
-    doc = wait_finished(client, submit(client, stack_env, dataset))
+    doc = wait_finished(client, submit(client, stack_env, SEED_DATASET))
     assert doc["status"] == "succeeded", doc
     rows = csv_rows(download(client, doc))
     assert rows[0] == ["street_address", "avg_asking_rent"]

@@ -27,17 +27,10 @@ from dataset_export.core.errors import PermanentError
 from dataset_export.core.query import Query, parse_dataset
 from dataset_export.core.sql import compile_query, output_type
 from dataset_export.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
+from dataset_export.demo import SEED_DATASET
 from dataset_export.engine import DatasetMismatch, EngineSettings, ExportStats, run_export
 from tests.unit.test_sql import assert_same_values, datasets, value_pools
 
-SEED_DATASET: dict[str, Any] = {
-    "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
-    "filters": [
-        {"column": "msa", "filter": {"equals": "Seattle, WA"}},
-        {"column": "bed", "filter": {"in": [1, 2, 3]}},
-    ],
-    "limit": 10000,
-}
 RENDERS = ("duckdb", "arrow")
 FORMATS = ("csv", "jsonl")
 

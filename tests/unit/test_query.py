@@ -10,15 +10,7 @@ import pytest
 from dataset_export.core.catalog import RENTAL_LISTINGS, Aggregate, FilterOp
 from dataset_export.core.errors import InvalidRequest
 from dataset_export.core.query import AllOf, AnyOf, Condition, Negation, parse_dataset
-
-SEED_DATASET: dict[str, Any] = {
-    "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
-    "filters": [
-        {"column": "msa", "filter": {"equals": "Seattle, WA"}},
-        {"column": "bed", "filter": {"in": [1, 2, 3]}},
-    ],
-    "limit": 10000,
-}
+from dataset_export.demo import SEED_DATASET
 
 
 def parse(dataset: Any, max_rows: int = 1_000_000) -> Any:

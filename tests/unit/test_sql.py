@@ -41,15 +41,8 @@ from dataset_export.core.sql import (
     quote_identifier,
 )
 from dataset_export.dataset.generate import generate_dataset
+from dataset_export.demo import SEED_DATASET
 
-SEED_DATASET: dict[str, Any] = {
-    "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
-    "filters": [
-        {"column": "msa", "filter": {"equals": "Seattle, WA"}},
-        {"column": "bed", "filter": {"in": [1, 2, 3]}},
-    ],
-    "limit": 10000,
-}
 INFINITIES = (float("inf"), -float("inf"))
 # Columns given nulls in the property-test file (the catalog only declares building_name).
 NULLED = ("city", "bed", "bath", "sqft", "asking_rent", "listed_on", "is_active", "zip_code")
