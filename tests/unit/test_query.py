@@ -103,6 +103,32 @@ def test_public_docs_and_of_null_means_no_filter() -> None:
     assert parse({"scopes": [{"column": "city"}], "filters": {"not": None}}).filter is None
 
 
+@pytest.mark.parametrize(
+    ("scopes", "first", "second"),
+    [
+        ([{"column": "city"}, {"column": "state", "alias": "CITY"}], "city", "CITY"),
+        (
+            [
+                {"column": "msa"},
+                {"column": "asking_rent", "aggregate": "Avg"},
+                {"column": "sqft", "aggregate": "Max", "alias": "AVG_ASKING_RENT"},
+            ],
+            "avg_asking_rent",
+            "AVG_ASKING_RENT",
+        ),
+        ([{"column": "bed", "alias": "Beds"}, {"column": "bath", "alias": "beds"}], "Beds", "beds"),
+    ],
+)
+def test_output_names_must_differ_ignoring_case(
+    scopes: list[dict[str, Any]], first: str, second: str
+) -> None:
+    """Two output names that differ only in case are a 400 naming both scopes."""
+    last = len(scopes) - 1
+    error = rejects({"scopes": scopes}, f"dataset.scopes[{last}]", first, second)
+    assert f"dataset.scopes[{last - 1}]" in error.message
+    assert "ignoring case" in error.message
+
+
 def test_several_operators_in_one_filter_all_hold() -> None:
     """``{"gte": 1000, "lte": 2000}`` is a range: both conditions hold."""
     query = parse(

@@ -194,7 +194,9 @@ class _Parser:
         if len(raw) > MAX_SCOPES:
             raise InvalidRequest(f"{where} may hold at most {MAX_SCOPES} columns", field=where)
         scopes: list[Scope] = []
-        seen: dict[str, int] = {}
+        # CSV and JSON readers (pandas, BigQuery, DuckDB's own JSON) merge names that differ
+        # only in case, so output names must be unique ignoring case.
+        seen: dict[str, tuple[int, str]] = {}
         for i, item in enumerate(raw):
             at = f"{where}[{i}]"
             obj = _expect_object(item, at)
@@ -214,13 +216,16 @@ class _Parser:
                 name = f"{aggregate.value.lower()}_{column.name}"
             else:
                 name = column.name
-            if name in seen:
+            folded = name.lower()
+            if folded in seen:
+                first, first_name = seen[folded]
+                same = "appears twice" if first_name == name else f"clashes with '{first_name}'"
                 raise InvalidRequest(
-                    f"output column '{name}' appears twice (dataset.scopes[{seen[name]}] and "
-                    f"{at}); give one of them an alias",
+                    f"output column '{name}' {same} (dataset.scopes[{first}] and {at}); output "
+                    "names must be unique ignoring case: give one of them another alias",
                     field=at,
                 )
-            seen[name] = i
+            seen[folded] = (i, name)
             scopes.append(Scope(column=column, aggregate=aggregate, output_name=name))
         return tuple(scopes)
 
