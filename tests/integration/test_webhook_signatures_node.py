@@ -280,17 +280,25 @@ def operand_for(column_type: ColumnType, op: str, rng: random.Random) -> Any:
     return scalar_for(column_type, rng)
 
 
-def random_filter(rng: random.Random, depth: int = 0) -> Any:
-    """A filter tree of and/or/not nodes, null entries and leaves."""
+def random_filter(rng: random.Random, depth: int = 0, *, condition: bool = False) -> Any:
+    """A filter tree of and/or/not nodes, null entries and leaves, as the validator takes it:
+    every branch of an 'or' and a 'not' holds a condition (``condition``); an 'and' need not."""
     roll = rng.random()
     if depth >= 4 or roll < 0.45:
         return random_leaf(rng)
-    if roll < 0.55:
+    if roll < 0.55 and not condition:
         return None
     if roll < 0.7:
-        return Obj([("not", random_filter(rng, depth + 1))])
-    kind = rng.choice(["and", "or"])
-    return Obj([(kind, [random_filter(rng, depth + 1) for _ in range(rng.randrange(0, 4))])])
+        return Obj([("not", random_filter(rng, depth + 1, condition=True))])
+    if rng.random() < 0.5:
+        children = [random_filter(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
+        if condition:
+            children.insert(rng.randrange(len(children) + 1), random_leaf(rng))
+        return Obj([("and", children)])
+    children = [random_filter(rng, depth + 1, condition=True) for _ in range(rng.randrange(1, 4))]
+    if rng.random() < 0.3:
+        children.insert(rng.randrange(len(children) + 1), None)  # null entries are ignored
+    return Obj([("or", children)])
 
 
 def random_dataset(rng: random.Random) -> Obj:

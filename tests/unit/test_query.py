@@ -97,10 +97,64 @@ def test_tree_filters_and_nulls_are_ignored() -> None:
 
 
 def test_public_docs_and_of_null_means_no_filter() -> None:
-    """``{"and": [null]}`` from the public API reference filters nothing."""
-    assert parse({"scopes": [{"column": "city"}], "filters": {"and": [None]}}).filter is None
-    assert parse({"scopes": [{"column": "city"}], "filters": [None, None]}).filter is None
-    assert parse({"scopes": [{"column": "city"}], "filters": {"not": None}}).filter is None
+    """``{"and": [null]}`` from the public API reference, and any empty ``and``, filter nothing."""
+    for filters in (
+        {"and": [None]},
+        {"and": []},
+        [None, None],
+        [],
+        {"and": [{"and": []}, [None]]},
+        None,
+    ):
+        assert parse({"scopes": [{"column": "city"}], "filters": filters}).filter is None, filters
+
+
+def test_an_empty_and_beside_a_condition_leaves_the_condition() -> None:
+    """Inside an ``and``, a branch without conditions adds nothing."""
+    bed = {"column": "bed", "filter": {"equals": 2}}
+    query = parse({"scopes": [{"column": "city"}], "filters": {"and": [{"and": []}, bed]}})
+    column = RENTAL_LISTINGS.get("bed")
+    assert column is not None
+    assert query.filter == Condition(column, FilterOp.EQUALS, 2)
+
+
+BED = {"column": "bed", "filter": {"equals": 2}}
+
+
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [
+        ({"or": []}, "dataset.filters.or"),
+        ({"or": [None]}, "dataset.filters.or"),
+        ({"or": [None, None]}, "dataset.filters.or"),
+        ([{"or": []}], "dataset.filters[0].or"),
+        ({"and": [{"or": []}]}, "dataset.filters.and[0].or"),
+        ({"and": [BED, {"or": [None]}]}, "dataset.filters.and[1].or"),
+        ({"not": {"or": []}}, "dataset.filters.not.or"),
+        ({"or": [BED, {"or": []}]}, "dataset.filters.or[1].or"),
+        ({"not": None}, "dataset.filters.not"),
+        ({"not": {"and": []}}, "dataset.filters.not"),
+        ({"not": {"and": [None]}}, "dataset.filters.not"),
+        ({"not": []}, "dataset.filters.not"),
+        ({"not": {"not": None}}, "dataset.filters.not.not"),
+        ({"or": [BED, {"and": []}]}, "dataset.filters.or[1]"),
+        ({"or": [[None], BED]}, "dataset.filters.or[0]"),
+        ({"or": [{"and": [None]}]}, "dataset.filters.or[0]"),
+    ],
+)
+def test_or_and_not_without_a_condition_are_refused(filters: Any, field: str) -> None:
+    """An ``or`` or ``not`` with no condition left once nulls are dropped is a 400 at its field."""
+    error = rejects({"scopes": [{"column": "city"}], "filters": filters}, field)
+    assert "no condition" in error.message
+
+
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [({}, "dataset.filters"), ({"not": {}}, "dataset.filters.not"), ([{}], "dataset.filters[0]")],
+)
+def test_an_empty_filter_object_is_refused(filters: Any, field: str) -> None:
+    """``{}`` where a filter belongs is a 400 that says what a filter looks like."""
+    rejects({"scopes": [{"column": "city"}], "filters": filters}, field, "empty object", "column")
 
 
 @pytest.mark.parametrize(

@@ -250,6 +250,9 @@ class _Parser:
 
     def filters(self, raw: Any, where: str, depth: int = 0) -> FilterNode | None:
         # A list means "all must hold"; null entries are ignored, as the public docs show.
+        # None means "no condition": null, or an 'and' (or a list) with no condition left, which
+        # filters nothing. An 'or' or a 'not' needs a condition in every branch: an empty
+        # disjunction matches no row, and reading it as "no filter" would export everything.
         if raw is None:
             return None
         if depth > MAX_FILTER_DEPTH:
@@ -257,8 +260,14 @@ class _Parser:
                 f"{where} nests deeper than {MAX_FILTER_DEPTH} levels", field=where
             )
         if isinstance(raw, list):
-            return self.group(raw, where, depth, AllOf)
+            return self.all_of(raw, where, depth)
         obj = _expect_object(raw, where)
+        if not obj:
+            raise InvalidRequest(
+                f'{where} is an empty object: give a condition {{"column": ..., "filter": '
+                '{...}} or one of "and", "or", "not"',
+                field=where,
+            )
         self.filter_nodes += 1
         if self.filter_nodes > MAX_FILTER_NODES:
             raise InvalidRequest(
@@ -272,19 +281,25 @@ class _Parser:
                 )
             if "not" in obj:
                 child = self.filters(obj["not"], f"{where}.not", depth + 1)
-                return None if child is None else Negation(child)
+                if child is None:
+                    raise InvalidRequest(
+                        f"{where}.not holds no condition, so there is nothing to negate; "
+                        "give it a condition or remove the 'not'",
+                        field=f"{where}.not",
+                    )
+                return Negation(child)
             key = "and" if "and" in obj else "or"
             items = obj[key]
             if not isinstance(items, list):
                 raise InvalidRequest(
                     f"{where}.{key} must be a list, got {_type_name(items)}", field=f"{where}.{key}"
                 )
-            return self.group(items, f"{where}.{key}", depth, AllOf if key == "and" else AnyOf)
+            if key == "and":
+                return self.all_of(items, f"{where}.and", depth)
+            return self.any_of(items, f"{where}.or", depth)
         return self.leaf(obj, where)
 
-    def group(
-        self, items: list[Any], where: str, depth: int, kind: type[AllOf] | type[AnyOf]
-    ) -> FilterNode | None:
+    def all_of(self, items: list[Any], where: str, depth: int) -> FilterNode | None:
         children = [
             child
             for i, item in enumerate(items)
@@ -292,9 +307,29 @@ class _Parser:
         ]
         if not children:
             return None
-        if len(children) == 1:
-            return children[0]
-        return kind(tuple(children))
+        return children[0] if len(children) == 1 else AllOf(tuple(children))
+
+    def any_of(self, items: list[Any], where: str, depth: int) -> FilterNode:
+        children: list[FilterNode] = []
+        for i, item in enumerate(items):
+            if item is None:
+                continue
+            child = self.filters(item, f"{where}[{i}]", depth + 1)
+            if child is None:
+                # An 'and' without conditions matches every row, and so would this 'or'.
+                raise InvalidRequest(
+                    f"{where}[{i}] holds no condition, which would make the 'or' match every "
+                    "row; give it a condition or remove it",
+                    field=f"{where}[{i}]",
+                )
+            children.append(child)
+        if not children:
+            raise InvalidRequest(
+                f"{where} holds no condition (null entries are ignored), and an empty 'or' "
+                "matches no row; list at least one condition or remove the 'or'",
+                field=where,
+            )
+        return children[0] if len(children) == 1 else AnyOf(tuple(children))
 
     def leaf(self, obj: Mapping[str, Any], where: str) -> FilterNode:
         _reject_unknown_keys(obj, ("column", "filter"), where)
