@@ -110,6 +110,65 @@ def test_submit_records_then_publishes_one_message_without_secrets(
     assert status.json()["queryUUID"] == query_uuid
 
 
+CITY = {"column": "city"}
+REFUSED_QUERIES = [
+    # Issue 9's reproductions: each was a 201 and then held or failed the export.
+    (
+        "csv",
+        {"scopes": [CITY], "filters": [{"column": "city", "filter": {"equals": "\udfff"}}]},
+        "dataset.filters[0].filter.equals",
+        "not valid Unicode",
+    ),
+    ("csv", {"scopes": [CITY, {"column": "state", "alias": "CITY"}]}, "dataset.scopes[1]", "case"),
+    (
+        "jsonl",
+        {"scopes": [CITY, {"column": "state", "alias": "CITY"}]},
+        "dataset.scopes[1]",
+        "case",
+    ),
+    (
+        "jsonl",
+        {
+            "scopes": [
+                {"column": "msa"},
+                {"column": "asking_rent", "aggregate": "Avg"},
+                {"column": "sqft", "aggregate": "Avg", "alias": "AVG_ASKING_RENT"},
+            ]
+        },
+        "dataset.scopes[2]",
+        "dataset.scopes[1]",
+    ),
+    ("csv", {"scopes": [CITY], "filters": {"or": []}}, "dataset.filters.or", "no condition"),
+    ("csv", {"scopes": [CITY], "filters": {"or": [None]}}, "dataset.filters.or", "no condition"),
+    (
+        "csv",
+        {"scopes": [CITY], "filters": {"not": {"or": []}}},
+        "dataset.filters.not.or",
+        "no condition",
+    ),
+]
+
+
+def test_queries_that_cannot_export_correctly_are_400_and_queue_nothing(
+    stack_env: dict[str, str],
+    client: httpx.Client,
+    request_tap: tuple[pubsub_v1.SubscriberClient, str],
+) -> None:
+    """Lone surrogates, output names equal ignoring case and empty or/not are 400 at submit."""
+    for fmt, dataset, field, words in REFUSED_QUERIES:
+        body = {**seed_body(stack_env), "dataset": dataset, "format": fmt}
+        response = client.post(
+            "/dataset/export",
+            content=json.dumps(body).encode(),  # ASCII JSON: a lone surrogate as its escape
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, (dataset, response.text)
+        error = response.json()["error"]
+        assert error["field"] == field, error
+        assert words in error["message"], error
+    assert pull_all(request_tap, wait_s=1.0) == []
+
+
 def test_idempotency_key_gives_one_export_and_one_message(
     stack_env: dict[str, str],
     client: httpx.Client,

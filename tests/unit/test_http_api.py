@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any
 
 import pytest
 
@@ -123,6 +124,82 @@ def test_bad_bodies_are_400_naming_the_field(
     assert words in response.body["error"]["message"]
     assert world.queue.published == []
     assert world.store.exports == {}
+
+
+def _seed_filters(body: dict[str, Any], filters: Any) -> None:
+    body["dataset"]["filters"] = filters
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (
+            lambda b: b["dataset"]["filters"][0]["filter"].update(equals="\udfff"),
+            "dataset.filters[0].filter.equals",
+        ),
+        (
+            lambda b: _seed_filters(
+                b, [{"column": "city", "filter": {"in": ["Seattle", "Tac\ud800oma"]}}]
+            ),
+            "dataset.filters[0].filter.in[1]",
+        ),
+        (
+            lambda b: _seed_filters(
+                b,
+                {
+                    "and": [
+                        None,
+                        {"or": [{"column": "zip_code", "filter": {"between": ["9", "\ude00"]}}]},
+                    ]
+                },
+            ),
+            "dataset.filters.and[1].or[0].filter.between[1]",
+        ),
+        (
+            lambda b: b["dataset"]["scopes"][0].update(column="street\udfff"),
+            "dataset.scopes[0].column",
+        ),
+        (lambda b: b["dataset"]["scopes"][1].update(alias="rent\ud83d"), "dataset.scopes[1].alias"),
+        (
+            lambda b: b["dataset"].update(
+                orderBy=[{"column": "street_address", "direction": "\udc00"}]
+            ),
+            "dataset.orderBy[0].direction",
+        ),
+        (lambda b: b.update(webhookURL="https://yourapp.com/\udfff"), "webhookURL"),
+        (lambda b: b.update(name="Seattle \ud800"), "name"),
+        (lambda b: b.update(format="csv\udfff"), "format"),
+        (lambda b: b["dataset"].update({"lim\udfffit": 5}), "dataset"),
+    ],
+)
+def test_text_that_is_not_unicode_is_400_wherever_it_is(
+    world: World, mutate: object, field: str
+) -> None:
+    """A lone surrogate escape in any string or field name of the body is a 400 at its path."""
+    body = copy.deepcopy(SEED_BODY)
+    mutate(body)  # type: ignore[operator]
+    raw = json.dumps(body).encode()  # ASCII JSON: the lone surrogate travels as a \\uXXXX escape
+    assert b"\\ud" in raw
+    response = world.call("POST", "/dataset/export", raw)
+    assert response.status == 400, response.body
+    error = response.body["error"]
+    assert error["field"] == field
+    assert "not valid Unicode" in error["message"]
+    assert "lone surrogate" in error["message"]
+    assert field in error["message"]
+    json.dumps(response.body, ensure_ascii=False).encode("utf-8")  # the answer itself is UTF-8
+    assert world.queue.published == []
+    assert world.store.exports == {}
+
+
+def test_a_surrogate_pair_is_one_character_and_accepted(world: World) -> None:
+    """An escaped surrogate pair (``\\ud83d\\ude00``) is a whole character: 201."""
+    body = copy.deepcopy(SEED_BODY)
+    body["name"] = "Seattle \U0001f600"
+    body["dataset"]["filters"][0]["filter"]["equals"] = "Seattle \U0001f600"
+    raw = json.dumps(body).encode()
+    assert b"\\ud83d\\ude00" in raw
+    assert world.call("POST", "/dataset/export", raw).status == 201
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 # Lone UTF-16 surrogates are legal JSON escapes but not encodable text: keep them escaped.
@@ -22,6 +23,43 @@ class JsonNumber(str):
     """A JSON number kept as the exact literal the client sent (e.g. ``"1500.0"``)."""
 
     __slots__ = ()
+
+
+@dataclass(frozen=True)
+class LoneSurrogate:
+    """Where a string that is not valid Unicode sits in a parsed JSON document."""
+
+    path: str  # "dataset.filters[0].filter.equals"; "" for the document itself
+    in_key: bool  # True: a field name in the object at ``path``, not a value
+    code_point: int
+
+
+def find_lone_surrogate(document: Any) -> LoneSurrogate | None:
+    """A string (value or field name) of ``document`` that holds a lone surrogate, or None.
+
+    JSON lets a client write ``"\\udfff"``: the parser turns an escaped pair into one character
+    but keeps a lone half as is, and such a string is not Unicode text (it cannot be encoded as
+    UTF-8). Paths name object members with ``.`` and list items with ``[i]``. Iterative, so no
+    depth the parser accepted can overflow the stack.
+    """
+    pending: list[tuple[str, Any]] = [("", document)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            found = _SURROGATE.search(value)
+            if found:
+                return LoneSurrogate(path, False, ord(found.group()))
+        elif isinstance(value, Mapping):
+            members: list[tuple[str, Any]] = []
+            for key, item in value.items():
+                found = _SURROGATE.search(key)
+                if found:
+                    return LoneSurrogate(path, True, ord(found.group()))
+                members.append((f"{path}.{key}" if path else key, item))
+            pending.extend(reversed(members))
+        elif isinstance(value, list):
+            pending.extend(reversed([(f"{path}[{i}]", item) for i, item in enumerate(value)]))
+    return None
 
 
 def _reject_constant(name: str) -> Any:

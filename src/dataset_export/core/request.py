@@ -1,8 +1,9 @@
 """The body of ``POST /dataset/export``: decoded, shape-checked, and the query validated.
 
-The envelope is a pydantic model; the ``dataset`` object goes through ``query.parse_dataset``
-(which names the exact field on error) and is also kept exactly as submitted, for the webhook's
-``payload`` echo.
+Every string in the body, field names included, must be Unicode text: a lone surrogate escape
+(``"\\udfff"``) anywhere is refused once, here, naming its field. The envelope is a pydantic
+model; the ``dataset`` object goes through ``query.parse_dataset`` (which names the exact field
+on error) and is also kept exactly as submitted, for the webhook's ``payload`` echo.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .catalog import Catalog
 from .errors import InvalidRequest
-from .jsontext import dump_preserving, parse_preserving, parse_standard
+from .jsontext import dump_preserving, find_lone_surrogate, parse_preserving, parse_standard
 from .query import Query, parse_dataset
 
 MAX_NAME_LENGTH = 200
@@ -55,8 +56,8 @@ class ExportRequestBody(BaseModel):
             raise ValueError("name must not be empty")
         if len(value) > MAX_NAME_LENGTH:
             raise ValueError(f"name must be at most {MAX_NAME_LENGTH} characters")
-        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
-            raise ValueError("name must not contain control characters or lone surrogates")
+        if any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise ValueError("name must not contain control characters")
         return value
 
     @field_validator("webhookURL")
@@ -126,7 +127,21 @@ def decode_json_object(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(plain, dict):
         raise InvalidRequest(f"request body must be a JSON object, got {_describe(plain)}")
+    _reject_lone_surrogates(plain)
     return plain, preserved
+
+
+def _reject_lone_surrogates(document: dict[str, Any]) -> None:
+    """Refuse a body holding a string that is not Unicode text, naming where it is."""
+    found = find_lone_surrogate(document)
+    if found is None:
+        return
+    what = f"a field name in {found.path or 'the request body'}" if found.in_key else found.path
+    raise InvalidRequest(
+        f"{what} is not valid Unicode: it holds the lone surrogate \\u{found.code_point:04x}; "
+        "send whole characters (as UTF-8, or as a \\uXXXX\\uXXXX surrogate pair)",
+        field=found.path or None,
+    )
 
 
 def parse_export_request(body: bytes, catalog: Catalog, *, max_rows: int) -> ExportSubmission:
