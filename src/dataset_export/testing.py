@@ -172,6 +172,12 @@ class InMemoryStore:
         record.completed_on = result.completed_on
         record.lease_owner = record.lease_expires_on = None
 
+    def release_export(self, query_uuid: str, worker: str, error: dict[str, str]) -> None:
+        """Record a failed attempt and free the lease; raise ``LeaseLost`` if not ours."""
+        record = self._owned(query_uuid, worker)
+        record.last_error = dict(error)
+        record.lease_owner = record.lease_expires_on = None
+
     def fail_export(self, query_uuid: str, code: str, message: str, now: dt.datetime) -> bool:
         """Mark a not-yet-finished export ``failed``; False if it had already finished."""
         record = self.exports.get(query_uuid)

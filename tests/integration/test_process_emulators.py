@@ -285,27 +285,98 @@ runner.handle(spec["queryUUID"])
 """
 
 
-def make_queued_export(env: dict[str, str], dataset: dict[str, Any]) -> str:
-    """A queued export record that no Pub/Sub message announces (the test plays the worker)."""
+def make_queued_export(
+    env: dict[str, str], dataset: dict[str, Any], owner: str | None = None
+) -> str:
+    """A queued export record that no Pub/Sub message announces (the test plays the worker);
+    ``owner``: an export whose API key it shares, so that key may read its status."""
     from dataset_export.core.records import ExportRecord, ExportStatus
 
     store = FirestoreStore.for_project(env["GOOGLE_CLOUD_PROJECT"])
     query_uuid = str(uuid.uuid4())
+    mine = store.get_export(owner) if owner else None
     store.create_export(
         ExportRecord(
             query_uuid=query_uuid,
-            account_id="demo",
-            key_hash="test",
-            key_id="test",
+            account_id=mine.account_id if mine else "demo",
+            key_hash=mine.key_hash if mine else "test",
+            key_id=mine.key_id if mine else "test",
             name="worker",
             format="csv",
             webhook_url=env["EXPORT_WEBHOOK_URL"],
-            dataset_json=json.dumps(dataset),
+            dataset_json=json.dumps(dataset),  # ASCII JSON: lone surrogates stay escapes
             status=ExportStatus.QUEUED,
             requested_on=dt.datetime.now(dt.UTC),
         )
     )
     return query_uuid
+
+
+def test_a_query_the_engine_refuses_ends_failed_on_its_first_delivery(
+    stack_env: dict[str, str], client: httpx.Client
+) -> None:
+    """A stored filter with a lone surrogate (past submit) fails at once with its reason, acked."""
+    owner = submit(client, stack_env, {"scopes": [{"column": "city"}], "limit": 1})
+    wait_finished(client, owner)
+    dataset = {
+        "scopes": [{"column": "city"}],
+        "filters": [{"column": "city", "filter": {"equals": "\udfff"}}],
+    }
+    query_uuid = make_queued_export(stack_env, dataset, owner=owner)
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(stack_env["GOOGLE_CLOUD_PROJECT"], "export-requests")
+    started = time.monotonic()
+    publisher.publish(
+        topic, json.dumps({"queryUUID": query_uuid}).encode(), kind="export-request"
+    ).result(10)
+    # Before, the engine's error was a 500 under a 2-minute lease until the dead letter.
+    doc = wait_finished(client, query_uuid, timeout=20)
+    assert time.monotonic() - started < 20
+    assert doc["status"] == "failed", doc
+    assert doc["error"]["code"] == "query_rejected"
+    message = doc["error"]["message"]
+    assert "not valid input" in message
+    assert "surrogate" in message
+    assert "/" not in message  # no paths, no SQL
+    assert "SELECT" not in message
+    time.sleep(3)  # acknowledged: no further delivery runs it again
+    after = client.get(f"/dataset/export/{query_uuid}").json()
+    assert after["attempts"] == 1
+    assert after["completedOn"] == doc["completedOn"]
+    assert objects_for(stack_env, query_uuid) == []
+
+
+def test_a_failed_attempt_shows_its_error_while_the_export_is_retried(
+    stack_env: dict[str, str], client: httpx.Client, tmp_path: Path
+) -> None:
+    """An unexpected failure leaves the export running with lastError and attempts; the next
+    delivery starts at once and finishes it."""
+    owner = submit(client, stack_env, {"scopes": [{"column": "city"}], "limit": 1})
+    wait_finished(client, owner)
+    dataset = {"scopes": [{"column": "city"}, {"column": "bed"}], "limit": 50}
+    query_uuid = make_queued_export(stack_env, dataset, owner=owner)
+    missing = tmp_path / "gone" / "listings.parquet"  # an I/O error in the engine
+    failed = run_worker(stack_env, missing, dataset, query_uuid=query_uuid)
+    assert failed["returncode"] != 0
+    doc = client.get(f"/dataset/export/{query_uuid}").json()
+    assert doc["status"] == "running", doc
+    assert doc["attempts"] == 1
+    last = doc["lastError"]
+    assert last["code"] == "internal_error"
+    assert "attempt 1 of 5 failed" in last["message"]
+    assert "IOException" in last["message"]
+    assert str(tmp_path) not in last["message"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", last["at"])
+    assert objects_for(stack_env, query_uuid) == []
+    # The lease was freed: the redelivery runs now, not after the lease would have expired.
+    done = run_worker(
+        stack_env, Path(stack_env["EXPORT_DATASET_PATH"]), dataset, query_uuid=query_uuid
+    )
+    assert done["returncode"] == 0, done["stderr"]
+    doc = client.get(f"/dataset/export/{query_uuid}").json()
+    assert doc["status"] == "succeeded", doc
+    assert doc["attempts"] == 2
+    assert doc["numberRows"] == 50
 
 
 def run_worker(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import io
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataset_export.core.catalog import RENTAL_LISTINGS, ColumnType
-from dataset_export.core.errors import PermanentError
+from dataset_export.core.errors import PermanentError, QueryRejected
 from dataset_export.core.query import Query, parse_dataset
 from dataset_export.core.sql import compile_query, output_type
 from dataset_export.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
@@ -319,6 +320,129 @@ def test_a_column_of_the_wrong_type_is_a_permanent_failure(tmp_path: Path) -> No
     with pytest.raises(DatasetMismatch, match="'bed' is VARCHAR, expected integer"):
         run_export(str(path), parse({"scopes": [{"column": "bed"}]}), "csv", out)
     assert out.getvalue() == b""
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "filters",
+    [
+        [{"column": "city", "filter": {"equals": "\udfff"}}],
+        {"or": [{"column": "msa", "filter": {"in": ["Seattle, WA", "x\ud800"]}}]},
+        [{"column": "building_name", "filter": {"contains": "\ude00"}}],
+    ],
+)
+def test_text_that_is_not_unicode_reaching_the_engine_is_a_permanent_query_error(
+    listings: Path, fmt: str, filters: Any
+) -> None:
+    """A lone surrogate that bypassed submit fails as QueryRejected: permanent, and readable."""
+    query = parse({"scopes": [{"column": "city"}], "filters": filters})
+    out = io.BytesIO()
+    with pytest.raises(QueryRejected) as caught:
+        run_export(str(listings), query, fmt, out)  # type: ignore[arg-type]
+    assert isinstance(caught.value, PermanentError)
+    assert caught.value.code == "query_rejected"
+    message = str(caught.value)
+    assert message.startswith("the query engine refused the query: a value in the query is not")
+    assert "surrogate" in message
+    assert "Error:" not in message
+    assert str(listings.parent) not in message
+    assert "SELECT" not in message
+
+
+def test_output_names_equal_ignoring_case_are_a_permanent_query_error(listings: Path) -> None:
+    """A query the validator would refuse (``city`` and ``CITY``) still fails permanently."""
+    query = parse({"scopes": [{"column": "city"}, {"column": "state", "alias": "x"}]})
+    clash = dataclasses.replace(query.scopes[1], output_name="CITY")
+    query = dataclasses.replace(query, scopes=(query.scopes[0], clash))
+    with pytest.raises(QueryRejected, match="cannot be compiled") as caught:
+        run_export(str(listings), query, "jsonl", io.BytesIO())
+    assert "CITY" in str(caught.value)
+
+
+def test_an_error_of_the_query_while_rows_stream_is_permanent_and_others_are_not() -> None:
+    """DuckDB reports a mid-stream error through Arrow as an OSError; its type decides."""
+    from dataset_export.engine.duckdb_engine import _batches
+
+    con = duckdb.connect(config={"threads": 1})
+    # Fails only once many rows have streamed: the first two million convert, the rest do not.
+    sql = (
+        "SELECT CAST(CASE WHEN i < 2000000 THEN '1' ELSE 'x' END AS INTEGER) AS v "
+        "FROM range(4000000) t(i)"
+    )
+    batches = _batches(con.sql(sql).to_arrow_reader(10_000))
+    assert next(batches).num_rows == 10_000  # the reader streams before it meets the error
+    with pytest.raises(QueryRejected, match="does not fit its type") as caught:
+        list(batches)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert "Conversion Error" in str(caught.value.__cause__)
+    assert "LINE 1" not in str(caught.value)
+
+    class Failing:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def __iter__(self) -> Failing:
+            return self
+
+        def __next__(self) -> Any:
+            raise self.error
+
+    for error in (OSError("IO Error: Could not read file"), ConnectionError("reset"), OSError()):
+        with pytest.raises(type(error)):
+            list(_batches(Failing(error)))
+
+
+def test_the_runner_fails_an_export_the_engine_refuses_on_its_first_delivery(
+    listings: Path,
+) -> None:
+    """Process over the real engine: a stored surrogate filter ends 'failed' at once, acked."""
+    from dataset_export.core.records import ExportRecord, ExportStatus
+    from dataset_export.service.process import ExportRunner
+    from dataset_export.testing import FakeQueue, InMemoryExportStorage, InMemoryStore
+
+    store, storage, ready = InMemoryStore(), InMemoryExportStorage(), FakeQueue()
+    dataset = {
+        "scopes": [{"column": "city"}],
+        "filters": [{"column": "city", "filter": {"equals": "\udfff"}}],
+    }
+    now = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+    store.create_export(
+        ExportRecord(
+            query_uuid="q-1",
+            account_id="a",
+            key_hash="h",
+            key_id="k",
+            name="n",
+            format="csv",
+            webhook_url="https://hooks.example/x",
+            dataset_json=json.dumps(dataset),  # ASCII JSON: the surrogate as an escape
+            status=ExportStatus.QUEUED,
+            requested_on=now,
+        )
+    )
+
+    def engine(path: str, query: Query, fmt: str, out: Any, on_progress: Any = None) -> int:
+        return run_export(path, query, fmt, out, on_progress=on_progress).rows  # type: ignore[arg-type]
+
+    runner = ExportRunner(
+        store=store,
+        storage=storage,
+        ready=ready,
+        engine=engine,
+        dataset_path=lambda: str(listings),
+        catalog=RENTAL_LISTINGS,
+        clock=lambda: now,
+    )
+    runner.handle("q-1")  # returns normally: the message is acknowledged, not redelivered
+    doc = store.exports["q-1"].status_document()
+    assert doc["status"] == "failed"
+    assert doc["error"]["code"] == "query_rejected"
+    assert "surrogate" in doc["error"]["message"]
+    assert doc["attempts"] == 1
+    assert store.exports["q-1"].lease_owner is None
+    assert storage.objects == {}
+    assert [u.aborted for u in storage.uploads] == [True]
+    assert ready.published == []
 
 
 class BrokenUpload(io.RawIOBase):

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
-from dataset_export.core.errors import PermanentError, TransientError
+from dataset_export.core.errors import PermanentError, QueryRejected, TransientError
 from dataset_export.core.records import ExportRecord, ExportStatus
-from dataset_export.service.process import MAX_RUN_ATTEMPTS, ExportRunner, object_name
+from dataset_export.service.process import MAX_RUN_ATTEMPTS, ExportRunner, LeaseLost, object_name
 from dataset_export.testing import FakeQueue, InMemoryExportStorage, InMemoryStore
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
@@ -158,7 +158,8 @@ def test_too_many_attempts_fail_the_export() -> None:
     assert store.exports[QUERY_UUID].status is ExportStatus.FAILED
     assert store.exports[QUERY_UUID].error == {
         "code": "too_many_attempts",
-        "message": f"the export did not finish in {MAX_RUN_ATTEMPTS} attempts; please retry it",
+        "message": f"the export did not finish in {MAX_RUN_ATTEMPTS} attempts; "
+        "please submit it again",
     }
     assert ready.published == []
 
@@ -185,6 +186,110 @@ def test_a_transient_engine_failure_aborts_the_upload_and_leaves_the_export_runn
     assert [u.aborted for u in storage.uploads] == [True]
     assert store.exports[QUERY_UUID].status is ExportStatus.RUNNING
     assert store.exports[QUERY_UUID].rows_written == 1
+    assert ready.published == []
+
+
+class FailingThenWorking(FakeEngine):
+    """Fails the first ``failures`` runs with the given exception, then writes its rows."""
+
+    def __init__(self, failures: int, error: BaseException) -> None:
+        super().__init__()
+        self.failures, self.error = failures, error
+
+    def __call__(self, path: str, query: Any, fmt: str, out: Any, on_progress: Any = None) -> int:
+        self.fail_with = self.error if self.calls < self.failures else None
+        return super().__call__(path, query, fmt, out, on_progress)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "words"),
+    [
+        (TransientError("dataset bucket unavailable"), "transient_error", "bucket unavailable"),
+        (RuntimeError("cannot open /srv/data/x.parquet"), "internal_error", "RuntimeError"),
+    ],
+)
+def test_a_failed_attempt_is_shown_and_frees_the_lease_for_the_retry(
+    error: Exception, code: str, words: str
+) -> None:
+    """While it retries, the status shows the attempt count and the last error; no lease waits."""
+    engine = FailingThenWorking(1, error)
+    runner, store, _, ready, _ = make_runner(queued(), engine)
+    with pytest.raises(type(error)):
+        runner.handle(QUERY_UUID)
+    record = store.exports[QUERY_UUID]
+    assert record.status is ExportStatus.RUNNING
+    assert (record.lease_owner, record.lease_expires_on) == (None, None)
+    doc = record.status_document()
+    assert doc["status"] == "running"
+    assert doc["attempts"] == 1
+    assert doc["lastError"]["code"] == code
+    assert doc["lastError"]["at"] == "2026-11-27T12:00:00.000Z"
+    message = doc["lastError"]["message"]
+    assert f"attempt 1 of {MAX_RUN_ATTEMPTS} failed" in message
+    assert words in message
+    assert "/srv/data" not in message
+    assert "retried automatically" in message
+    # The redelivery starts at once (the lease was freed) and finishes the export.
+    runner.handle(QUERY_UUID)
+    record = store.exports[QUERY_UUID]
+    assert record.status is ExportStatus.SUCCEEDED
+    assert record.status_document()["attempts"] == 2
+    assert ready.published == [QUERY_UUID]
+
+
+def test_an_export_failing_every_attempt_fails_with_the_last_error() -> None:
+    """After MAX_RUN_ATTEMPTS failed attempts the next delivery fails it, quoting the cause."""
+    engine = FailingThenWorking(99, RuntimeError("disk full"))
+    runner, store, _, ready, _ = make_runner(queued(), engine)
+    for _ in range(MAX_RUN_ATTEMPTS):
+        with pytest.raises(RuntimeError):
+            runner.handle(QUERY_UUID)
+    last = (store.exports[QUERY_UUID].last_error or {})["message"]
+    assert f"attempt {MAX_RUN_ATTEMPTS} of {MAX_RUN_ATTEMPTS} failed" in last
+    assert "this was the last attempt" in last
+    runner.handle(QUERY_UUID)  # acknowledged: nothing more to try
+    record = store.exports[QUERY_UUID]
+    assert engine.calls == MAX_RUN_ATTEMPTS
+    assert record.status is ExportStatus.FAILED
+    assert record.error is not None
+    assert record.error["code"] == "too_many_attempts"
+    assert "RuntimeError: disk full" in record.error["message"]
+    assert ready.published == []
+
+
+def test_a_worker_that_lost_its_lease_leaves_the_record_alone() -> None:
+    """LeaseLost means another worker runs the export now: no lastError, its lease untouched."""
+    engine = FakeEngine()
+    runner, store, _, _, _ = make_runner(queued(), engine)
+
+    def taken_over(path: str, query: Any, fmt: str, out: Any, on_progress: Any = None) -> int:
+        store.exports[QUERY_UUID].lease_owner = "w2"
+        on_progress(1)
+        return 0
+
+    runner.engine = taken_over
+    with pytest.raises(LeaseLost):
+        runner.handle(QUERY_UUID)
+    record = store.exports[QUERY_UUID]
+    assert record.lease_owner == "w2"
+    assert record.lease_expires_on is not None
+    assert record.last_error is None
+
+
+def test_a_query_the_engine_refuses_fails_at_once_with_its_code() -> None:
+    """A QueryRejected from the engine fails the export on the first delivery and frees it."""
+    engine = FakeEngine(fail_with=QueryRejected("the query engine refused the query: ..."))
+    runner, store, storage, ready, _ = make_runner(queued(), engine)
+    runner.handle(QUERY_UUID)  # returns: the message is acknowledged
+    record = store.exports[QUERY_UUID]
+    assert record.status is ExportStatus.FAILED
+    assert record.error == {
+        "code": "query_rejected",
+        "message": "the query engine refused the query: ...",
+    }
+    assert (record.lease_owner, record.lease_expires_on) == (None, None)
+    assert engine.calls == 1
+    assert storage.objects == {}
     assert ready.published == []
 
 
@@ -217,6 +322,14 @@ def test_a_dead_lettered_request_fails_the_export_once() -> None:
     runner.give_up(QUERY_UUID, 10)
     assert store.exports[QUERY_UUID].status is ExportStatus.FAILED
     assert "after 10 delivery attempts" in (store.exports[QUERY_UUID].error or {})["message"]
+    retried, store3, _, _, _ = make_runner(
+        queued(last_error={"code": "internal_error", "message": "attempt 2 of 5 failed (x)"})
+    )
+    retried.give_up(QUERY_UUID, 10)
+    assert (
+        "(last error: attempt 2 of 5 failed (x))"
+        in (store3.exports[QUERY_UUID].error or {})["message"]
+    )
     done, store2, _, _, _ = make_runner(queued(status=ExportStatus.SUCCEEDED))
     done.give_up(QUERY_UUID, 10)
     assert store2.exports[QUERY_UUID].status is ExportStatus.SUCCEEDED

@@ -48,6 +48,7 @@ _EXPORT_FIELDS = {
     "lease_owner": "leaseOwner",
     "lease_expires_on": "leaseExpiresOn",
     "run_attempts": "runAttempts",
+    "last_error": "lastError",
     "ready_published_on": "readyPublishedOn",
 }
 _KNOWN_FIELDS = {*_EXPORT_FIELDS.values(), "status", "deliveryState", "deliveryDueOn"}
@@ -292,6 +293,12 @@ class FirestoreStore:
             "leaseExpiresOn": None,
         }
         with google_errors("recording the finished export"):
+            self._owned_update(query_uuid, worker, update)
+
+    def release_export(self, query_uuid: str, worker: str, error: dict[str, str]) -> None:
+        """Record a failed attempt and free the lease; raise ``LeaseLost`` if not ours."""
+        update = {"lastError": dict(error), "leaseOwner": None, "leaseExpiresOn": None}
+        with google_errors("recording the failed attempt"):
             self._owned_update(query_uuid, worker, update)
 
     def fail_export(self, query_uuid: str, code: str, message: str, now: dt.datetime) -> bool:

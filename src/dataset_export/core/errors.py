@@ -8,6 +8,22 @@ the request ``field`` that was wrong, so every message names what was wrong and 
 
 from __future__ import annotations
 
+import re
+
+# What a customer may read of an error raised below us: no file paths, no URLs, one short line.
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:\\|\.{0,2}/)(?:[\w.@%+~-]+[/\\])+[\w.@%+~-]*")
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_PUBLIC_DETAIL_LIMIT = 300
+
+
+def public_detail(text: str) -> str:
+    """``text`` fit for a customer: its first line, URLs and paths elided, at most 300 chars."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = _PATH.sub("<path>", _URL.sub("<url>", line))
+    if len(line) > _PUBLIC_DETAIL_LIMIT:
+        line = line[: _PUBLIC_DETAIL_LIMIT - 1] + "…"
+    return line
+
 
 class ExportError(Exception):
     """Root of every error this service raises on purpose."""
@@ -18,7 +34,15 @@ class TransientError(ExportError):
 
 
 class PermanentError(ExportError):
-    """A failure that no retry will cure (bad data, a missing column)."""
+    """A failure that no retry will cure (bad data, a missing column); ``code`` is recorded."""
+
+    code: str = "export_failed"
+
+
+class QueryRejected(PermanentError):
+    """The query engine refused the query itself (invalid input, binding, conversion)."""
+
+    code = "query_rejected"
 
 
 class ClientError(PermanentError):

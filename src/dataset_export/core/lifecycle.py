@@ -1,7 +1,8 @@
 """Who may run an export now: the claim rules behind "one worker at a time, nothing lost".
 
 A worker claims an export by moving it to ``running`` with a lease. A queued export is free; a
-running one is free again only when its lease expired (the worker died or hangs); a finished one
+running one is free again only when its lease expired (the worker died or hangs) or its worker
+released it after a failed attempt (the status then shows that attempt's error); a finished one
 is never run again. The store applies the decision with a precondition on the document's update
 time, so two workers deciding at once cannot both win.
 """
@@ -41,7 +42,13 @@ def decide_claim(
     if status in (ExportStatus.SUBMITTING, ExportStatus.QUEUED):
         return ClaimDecision(ClaimVerdict.RUN, "export is queued")
     if status is ExportStatus.RUNNING:
-        if lease_expires_on is None or lease_expires_on <= now:
+        if lease_expires_on is None:
+            return ClaimDecision(
+                ClaimVerdict.RUN,
+                "the previous attempt failed and freed it; retrying",
+                takeover=True,
+            )
+        if lease_expires_on <= now:
             return ClaimDecision(
                 ClaimVerdict.RUN, "previous worker's lease expired; taking over", takeover=True
             )

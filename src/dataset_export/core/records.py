@@ -55,6 +55,7 @@ class ExportRecord:
     lease_owner: str | None = None
     lease_expires_on: dt.datetime | None = None
     run_attempts: int | None = None
+    last_error: dict[str, str] | None = None  # the last failed attempt: code, message, at
     ready_published_on: dt.datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +87,8 @@ class ExportRecord:
                 {k: v for k, v in (("crc32c", self.crc32c), ("md5", self.md5)) if v} or None
             ),
             "error": self.error,
+            "attempts": self.run_attempts or None,
+            "lastError": self.last_error,
             "delivery": _public_delivery(self.delivery),
         }
         doc.update({k: v for k, v in optional.items() if v is not None})

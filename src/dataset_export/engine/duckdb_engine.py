@@ -18,23 +18,29 @@ high-cardinality aggregates need not buffer their results. Peak RSS is bounded b
 limit plus a few batches, whatever the number of rows.
 
 Errors: a dataset that lacks a column the query needs, or has it with an incompatible type,
-raises ``DatasetMismatch`` (a ``PermanentError``: retrying cannot help). Other DuckDB errors
-(I/O, out of memory) propagate unchanged for the caller to classify.
+raises ``DatasetMismatch``. An error of the query itself, which the same query meets on every
+retry (invalid input such as text that is not valid Unicode, binder, catalog, parser,
+conversion and range errors: DuckDB's ``ProgrammingError``, ``DataError``,
+``NotSupportedError`` and ``IntegrityError`` families), raises ``QueryRejected`` with a short
+reason a customer can read (no SQL text, no paths). Both are ``PermanentError``. Other DuckDB
+errors (I/O, out of memory, interrupts, internal errors) propagate unchanged for the caller to
+retry.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
 import duckdb
 
 from dataset_export.core.catalog import Column, ColumnType
-from dataset_export.core.errors import PermanentError
+from dataset_export.core.errors import PermanentError, QueryRejected, public_detail
 from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query
 from dataset_export.core.sql import (
     CompiledQuery,
@@ -71,6 +77,73 @@ _ACCEPTED_TYPES: dict[ColumnType, Callable[[str], bool]] = {
 
 class DatasetMismatch(PermanentError):
     """The dataset file lacks a column the query needs, or holds it with another type."""
+
+    code = "dataset_mismatch"
+
+
+# Errors of the query itself: the same query fails the same way on every retry.
+_QUERY_ERRORS = (
+    duckdb.ProgrammingError,  # binder, catalog, parser, syntax, invalid input, invalid type
+    duckdb.DataError,  # conversion, out of range, type mismatch
+    duckdb.NotSupportedError,
+    duckdb.IntegrityError,
+)
+# The same, by the "<type> Error: " that starts DuckDB's message: an error raised while rows
+# stream reaches us through Arrow (as an OSError) with nothing else to tell it by.
+_QUERY_ERROR_TYPES: dict[str, type[Exception]] = {
+    "Binder": duckdb.BinderException,
+    "Catalog": duckdb.CatalogException,
+    "Parser": duckdb.ParserException,
+    "Syntax": duckdb.SyntaxException,
+    "Invalid Input": duckdb.InvalidInputException,
+    "Invalid type": duckdb.InvalidTypeException,
+    "Conversion": duckdb.ConversionException,
+    "Out of Range": duckdb.OutOfRangeException,
+    "Mismatch Type": duckdb.TypeMismatchException,
+    "Not implemented": duckdb.NotImplementedException,
+    "Constraint": duckdb.ConstraintException,
+}
+# "Invalid Input Error: Python Conversion Failure: " and the like say where, not what.
+_ENGINE_PREFIX = re.compile(r"^(?:[A-Z][A-Za-z ]*(?:Error|Failure): )+")
+
+
+def _query_error(exc: Exception) -> type[Exception] | None:
+    """The DuckDB error type when ``exc`` is an error of the query itself, else None."""
+    if isinstance(exc, _QUERY_ERRORS):
+        return type(exc)
+    kind, sep, _ = str(exc).partition(" Error: ")
+    return _QUERY_ERROR_TYPES.get(kind) if sep else None
+
+
+def _rejected(kind: type[Exception], text: str) -> QueryRejected:
+    """The customer's view of an engine error caused by the query: what kind, and the detail."""
+    if issubclass(kind, duckdb.DataError):
+        what = "a value does not fit its type"
+    elif issubclass(kind, duckdb.InvalidInputException | duckdb.InvalidTypeException):
+        what = "a value in the query is not valid input"
+    else:
+        what = "the query cannot be compiled"
+    detail = _ENGINE_PREFIX.sub("", public_detail(text))
+    return QueryRejected(
+        f"the query engine refused the query: {what} ({detail}); "
+        "change the query and submit a new export"
+    )
+
+
+def _batches(reader: Any) -> Iterator[Any]:
+    """The reader's record batches; an error of the query while they stream is QueryRejected."""
+    batches = iter(reader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:
+            kind = _query_error(exc)
+            if kind is None:
+                raise
+            raise _rejected(kind, str(exc)) from exc
+        yield batch
 
 
 @dataclass(frozen=True)
@@ -176,9 +249,11 @@ def _export(
         compiled = compile_query(query, SOURCE)
         encoder = encoder_for(fmt, query.output_names)
     try:
+        # The columns were checked above: what fails here (or in _batches, while rows stream,
+        # such as a conversion) is the query itself.
         reader = con.sql(compiled.sql, params=compiled.params).to_arrow_reader(batch_rows)
-    except (duckdb.BinderException, duckdb.CatalogException) as exc:
-        raise DatasetMismatch(f"the dataset does not fit the query: {exc}") from exc
+    except _QUERY_ERRORS as exc:
+        raise _rejected(type(exc), str(exc)) from exc
     rows = 0
     last_report = time.monotonic()
     try:
@@ -189,7 +264,7 @@ def _export(
             threaded=settings.gzip_threaded,
         ) as sink:
             sink.write(encoder.header())
-            for batch in reader:
+            for batch in _batches(reader):
                 if batch.num_rows == 0:
                     continue
                 sink.write(encoder.encode(batch))

@@ -4,6 +4,13 @@ Pub/Sub delivers at least once, so every step tolerates repeats: the claim (a le
 precondition) lets one worker run at a time; the object name comes from the queryUUID and the
 upload refuses to replace an existing object; a finished export is never run again; and the
 ready message is published until the record says it was.
+
+Failures: a ``PermanentError`` (the query refused by the engine, a dataset that does not fit)
+fails the export at once with its reason, and the message is acknowledged. Anything else fails
+only this attempt: the record keeps the attempt's error (``lastError``, shown by the status API
+with the attempt count), the lease is freed so the next delivery can start at once, and the
+exception goes up so Pub/Sub redelivers; after ``MAX_RUN_ATTEMPTS`` attempts the export fails
+with the last error as its reason.
 """
 
 from __future__ import annotations
@@ -16,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..core.catalog import Catalog
-from ..core.errors import InvalidRequest, PermanentError, TransientError
+from ..core.errors import ExportError, InvalidRequest, PermanentError, TransientError, public_detail
 from ..core.jsontext import parse_standard
 from ..core.lifecycle import DEFAULT_LEASE, ClaimDecision, ClaimVerdict
 from ..core.query import Query, parse_dataset
-from ..core.records import ExportRecord, ExportStatus
+from ..core.records import ExportRecord, ExportStatus, iso_z
 from .ports import Publisher
 
 log = logging.getLogger(__name__)
@@ -115,6 +122,9 @@ class LifecycleStore(Protocol):
     def complete_export(self, query_uuid: str, worker: str, result: ExportResult) -> None:
         """Mark the export ``succeeded``; raise ``LeaseLost`` if not ours."""
 
+    def release_export(self, query_uuid: str, worker: str, error: dict[str, str]) -> None:
+        """Record a failed attempt (``lastError``) and free the lease; ``LeaseLost`` if not ours."""
+
     def fail_export(self, query_uuid: str, code: str, message: str, now: dt.datetime) -> bool:
         """Mark a not-yet-finished export ``failed``; False if it had already finished."""
 
@@ -183,15 +193,20 @@ class ExportRunner:
             self._fail(
                 query_uuid,
                 "too_many_attempts",
-                f"the export did not finish in {MAX_RUN_ATTEMPTS} attempts; please retry it",
+                f"the export did not finish in {MAX_RUN_ATTEMPTS} attempts"
+                f"{_last_error(record)}; please submit it again",
             )
             return
         try:
             self._run(record)
         except PermanentError as exc:
-            code = getattr(exc, "code", "export_failed")
-            self._fail(query_uuid, str(code), str(exc))
+            self._fail(query_uuid, exc.code, str(exc))
             return
+        except LeaseLost:
+            raise  # another worker runs the export now: the record is not this one's to touch
+        except Exception as exc:
+            self._attempt_failed(record, exc)
+            raise
         self._announce(query_uuid)
 
     def _run(self, record: ExportRecord) -> None:
@@ -248,6 +263,32 @@ class ExportRunner:
             },
         )
 
+    def _attempt_failed(self, record: ExportRecord, exc: Exception) -> None:
+        """Record why this attempt failed and free the lease, so the status says it and the
+        next delivery need not wait for the lease to expire."""
+        attempt = record.run_attempts or 1
+        code = "transient_error" if isinstance(exc, TransientError) else "internal_error"
+        reason = public_detail(str(exc))
+        if not isinstance(exc, ExportError):
+            reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        left = (
+            "it is retried automatically"
+            if attempt < MAX_RUN_ATTEMPTS
+            else "this was the last attempt"
+        )
+        message = f"attempt {attempt} of {MAX_RUN_ATTEMPTS} failed ({reason}); {left}"
+        extra = {"queryUUID": record.query_uuid, "errorCode": code, "attempt": attempt}
+        log.warning("export attempt failed, Pub/Sub will redeliver: %s", message, extra=extra)
+        error = {"code": code, "message": message, "at": iso_z(self.clock()) or ""}
+        try:
+            self.store.release_export(record.query_uuid, self.worker, error)
+        except Exception as release_error:  # the store may be what failed: the lease expires
+            log.warning(
+                "could not record the failed attempt: %s",
+                type(release_error).__name__,
+                extra={"queryUUID": record.query_uuid},
+            )
+
     def _fail(self, query_uuid: str, code: str, message: str) -> None:
         if self.store.fail_export(query_uuid, code, message, self.clock()):
             log.error(
@@ -261,11 +302,20 @@ class ExportRunner:
     def give_up(self, query_uuid: str, attempts: int | None) -> None:
         """A dead-lettered request: record the failure so the status API says why."""
         tried = f" after {attempts} delivery attempts" if attempts else ""
+        record = self.store.get_export(query_uuid)
+        last = _last_error(record) if record is not None else ""
         self._fail(
             query_uuid,
             "dead_lettered",
-            f"the export could not be processed{tried}; it was moved to the dead-letter topic",
+            f"the export could not be processed{tried}{last}; it was moved to the dead-letter "
+            "topic",
         )
+
+
+def _last_error(record: ExportRecord) -> str:
+    """`` (last error: ...)`` from the record's last failed attempt, or nothing."""
+    message = (record.last_error or {}).get("message")
+    return f" (last error: {message})" if message else ""
 
 
 def _missing(name: str) -> ObjectInfo:
