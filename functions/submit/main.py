@@ -10,7 +10,14 @@ from werkzeug.exceptions import HTTPException
 
 from dataset_export import logs
 from dataset_export.config import Settings
-from dataset_export.http_api import ExportApi, HttpRequest, framework_error
+from dataset_export.http_api import (
+    ExportApi,
+    HttpRequest,
+    body_connection,
+    body_timeout,
+    framework_error,
+    read_body,
+)
 from dataset_export.wiring import build_export_api
 
 logs.configure()
@@ -30,17 +37,21 @@ def submit(request: flask.Request) -> flask.Response:
         request.headers.get("X-Cloud-Trace-Context") or request.headers.get("traceparent"),
         settings.project,
     )
-    # Read one byte past the limit: enough to know it is too large, never the whole body.
-    body = request.stream.read(api.max_body_bytes + 1)
-    answer = api.handle(
-        HttpRequest(
-            method=request.method,
-            path=request.path,
-            headers=dict(request.headers),
-            body=body,
-            query=request.args.to_dict(),
+    # Read one byte past the limit: enough to know it is too large, never the whole body; and
+    # only for so long, so a client that stalls cannot hold a worker thread.
+    body = read_body(request.stream.read, api.max_body_bytes + 1, body_connection(request.environ))
+    if body is None:
+        answer = body_timeout()
+    else:
+        answer = api.handle(
+            HttpRequest(
+                method=request.method,
+                path=request.path,
+                headers=dict(request.headers),
+                body=body,
+                query=request.args.to_dict(),
+            )
         )
-    )
     return flask.Response(answer.encoded(), status=answer.status, headers=answer.headers)
 
 

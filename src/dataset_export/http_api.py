@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+import socket
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -96,13 +99,104 @@ def _error(exc: ClientError) -> HttpResponse:
     return _json(exc.status, exc.to_body(), **headers)
 
 
-_FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_FRAMEWORK_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
 
 
 def framework_error(status: int, description: str) -> HttpResponse:
     """A JSON error for what the web framework refuses before the API sees it (odd paths)."""
     code = _FRAMEWORK_CODES.get(status, "invalid_request" if status < 500 else "internal")
     return _json(status, {"error": {"code": code, "message": description}})
+
+
+#: Seconds a whole request body may take to arrive, from when the handler starts reading it.
+#: The web server (functions-framework's gunicorn, locally and in Cloud Functions) reads a body
+#: without any deadline, and Cloud Run's request timeout (60 s for submit) answers 504 to the
+#: client but leaves the handler waiting: without this, a few connections that send headers and
+#: then nothing hold every worker thread. A 64 KiB body takes well under a second.
+BODY_TIMEOUT_SECONDS = 10.0
+
+
+def body_connection(environ: Mapping[str, Any]) -> socket.socket | None:
+    """The client connection of a WSGI request that has a body to read, else None."""
+    length = str(environ.get("CONTENT_LENGTH") or "").strip()
+    chunked = bool(environ.get("HTTP_TRANSFER_ENCODING"))
+    if not chunked and (not length.isdigit() or int(length) == 0):
+        return None
+    # gunicorn (functions-framework's server) and werkzeug's development server both expose it.
+    for key in ("gunicorn.socket", "werkzeug.socket"):
+        connection = environ.get(key)
+        if isinstance(connection, socket.socket):
+            return connection
+    return None
+
+
+def read_body(
+    read: Callable[[int], bytes],
+    limit: int,
+    connection: socket.socket | None,
+    timeout: float = BODY_TIMEOUT_SECONDS,
+) -> bytes | None:
+    """Up to ``limit`` bytes of the body from ``read``, or None when they did not all arrive
+    within ``timeout`` seconds.
+
+    The deadline holds for the body as a whole, however slowly it trickles in (a socket timeout
+    would only bound each read): when it passes, a timer shuts the reading side of
+    ``connection``, which ends a blocked read at once. The answer can still be written, and the
+    server closes the connection afterwards. Without a connection the body is read as it comes.
+    """
+    if connection is None:
+        return _read_upto(read, limit)
+    lock = threading.Lock()
+    state = {"done": False, "expired": False}
+
+    def expire() -> None:
+        with lock:
+            if state["done"]:
+                return
+            state["expired"] = True
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RD)
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        body = _read_upto(read, limit)
+    except Exception:
+        # A read cut short by the timer fails in the server's or werkzeug's own way.
+        if state["expired"]:
+            return None
+        raise
+    finally:
+        with lock:
+            state["done"] = True
+        timer.cancel()
+    return None if state["expired"] else body
+
+
+def _read_upto(read: Callable[[int], bytes], limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def body_timeout(timeout: float = BODY_TIMEOUT_SECONDS) -> HttpResponse:
+    """408 for a request whose body did not arrive in time."""
+    log.warning("request body did not arrive within %.0f s; answered 408", timeout)
+    return framework_error(
+        408, f"the request body did not arrive within {timeout:.0f} s; send it at once and retry"
+    )
 
 
 @dataclass

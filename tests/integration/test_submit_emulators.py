@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -21,7 +25,7 @@ from dataset_export.adapters.pubsub_publisher import PubSubPublisher
 from dataset_export.core.apikeys import looks_like_key
 from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.demo import SEED_DATASET
-from dataset_export.http_api import ExportApi, HttpRequest
+from dataset_export.http_api import BODY_TIMEOUT_SECONDS, ExportApi, HttpRequest
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.submit import ExportService
 
@@ -322,3 +326,42 @@ def test_cli_submit_and_status(stack_env: dict[str, str], tmp_path: Path) -> Non
     )
     assert bad.returncode == 1
     assert "webhookURL" in bad.stderr
+
+
+def test_stalled_bodies_get_408_and_do_not_starve_other_requests(
+    stack_env: dict[str, str],
+) -> None:
+    """Connections that send headers and then no body hold no thread for long: 408 each, and a
+    request queued behind them is served."""
+    port = urlsplit(stack_env["EXPORT_API_URL"]).port
+    assert port is not None
+    # As many as the submit function has threads (functions-framework: THREADS or 4 per CPU).
+    threads = int(os.environ.get("THREADS") or (os.cpu_count() or 1) * 4)
+    patience = BODY_TIMEOUT_SECONDS + 15
+    head = (
+        b"POST /dataset/export HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+    )
+    stalled: list[socket.socket] = []
+    try:
+        t0 = time.monotonic()
+        for _ in range(threads):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=patience)
+            connection.sendall(head + b'{"dataset":')
+            stalled.append(connection)
+        time.sleep(1)  # every worker thread is now waiting for a body
+        normal = httpx.get(f"{stack_env['EXPORT_API_URL']}/openapi.json", timeout=patience)
+        assert normal.status_code == 200
+        assert time.monotonic() - t0 < BODY_TIMEOUT_SECONDS + 5
+        for connection in stalled:
+            answer = http.client.HTTPResponse(connection)
+            answer.begin()
+            assert answer.status == 408
+            error = json.loads(answer.read())["error"]
+            assert error["code"] == "request_timeout"
+            assert f"within {BODY_TIMEOUT_SECONDS:.0f} s" in error["message"]
+        elapsed = time.monotonic() - t0
+        assert BODY_TIMEOUT_SECONDS - 1 < elapsed < BODY_TIMEOUT_SECONDS + 5
+    finally:
+        for connection in stalled:
+            connection.close()

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.records import ExportStatus
-from dataset_export.http_api import HttpRequest, openapi_document
+from dataset_export.http_api import (
+    HttpRequest,
+    body_connection,
+    body_timeout,
+    openapi_document,
+    read_body,
+)
 from dataset_export.service.keys import create_api_key, revoke_api_key
 
 from .conftest import KEK, SEED_BODY, World
@@ -374,3 +384,85 @@ def test_download_link_redirects_then_expires(world: World) -> None:
     gone = fetch(token)
     assert gone.status == 410  # type: ignore[attr-defined]
     assert gone.body["error"]["code"] == "link_expired"  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def connection() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected (server, client) pair of sockets."""
+    server, client = socket.socketpair()
+    try:
+        yield server, client
+    finally:
+        server.close()
+        client.close()
+
+
+def test_body_that_stalls_is_cut_off_at_the_deadline(
+    connection: tuple[socket.socket, socket.socket],
+) -> None:
+    """A body that stops arriving ends the blocked read at the deadline: None, not a hang."""
+    server, client = connection
+    client.sendall(b'{"dataset":')
+    reader = server.makefile("rb")
+    t0 = time.monotonic()
+    assert read_body(reader.read, 65537, server, timeout=0.5) is None
+    assert 0.4 < time.monotonic() - t0 < 3
+
+
+def test_body_that_trickles_is_cut_off_at_the_deadline(
+    connection: tuple[socket.socket, socket.socket],
+) -> None:
+    """The deadline bounds the whole body, not each read: a byte every 50 ms does not extend it."""
+    server, client = connection
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.05):
+            try:
+                client.send(b" ")
+            except OSError:
+                return
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    try:
+        reader = server.makefile("rb")
+        t0 = time.monotonic()
+        assert read_body(reader.read, 65537, server, timeout=0.5) is None
+        assert time.monotonic() - t0 < 3
+    finally:
+        stop.set()
+        sender.join()
+
+
+def test_body_that_arrives_in_time_is_read_whole(
+    connection: tuple[socket.socket, socket.socket],
+) -> None:
+    """A prompt body is returned as sent (up to the limit), and the connection stays readable."""
+    server, client = connection
+    client.sendall(b"x" * 100)
+    client.shutdown(socket.SHUT_WR)
+    reader = server.makefile("rb")
+    assert read_body(reader.read, 50, server, timeout=0.5) == b"x" * 50
+    time.sleep(0.7)  # past the deadline: the timer was cancelled and shut nothing
+    assert reader.read(100) == b"x" * 50
+
+
+def test_body_connection_only_for_requests_with_a_body() -> None:
+    """The deadline applies to requests that declare a body; a GET has none to wait for."""
+    server, client = socket.socketpair()
+    with server, client:
+        assert body_connection({"CONTENT_LENGTH": "60000", "gunicorn.socket": server}) is server
+        assert body_connection({"HTTP_TRANSFER_ENCODING": "chunked", "gunicorn.socket": server})
+        assert body_connection({"CONTENT_LENGTH": "0", "gunicorn.socket": server}) is None
+        assert body_connection({"gunicorn.socket": server}) is None
+        assert body_connection({"CONTENT_LENGTH": "5"}) is None
+
+
+def test_body_timeout_is_a_json_408() -> None:
+    """The 408 carries the same JSON error shape as every other refusal."""
+    answer = body_timeout(10)
+    assert answer.status == 408
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.body["error"]["code"] == "request_timeout"
+    assert "within 10 s" in answer.body["error"]["message"]
