@@ -2,7 +2,8 @@
 
 Checks that `up` starts every part and each answers, that a second `up` (through the CLI, so
 from another process) restarts nothing, that a stale pidfile or a hung part is replaced, that a
-busy port fails fast, and that `down` leaves none of the recorded processes behind.
+busy port fails fast, that an `up` on other ports refuses to replace a running stack, that a
+restart appends to a part's log, and that `down` leaves none of the recorded processes behind.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ REPO = find_repo_root(Path(__file__).parent)
 # Apart from `make up`'s defaults (18081+) and the session stack of tests/conftest.py (28081+).
 PORTS = Ports.starting_at(int(os.environ.get("DWE_LOCALSTACK_TEST_PORT_BASE", "27081")))
 SMALL_PORTS = Ports.starting_at(PORTS.submit + 100)
+OTHER_PORTS = Ports.starting_at(PORTS.submit + 200)
 PROJECT = "dwe-lstest"
 
 
@@ -68,11 +70,14 @@ def _post(
         conn.close()
 
 
-def _cli(command: str, state_dir: Path, ports: Ports) -> subprocess.CompletedProcess[str]:
+def _cli(
+    command: str, state_dir: Path, ports: Ports, *options: str
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GOOGLE_CLOUD_PROJECT": PROJECT}
     env.update({part.port_env: str(ports.of(part)) for part in ALL_PARTS})
+    module = [sys.executable, "-m", "dataset_export.localstack"]
     return subprocess.run(
-        [sys.executable, "-m", "dataset_export.localstack", command, "--state-dir", str(state_dir)],
+        [*module, command, "--state-dir", str(state_dir), *options],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -265,3 +270,40 @@ def test_busy_port_fails_fast_and_starts_nothing(receiver_config: StackConfig) -
     assert f"pid {os.getpid()}" in message
     assert "DWE_RECEIVER_PORT" in message
     assert list(config.pids_dir.glob("*.pid")) == []
+
+
+def test_up_on_other_ports_refuses_and_a_restart_appends_to_the_log(
+    receiver_config: StackConfig,
+) -> None:
+    """An `up` asked for other ports names the running stack's ports and replaces nothing, and a
+    later restart appends to the part's log after a restart marker."""
+    config = receiver_config
+    info = up(config, echo=lambda _line: None)
+    pid = info.pids["receiver"]
+    assert read_env_file(config.ports_path) == {"DWE_RECEIVER_PORT": str(SMALL_PORTS.receiver)}
+    hook = {"Content-Type": "application/json", "webhook-id": "q-1"}
+    ca_file = config.tls_dir / "ca.pem"
+    assert _post(SMALL_PORTS.receiver, "/webhook", b"{}", hook, ca_file) == (200, b"OK")
+
+    refused = _cli("up", config.state_dir, OTHER_PORTS, "--only", "receiver", "--no-dataset")
+    assert refused.returncode == 1, refused.stderr
+    assert f"webhook receiver on {SMALL_PORTS.receiver} (pid {pid}" in refused.stderr
+    assert f"DWE_RECEIVER_PORT={SMALL_PORTS.receiver}" in refused.stderr
+    assert "make down" in refused.stderr
+    assert _recorded_pids(config) == {"receiver": pid}
+    assert procs.https_get(SMALL_PORTS.receiver, "/") == (200, b"ok")
+    assert procs.port_is_free(OTHER_PORTS.receiver)
+    assert len(list(config.webhooks_dir.glob("*.json"))) == 1
+    shown = _cli("status", config.state_dir, OTHER_PORTS)
+    assert f"pid {pid}" in shown.stdout
+    assert f"127.0.0.1:{SMALL_PORTS.receiver}" in shown.stdout
+
+    down(config)
+    assert not config.ports_path.exists()
+    first_run = config.logfile("receiver").read_text(encoding="utf-8")
+    assert first_run.startswith("--- start ")
+    info = up(config, echo=lambda _line: None)
+    log = config.logfile("receiver").read_text(encoding="utf-8")
+    assert log.startswith(first_run)
+    assert log[len(first_run) :].startswith("--- restart ")
+    assert read_env_file(config.ports_path) == {"DWE_RECEIVER_PORT": str(SMALL_PORTS.receiver)}

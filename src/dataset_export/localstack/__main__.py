@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dataset_export.localstack",
         description="Run the Dataset Webhook Export stack locally on emulators.",
-        epilog="Ports: DWE_SUBMIT_PORT .. DWE_GCS_PORT (18081-18087); project: "
+        epilog="Ports: DWE_SUBMIT_PORT .. DWE_SCHEDULER_PORT (18081-18088); project: "
         "GOOGLE_CLOUD_PROJECT (dwe-local); dataset size: DWE_DATASET_ROWS (1000000).",
     )
     commands = parser.add_subparsers(dest="command", required=True)

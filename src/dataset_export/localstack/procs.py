@@ -15,7 +15,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 # Popen objects of the processes this Python process started, so `down` can reap them: a child
 # that is signalled but never waited for stays a zombie, and its PID would still look taken.
@@ -151,13 +153,22 @@ def describe(pid: int) -> str:
     return f"pid {pid}: {line}" if line else f"pid {pid}"
 
 
+def open_log(log_path: Path, cmd: Sequence[str]) -> BinaryIO:
+    """Open a part's log for appending, after a line that marks this start (or restart) and
+    the command: a restart keeps what the previous run wrote, a crash's last words included."""
+    log = log_path.open("ab")
+    verb = "restart" if log.tell() else "start"
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    log.write(f"--- {verb} {stamp} ---\n$ {' '.join(cmd)}\n".encode())
+    log.flush()
+    return log
+
+
 def spawn(
     cmd: Sequence[str], log_path: Path, env: Mapping[str, str], cwd: Path
 ) -> subprocess.Popen[bytes]:
-    """Start `cmd` in a new session with stdout and stderr going to `log_path` (truncated)."""
-    with log_path.open("wb") as log:
-        log.write(f"$ {' '.join(cmd)}\n".encode())
-        log.flush()
+    """Start `cmd` in a new session with stdout and stderr appended to `log_path`."""
+    with open_log(log_path, cmd) as log:
         proc = subprocess.Popen(
             list(cmd),
             stdin=subprocess.DEVNULL,

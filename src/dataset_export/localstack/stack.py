@@ -2,6 +2,8 @@
 
 `up` is safe to run again: a part whose recorded process is alive and answers is left alone, a
 stale pidfile is cleared and its part restarted, and every resource is created idempotently.
+The ports of the running parts are kept in `<state>/ports.env`; an `up` given other ports while
+they run refuses, naming them, instead of replacing the stack. Logs are appended to.
 `down` stops exactly the process groups recorded in `<state>/pids/`, nothing else.
 """
 
@@ -67,6 +69,7 @@ NOTIFY_ACK_DEADLINE = 60
 PROCESS_MAX_DELIVERY_ATTEMPTS = 10
 MAX_DELIVERY_ATTEMPTS = 5
 SIGNER_KEY_FILE = "url-signer-key.json"
+PORTS_FILE = "ports.env"
 DATASET_FILE = "rental_listings.parquet"
 
 KEK_VAR = "EXPORT_KEY_ENCRYPTION_KEY"
@@ -262,6 +265,11 @@ class StackConfig:
     @property
     def secrets_env_path(self) -> Path:
         return self.state_dir / "secrets.env"
+
+    @property
+    def ports_path(self) -> Path:
+        """The DWE_*_PORT of each part this state dir has running (shell-sourceable)."""
+        return self.state_dir / PORTS_FILE
 
     @property
     def dataset_path(self) -> Path:
@@ -466,6 +474,68 @@ def _elapsed(since: float) -> str:
     return f"{time.monotonic() - since:.1f} s"
 
 
+# --- the ports of the running stack --------------------------------------------------------
+
+
+def remembered_ports(config: StackConfig) -> dict[str, int]:
+    """{part: port} of the parts recorded as started in this state dir, from ports.env."""
+    values = read_env_file(config.ports_path)
+    return {
+        part.name: int(values[part.port_env])
+        for part in ALL_PARTS
+        if values.get(part.port_env, "").isdigit()
+    }
+
+
+def _remember_ports(config: StackConfig, ports: Mapping[str, int | None]) -> None:
+    """Record the port of each part given (None: forget it); no parts left, no file."""
+    current = remembered_ports(config)
+    for name, port in ports.items():
+        if port is None:
+            current.pop(name, None)
+        else:
+            current[name] = port
+    if not current:
+        config.ports_path.unlink(missing_ok=True)
+        return
+    write_env_file(
+        config.ports_path,
+        {part.port_env: str(current[part.name]) for part in ALL_PARTS if part.name in current},
+        header="Ports of the running local stack, kept by `up` so another `up` recognises it.",
+    )
+
+
+def _check_same_ports(config: StackConfig) -> None:
+    """Refuse, naming the ports, when a part of this state dir's stack is running on another
+    port than `config` asks for: `up` would otherwise take it for dead and replace it, losing
+    the emulators' state (the shell that runs it may simply lack the DWE_*_PORT variables)."""
+    remembered = remembered_ports(config)
+    running: list[tuple[Part, int, int | None]] = []
+    for part in ALL_PARTS:
+        pid = procs.read_pid(config.pidfile(part))
+        if pid is None or not procs.is_recorded_process(pid, part.marker):
+            continue
+        port = remembered.get(part.name)
+        if port is None and procs.port_holders(config.ports.of(part)) & (
+            procs.group_members(pid) | {pid}
+        ):
+            port = config.ports.of(part)  # started before ports were remembered
+        running.append((part, pid, port))
+    if all(port == config.ports.of(part) for part, _, port in running):
+        return
+    where = ", ".join(
+        f"{part.short} on {port if port is not None else 'an unrecorded port'} (pid {pid}, "
+        f"{part.port_env}={config.ports.of(part)} asked)"
+        for part, pid, port in running
+    )
+    same = " ".join(f"{part.port_env}={port}" for part, _, port in running if port is not None)
+    raise StackError(
+        f"a local stack is already running from {config.state_dir} on other ports: {where}. "
+        f"Run `up` with its ports ({same}; or `set -a; . {config.ports_path}; set +a`), "
+        "or stop it first with `make down`."
+    )
+
+
 # --- up -------------------------------------------------------------------------------------
 
 
@@ -505,6 +575,7 @@ class _Up:
             self._say(f"{part.short} already running (pid {pid})")
             self.reused.append(part.name)
             self.pids[part.name] = pid
+            _remember_ports(self.config, {part.name: port})
             return True
         self._say(f"{part.short} (pid {pid}) does not answer on 127.0.0.1:{port}; restarting it")
         procs.stop_groups([pid], self.config.stop_timeout)
@@ -567,6 +638,7 @@ class _Up:
             started_at = time.monotonic()
             proc = procs.spawn(cmd, self.config.logfile(part), env, self.config.repo_root)
             procs.write_pid(self.config.pidfile(part), proc.pid)
+            _remember_ports(self.config, {part.name: self.config.ports.of(part)})
             self.started.append(part.name)
             self.pids[part.name] = proc.pid
             waits.append((part, proc.pid, started_at))
@@ -602,6 +674,7 @@ class _Up:
         procs.stop_groups(pids.values(), self.config.stop_timeout)
         for name in pids:
             self.config.pidfile(BY_NAME[name]).unlink(missing_ok=True)
+        _remember_ports(self.config, dict.fromkeys(pids))
 
     # Commands -----------------------------------------------------------------------------
 
@@ -759,9 +832,7 @@ class _Up:
         self._say(f"generating the demo dataset ({rows:,} rows) into {path}")
         t0 = time.monotonic()
         try:
-            with log.open("wb") as out:
-                out.write(f"$ {' '.join(cmd)}\n".encode())
-                out.flush()
+            with procs.open_log(log, cmd) as out:
                 result = subprocess.run(
                     cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(env), check=False
                 )
@@ -865,6 +936,7 @@ def up(config: StackConfig, *, echo: Echo | None = None) -> StackInfo:
         "no_proxy": _no_proxy(os.environ),
     }
     with _state_lock(config, say), _patched_environ(emulator_hosts):
+        _check_same_ports(config)
         try:
             run.bring_up([p for p in EMULATORS if config.enabled(p)], run.emulator_command)
             keys = run.keys()
@@ -961,6 +1033,8 @@ def down(config: StackConfig, *, echo: Echo | None = None) -> dict[str, int]:
             say("nothing to stop")
         else:
             say(f"stack down in {_elapsed(t0)}")
+        gone = {p.name for p in ALL_PARTS if not config.pidfile(p).exists()}
+        _remember_ports(config, dict.fromkeys(gone))
         if survivors:
             raise StackError(f"still running after SIGKILL: {', '.join(survivors)}")
     return stopped
@@ -968,11 +1042,13 @@ def down(config: StackConfig, *, echo: Echo | None = None) -> dict[str, int]:
 
 def status(config: StackConfig) -> list[PartStatus]:
     """The state of every part, recorded or not."""
+    remembered = remembered_ports(config)
     result: list[PartStatus] = []
     for part in ALL_PARTS:
         pid = procs.read_pid(config.pidfile(part))
-        port = config.ports.of(part)
         running = pid is not None and procs.is_recorded_process(pid, part.marker)
+        # A running part is shown on the port it was started on, whatever this shell asks.
+        port = (remembered.get(part.name) if running else None) or config.ports.of(part)
         answering = running and probe(part, port)
         result.append(PartStatus(part, pid, port, running, answering))
     return result
