@@ -1,4 +1,4 @@
-"""Shell-sourceable KEY=value files (stack.env, secrets.env)."""
+"""Shell-sourceable `export KEY=value` files (stack.env, secrets.env, ports.env)."""
 
 from __future__ import annotations
 
@@ -33,13 +33,14 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def write_env_file(path: Path, values: Mapping[str, str], header: str = "") -> None:
-    """Write KEY=value lines (values shell-quoted where needed) with mode 0600.
+    """Write `export KEY=value` lines (values shell-quoted where needed) with mode 0600, so
+    that `source`-ing the file in a shell exports the variables to what it runs next.
 
     The file is created 0600 before any byte is written and then renamed into place, so the
     secrets it holds are never readable by others, not even for a moment.
     """
     lines = [f"# {line}" for line in header.splitlines()]
-    lines += [f"{key}={shlex.quote(value)}" for key, value in values.items()]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -531,7 +531,7 @@ def _check_same_ports(config: StackConfig) -> None:
     same = " ".join(f"{part.port_env}={port}" for part, _, port in running if port is not None)
     raise StackError(
         f"a local stack is already running from {config.state_dir} on other ports: {where}. "
-        f"Run `up` with its ports ({same}; or `set -a; . {config.ports_path}; set +a`), "
+        f"Run `up` with its ports ({same}; `source {config.ports_path}` exports them), "
         "or stop it first with `make down`."
     )
 
@@ -964,7 +964,7 @@ def up(config: StackConfig, *, echo: Echo | None = None) -> StackInfo:
             write_env_file(
                 config.stack_env_path,
                 env,
-                header=f"Local stack: `set -a; . {config.stack_env_path}; set +a` in a shell.",
+                header=f"Local stack: `source {config.stack_env_path}` exports these to a shell.",
             )
         except BaseException:
             run.rollback()
