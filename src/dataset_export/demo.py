@@ -1,8 +1,9 @@
 """``make run``: a real export of the seed's example through the local stack, shown plainly.
 
-It submits the seed's Seattle query through the HTTP API, follows the export's status, shows the
-webhook the local receiver got and the first rows of the file when those stages exist, and ends
-with the commands to try your own export. The stack keeps running (``make down`` stops it).
+It submits the seed's Seattle query (``examples/seattle.json``) through the HTTP API, follows
+the export's status, shows the webhook the local receiver got and the first rows of the file
+when those stages exist, and ends with the commands to try your own export. The stack keeps
+running (``make down`` stops it).
 """
 
 from __future__ import annotations
@@ -18,15 +19,12 @@ from typing import Any
 import httpx
 
 from .cli import stack_defaults
+from .localstack.stack import find_repo_root
 
-SEED_DATASET = {
-    "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
-    "filters": [
-        {"column": "msa", "filter": {"equals": "Seattle, WA"}},
-        {"column": "bed", "filter": {"in": [1, 2, 3]}},
-    ],
-    "limit": 10000,
-}
+#: The seed's example query, shipped for newcomers (`exportctl submit --dataset ...`); the demo
+#: and the tests read it from there.
+SEED_DATASET_FILE = find_repo_root(Path(__file__).parent) / "examples" / "seattle.json"
+SEED_DATASET: dict[str, Any] = json.loads(SEED_DATASET_FILE.read_text("utf-8"))
 TERMINAL = ("succeeded", "failed")
 # How long an export may sit in 'queued' before the demo says nothing is picking it up.
 QUEUED_PATIENCE_S = 15.0
@@ -190,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     _say("\n== Your turn. The stack keeps running; its settings are in .local/stack.env")
     _say("source .local/stack.env")
     _say(_curl("$EXPORT_API_URL", "EXPORT_API_KEY", body))
+    _say("# or with the CLI and the same query from a file:")
+    _say(
+        "Q=$(.venv/bin/exportctl submit --dataset examples/seattle.json "
+        '--webhook "$EXPORT_WEBHOOK_URL" --name mine)'
+    )
+    _say('.venv/bin/exportctl wait --delivered "$Q"   # progress, then the webhook')
     _say(".venv/bin/exportctl status <queryUUID>      # follow it")
     _say("make down                                   # stop the stack")
     return 0

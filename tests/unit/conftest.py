@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
+from dataset_export.demo import SEED_DATASET
 from dataset_export.http_api import ExportApi, HttpRequest, HttpResponse
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.submit import ExportService
@@ -19,14 +21,7 @@ from dataset_export.testing import FakeQueue, FakeResolver, InMemoryStore
 
 KEK = os.urandom(32)
 SEED_BODY: dict[str, Any] = {
-    "dataset": {
-        "scopes": [{"column": "street_address"}, {"column": "asking_rent", "aggregate": "Avg"}],
-        "filters": [
-            {"column": "msa", "filter": {"equals": "Seattle, WA"}},
-            {"column": "bed", "filter": {"in": [1, 2, 3]}},
-        ],
-        "limit": 10000,
-    },
+    "dataset": copy.deepcopy(SEED_DATASET),
     "webhookURL": "https://yourapp.com/webhook/dataset-export",
     "name": "Seattle Rental Data Export",
     "format": "csv",
