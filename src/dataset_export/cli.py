@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import hashlib
 import json
 import os
-import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -40,16 +41,10 @@ def _find_stack_env() -> Path | None:
 
 def stack_defaults() -> dict[str, str]:
     """Settings from the local stack's .local/stack.env (empty when there is none)."""
+    from .localstack.envfile import read_env_file
+
     path = _find_stack_env()
-    if path is None:
-        return {}
-    values: dict[str, str] = {}
-    for line in path.read_text("utf-8").splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _, raw = line.partition("=")
-            parts = shlex.split(raw) if raw.strip() else [""]
-            values[key.strip()] = parts[0] if parts else ""
-    return values
+    return {} if path is None else read_env_file(path)
 
 
 def _env(name: str) -> str:
@@ -78,7 +73,10 @@ def _store() -> Any:
 
 
 def _kek() -> bytes:
-    kek = base64.b64decode(_env("EXPORT_KEY_ENCRYPTION_KEY"))
+    try:
+        kek = base64.b64decode(_env("EXPORT_KEY_ENCRYPTION_KEY"), validate=True)
+    except binascii.Error as exc:
+        raise CliError(f"EXPORT_KEY_ENCRYPTION_KEY is not base64 ({exc})") from None
     if len(kek) != 32:
         raise CliError("EXPORT_KEY_ENCRYPTION_KEY must decode to 32 bytes")
     return kek
@@ -132,18 +130,61 @@ def _client() -> httpx.Client:
     )
 
 
+def _one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines too) folded into one space."""
+    return " ".join(str(text).split())
+
+
+def _where(url: httpx.URL | str) -> str:
+    """scheme://host:port/path of a URL: its query may hold a token or a signature."""
+    parts = urlsplit(str(url))
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
 def _api_error(response: httpx.Response) -> CliError:
+    """One line for an error answer: the API's message and field, else the start of the body."""
+    where = f"{response.request.method} {_where(response.request.url)}"
     try:
         error = response.json()["error"]
-        where = f" ({error['field']})" if error.get("field") else ""
-        return CliError(f"HTTP {response.status_code}: {error['message']}{where}")
+        field = f" ({error['field']})" if error.get("field") else ""
+        return CliError(f"HTTP {response.status_code} from {where}: {error['message']}{field}")
     except (ValueError, KeyError, TypeError):
-        return CliError(f"HTTP {response.status_code}: {response.text[:500]}")
+        text = _one_line(response.text)
+        text = text if len(text) <= 200 else text[:197] + "..."
+        return CliError(f"HTTP {response.status_code} from {where}: {text or 'no body'}")
+
+
+def _read_dataset(name: str) -> str:
+    """The text of the dataset file, checked to be a JSON object (sent as written)."""
+    path = Path(name)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise CliError(f"dataset file {path} does not exist") from None
+    except IsADirectoryError:
+        raise CliError(f"dataset file {path} is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"dataset file {path} is not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise CliError(f"cannot read dataset file {path}: {exc.strerror or exc}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"dataset file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}"
+        ) from None
+    if not isinstance(value, dict):
+        raise CliError(
+            f"dataset file {path} must hold a JSON object (the dataset query), "
+            f"not {type(value).__name__}"
+        )
+    return text
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit an export; print its queryUUID."""
-    dataset_text = Path(args.dataset).read_text("utf-8")
+    dataset_text = _read_dataset(args.dataset)
     # Keep the customer's own JSON text (key order, number spelling) for the payload echo.
     body = (
         '{"dataset":'
@@ -221,44 +262,115 @@ def _get_status(client: httpx.Client, query_uuid: str) -> dict[str, Any]:
     return doc
 
 
-def cmd_wait(args: argparse.Namespace) -> int:
-    """Follow an export until it finishes: a live line on a terminal, plain lines otherwise."""
-    live = sys.stderr.isatty()
-    started = time.monotonic()
-    last_line, last_print = "", 0.0
-    rate_base: tuple[float, int] | None = None
-    with _client() as client:
+TERMINAL = ("succeeded", "failed")
+DELIVERY_FINAL = ("delivered", "failed")
+
+
+def _delivery_line(doc: dict[str, Any]) -> str:
+    """One line on where the webhook stands: state, attempts, the last outcome, what is next."""
+    delivery = doc.get("delivery")
+    if not delivery:
+        return "delivery  not started yet"
+    state = delivery.get("state")
+    attempts = delivery.get("attempts") or []
+    parts = [f"delivery  {state}"]
+    if attempts:
+        last = attempts[-1]
+        outcome = last.get("statusCode") or _one_line(last.get("error") or "?")
+        parts.append(f"{len(attempts)} attempt{'s' if len(attempts) != 1 else ''}, last: {outcome}")
+    if state == "retrying" and delivery.get("nextAttemptOn"):
+        parts.append(f"next attempt {delivery['nextAttemptOn']}")
+    if state == "failed" and delivery.get("reason"):
+        parts.append(_one_line(delivery["reason"]))
+    return "; ".join(parts)
+
+
+class _Follower:
+    """Polls an export's status, showing a live line on a terminal and plain lines otherwise."""
+
+    def __init__(self, client: httpx.Client, args: argparse.Namespace) -> None:
+        self.client = client
+        self.query_uuid: str = args.query_uuid
+        self.interval: float = args.interval
+        self.timeout: float = args.timeout
+        self.started = time.monotonic()
+        self.live = sys.stderr.isatty()
+        self.open_line = False
+
+    def until(
+        self,
+        done: Callable[[dict[str, Any]], bool],
+        line: Callable[[dict[str, Any]], str],
+        key: Callable[[dict[str, Any]], object],
+    ) -> dict[str, Any]:
+        """Poll until ``done(doc)``, showing ``line(doc)``: live on a terminal, else a plain
+        line when ``key(doc)`` changes and every 10 s."""
+        last_key: object = None
+        last_print = 0.0
         while True:
-            doc = _get_status(client, args.query_uuid)
-            rows = (doc.get("progress") or {}).get("rowsWritten") or 0
+            doc = _get_status(self.client, self.query_uuid)
             now = time.monotonic()
-            if doc["status"] == "running" and rows:
-                rate_base = rate_base or (now, rows)
-            rate = ""
-            if rate_base and now > rate_base[0] and rows > rate_base[1]:
-                rate = f"  {(rows - rate_base[1]) / (now - rate_base[0]):,.0f} rows/s"
-            line = f"{doc['status']:<9} {rows:>12,} rows{rate}  {now - started:6.1f} s"
-            if live:
-                print(f"\r{line}", end="", file=sys.stderr, flush=True)
-            elif doc["status"] != last_line or now - last_print >= 10:
-                print(line, file=sys.stderr, flush=True)
-                last_line, last_print = doc["status"], now
-            if doc["status"] in ("succeeded", "failed"):
-                break
-            if now - started > args.timeout:
-                if live:
-                    print(file=sys.stderr)
-                raise CliError(f"export still {doc['status']} after {args.timeout:.0f} s")
-            time.sleep(args.interval)
-    if live:
-        print(file=sys.stderr)
-    if doc["status"] == "failed":
-        error = doc.get("error") or {}
-        raise CliError(f"export failed: {error.get('code')}: {error.get('message')}")
-    print(
-        f"succeeded: {doc.get('numberRows', 0):,} rows, {doc.get('sizeBytes', 0):,} bytes gzip",
-        file=sys.stderr,
-    )
+            text = line(doc)
+            shown = f"{text}  {now - self.started:6.1f} s"
+            if self.live:
+                print(f"\r\033[K{shown}", end="", file=sys.stderr, flush=True)
+                self.open_line = True
+            elif key(doc) != last_key or now - last_print >= 10:
+                print(shown, file=sys.stderr, flush=True)
+                last_key, last_print = key(doc), now
+            if done(doc):
+                self.end_line()
+                return doc
+            if now - self.started > self.timeout:
+                self.end_line()
+                raise CliError(f"gave up after {self.timeout:.0f} s: {_one_line(text)}")
+            time.sleep(self.interval)
+
+    def end_line(self) -> None:
+        if self.open_line:
+            print(file=sys.stderr)
+            self.open_line = False
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Follow an export until it finishes (with --delivered, until its webhook is delivered)."""
+    rate_base: tuple[float, int] | None = None
+
+    def progress(doc: dict[str, Any]) -> str:
+        nonlocal rate_base
+        rows = (doc.get("progress") or {}).get("rowsWritten") or 0
+        now = time.monotonic()
+        if doc["status"] == "running" and rows:
+            rate_base = rate_base or (now, rows)
+        rate = ""
+        if rate_base and now > rate_base[0] and rows > rate_base[1]:
+            rate = f"  {(rows - rate_base[1]) / (now - rate_base[0]):,.0f} rows/s"
+        return f"{doc['status']:<9} {rows:>12,} rows{rate}"
+
+    with _client() as client:
+        follower = _Follower(client, args)
+        doc = follower.until(lambda d: d["status"] in TERMINAL, progress, lambda d: d["status"])
+        if doc["status"] == "failed":
+            error = doc.get("error") or {}
+            raise CliError(f"export failed: {error.get('code')}: {error.get('message')}")
+        print(
+            f"succeeded: {doc.get('numberRows', 0):,} rows, {doc.get('sizeBytes', 0):,} bytes gzip",
+            file=sys.stderr,
+        )
+        if args.delivered:
+            doc = follower.until(
+                lambda d: (d.get("delivery") or {}).get("state") in DELIVERY_FINAL,
+                _delivery_line,
+                _delivery_line,
+            )
+    state = (doc.get("delivery") or {}).get("state")
+    if args.delivered and state == "failed":
+        raise CliError(
+            f"webhook delivery failed for good ({_delivery_line(doc).removeprefix('delivery  ')}); "
+            f"'exportctl redeliver {doc['queryUUID']}' sends it again"
+        )
+    hint = "" if args.delivered or state in DELIVERY_FINAL else " (--delivered waits for it)"
+    print(_delivery_line(doc) + hint, file=sys.stderr)
     print(doc["queryUUID"])
     return 0
 
@@ -362,8 +474,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the raw status document")
     status.set_defaults(run=cmd_status)
 
-    wait = commands.add_parser("wait", help="follow an export until it finishes")
+    wait = commands.add_parser(
+        "wait",
+        help="follow an export until it finishes, then show where its webhook stands",
+        description="Exit 0 when the export succeeded (with --delivered: and its webhook was "
+        "delivered), 1 when it failed (with --delivered: or its delivery failed for good).",
+    )
     wait.add_argument("query_uuid")
+    wait.add_argument(
+        "--delivered",
+        action="store_true",
+        help="also wait until the webhook is delivered (non-zero exit if delivery fails for good)",
+    )
     wait.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
     wait.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     wait.set_defaults(run=cmd_wait)
@@ -379,18 +501,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _request_failed(exc: httpx.HTTPError) -> str:
+    """One line for a request that got no answer (refused, timed out, bad URL ...)."""
+    try:
+        where = f" {_where(exc.request.url)}"
+    except RuntimeError:  # an error raised before any request was made
+        where = ""
+    return f"cannot reach{where}: {_one_line(exc) or type(exc).__name__}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``exportctl``."""
+    """Run ``exportctl``: every failure is one line on stderr and exit code 1, no traceback."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
     except CliError as exc:
-        print(f"exportctl: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc))
     except httpx.HTTPError as exc:
-        print(f"exportctl: cannot reach the API: {exc}", file=sys.stderr)
-        return 1
+        return _fail(_request_failed(exc))
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}")
+    except KeyboardInterrupt:
+        print("exportctl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a dependency's own error (Google clients): still one line
+        return _fail(f"{type(exc).__name__}: {exc}")
     return code
+
+
+def _fail(message: str) -> int:
+    print(f"exportctl: {_one_line(message)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.adapters.pubsub_publisher import PubSubPublisher
 from dataset_export.core.apikeys import looks_like_key
 from dataset_export.core.catalog import RENTAL_LISTINGS
-from dataset_export.demo import SEED_DATASET
+from dataset_export.demo import SEED_DATASET, SEED_DATASET_FILE
 from dataset_export.http_api import BODY_TIMEOUT_SECONDS, ExportApi, HttpRequest
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.submit import ExportService
@@ -292,10 +292,10 @@ def test_stored_key_material_is_hash_and_ciphertext_only(stack_env: dict[str, st
     assert stack_env["EXPORT_API_KEY"].split("_")[1] in dump  # the public key id is there
 
 
-def test_cli_submit_and_status(stack_env: dict[str, str], tmp_path: Path) -> None:
-    """`exportctl submit` prints the queryUUID and `exportctl status` shows it queued or later."""
-    query = tmp_path / "query.json"
-    query.write_text(json.dumps(SEED_DATASET))
+def test_cli_submit_and_status(stack_env: dict[str, str]) -> None:
+    """`exportctl submit` of the README's example file prints the queryUUID and `exportctl
+    status` shows it queued or later; an API error is one line naming the field."""
+    query = SEED_DATASET_FILE
     submitted = run_exportctl(
         stack_env,
         "submit",
@@ -325,7 +325,46 @@ def test_cli_submit_and_status(stack_env: dict[str, str], tmp_path: Path) -> Non
         "cli",
     )
     assert bad.returncode == 1
-    assert "webhookURL" in bad.stderr
+    [line] = bad.stderr.splitlines()
+    assert line.startswith(f"exportctl: HTTP 400 from POST {stack_env['EXPORT_API_URL']}/")
+    assert line.endswith("(webhookURL)")
+    unknown = run_exportctl(stack_env, "status", "no-such-export")
+    assert unknown.returncode == 1
+    [line] = unknown.stderr.splitlines()
+    assert line.startswith(
+        f"exportctl: HTTP 404 from GET {stack_env['EXPORT_API_URL']}/dataset/export/no-such-export:"
+    )
+
+
+def _cli_submit(stack_env: dict[str, str], webhook_path: str) -> str:
+    webhook = stack_env["EXPORT_WEBHOOK_URL"].rsplit("/", 1)[0] + webhook_path
+    submitted = run_exportctl(
+        stack_env,
+        *("submit", "--dataset", str(SEED_DATASET_FILE), "--webhook", webhook, "--name", "w"),
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    return submitted.stdout.strip()
+
+
+def test_cli_wait_shows_the_delivery_and_waits_for_it(stack_env: dict[str, str]) -> None:
+    """`exportctl wait` ends with the delivery state; `--delivered` waits until the webhook is
+    delivered, and exits non-zero when delivery has failed for good."""
+    query_uuid = _cli_submit(stack_env, "/webhook")
+    waited = run_exportctl(stack_env, "wait", "--delivered", "--interval", "0.2", query_uuid)
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.strip() == query_uuid
+    assert waited.stderr.splitlines()[-1] == "delivery  delivered; 1 attempt, last: 200"
+
+    gone = _cli_submit(stack_env, "/status/410")
+    waited = run_exportctl(stack_env, "wait", "--delivered", "--interval", "0.2", gone)
+    assert waited.returncode == 1
+    last = waited.stderr.splitlines()[-1]
+    assert last.startswith("exportctl: webhook delivery failed for good (failed; 1 attempt, ")
+    assert "last: 410" in last
+    assert last.endswith(f"'exportctl redeliver {gone}' sends it again")
+    plain = run_exportctl(stack_env, "wait", "--interval", "0.2", gone)
+    assert plain.returncode == 0, plain.stderr  # the export itself succeeded
+    assert plain.stderr.splitlines()[-1].startswith("delivery  failed; 1 attempt, last: 410")
 
 
 def test_stalled_bodies_get_408_and_do_not_starve_other_requests(
