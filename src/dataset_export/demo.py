@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from .cli import stack_defaults
-from .localstack.stack import find_repo_root
+from .localstack.state import find_repo_root
 
 #: The seed's example query, shipped for newcomers (`exportctl submit --dataset ...`); the demo
 #: and the tests read it from there.

@@ -706,19 +706,28 @@ def test_retry_tick_is_scheduled_onto_the_tick_topic() -> None:
 
 def test_local_stack_mirrors_the_manifest_subscriptions() -> None:
     """The emulator stack creates the same subscriptions with the same delivery limits."""
-    from dataset_export.localstack import stack
+    from dataset_export.localstack import provisioning
 
     pushes = {p.subscription: p for s in SPECS for p in s.pushes}
-    assert pushes[stack.PROCESS_SUBSCRIPTION].topic == stack.REQUESTS_TOPIC
-    assert pushes[stack.PROCESS_SUBSCRIPTION].max_delivery_attempts == (
-        stack.PROCESS_MAX_DELIVERY_ATTEMPTS
+    assert pushes[provisioning.PROCESS_SUBSCRIPTION].topic == provisioning.REQUESTS_TOPIC
+    assert pushes[provisioning.PROCESS_SUBSCRIPTION].max_delivery_attempts == (
+        provisioning.PROCESS_MAX_DELIVERY_ATTEMPTS
     )
-    assert pushes[stack.PROCESS_SUBSCRIPTION].ack_deadline_seconds == stack.PROCESS_ACK_DEADLINE
-    assert pushes[stack.NOTIFY_SUBSCRIPTION].topic == stack.READY_TOPIC
-    assert pushes[stack.NOTIFY_SUBSCRIPTION].max_delivery_attempts == stack.MAX_DELIVERY_ATTEMPTS
-    assert pushes[stack.NOTIFY_SUBSCRIPTION].ack_deadline_seconds == stack.NOTIFY_ACK_DEADLINE
-    assert pushes[stack.DEAD_LETTER_SUBSCRIPTION].topic == stack.DEAD_LETTER_TOPIC
-    assert pushes[stack.TICK_SUBSCRIPTION].topic == stack.TICK_TOPIC
+    assert (
+        pushes[provisioning.PROCESS_SUBSCRIPTION].ack_deadline_seconds
+        == provisioning.PROCESS_ACK_DEADLINE
+    )
+    assert pushes[provisioning.NOTIFY_SUBSCRIPTION].topic == provisioning.READY_TOPIC
+    assert (
+        pushes[provisioning.NOTIFY_SUBSCRIPTION].max_delivery_attempts
+        == provisioning.MAX_DELIVERY_ATTEMPTS
+    )
+    assert (
+        pushes[provisioning.NOTIFY_SUBSCRIPTION].ack_deadline_seconds
+        == provisioning.NOTIFY_ACK_DEADLINE
+    )
+    assert pushes[provisioning.DEAD_LETTER_SUBSCRIPTION].topic == provisioning.DEAD_LETTER_TOPIC
+    assert pushes[provisioning.TICK_SUBSCRIPTION].topic == provisioning.TICK_TOPIC
 
 
 def test_firestore_ttl_policies_cover_the_expiring_collections() -> None:
