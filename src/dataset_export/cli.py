@@ -310,6 +310,12 @@ class _Follower:
         while True:
             doc = _get_status(self.client, self.query_uuid)
             now = time.monotonic()
+            if done(doc):
+                # What it ended as is the caller's summary line; the live line makes way.
+                if self.open_line:
+                    print("\r\033[K", end="", file=sys.stderr, flush=True)
+                    self.open_line = False
+                return doc
             text = line(doc)
             shown = f"{text}  {now - self.started:6.1f} s"
             if self.live:
@@ -318,9 +324,6 @@ class _Follower:
             elif key(doc) != last_key or now - last_print >= 10:
                 print(shown, file=sys.stderr, flush=True)
                 last_key, last_print = key(doc), now
-            if done(doc):
-                self.end_line()
-                return doc
             if now - self.started > self.timeout:
                 self.end_line()
                 raise CliError(f"gave up after {self.timeout:.0f} s: {_one_line(text)}")
