@@ -32,6 +32,7 @@ def _notifier() -> Notifier:
 
 
 @functions_framework.cloud_event
+@logs.scoped
 def notify(cloud_event: CloudEvent) -> None:
     """Deliver one export's webhook, or every due retry on a tick."""
     try:
@@ -45,7 +46,7 @@ def notify(cloud_event: CloudEvent) -> None:
         except PermanentError as exc:
             log.error("dropping unreadable ready message", extra={"reason": str(exc)})
             return
-        logs.set_query_uuid(message.query_uuid)
+        logs.tag(message.query_uuid)
         _notifier().deliver(message.query_uuid)
     except TransientError as exc:
         log.warning("transient failure, Pub/Sub will redeliver: %s", exc)

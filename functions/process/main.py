@@ -31,6 +31,7 @@ def _runner() -> ExportRunner:
 
 
 @functions_framework.cloud_event
+@logs.scoped
 def process(cloud_event: CloudEvent) -> None:
     """Decode the message, run (or give up on) the export, and ack or nack."""
     try:
@@ -38,7 +39,7 @@ def process(cloud_event: CloudEvent) -> None:
     except PermanentError as exc:
         log.error("dropping unreadable message", extra={"reason": str(exc)})
         return
-    logs.set_query_uuid(message.query_uuid)
+    logs.tag(message.query_uuid)
     dead_letter = flask.request.path.rstrip("/").endswith("/dead-letter")
     try:
         if not dead_letter:

@@ -32,11 +32,7 @@ def _api() -> tuple[ExportApi, Settings]:
 @functions_framework.http
 def submit(request: flask.Request) -> flask.Response:
     """Decode the Flask request, let the API answer, encode the response."""
-    api, settings = _api()
-    logs.set_trace(
-        request.headers.get("X-Cloud-Trace-Context") or request.headers.get("traceparent"),
-        settings.project,
-    )
+    api, _ = _api()  # the API sets its own log scope (trace, queryUUID) per request
     # Read one byte past the limit: enough to know it is too large, never the whole body; and
     # only for so long, so a client that stalls cannot hold a worker thread.
     body = read_body(request.stream.read, api.max_body_bytes + 1, body_connection(request.environ))

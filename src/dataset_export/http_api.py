@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from . import logs
 from .core.errors import (
     ClientError,
     MethodNotAllowed,
@@ -28,7 +29,6 @@ from .core.errors import (
     UnsupportedMediaType,
 )
 from .core.records import ExportRecord, iso_z
-from .logs import set_query_uuid
 from .service.downloads import Downloads
 from .service.notify import Redelivery
 from .service.submit import ExportService
@@ -207,10 +207,18 @@ class ExportApi:
     max_body_bytes: int
     downloads: Downloads | None = None
     redelivery: Redelivery | None = None
+    project: str = ""  # names the request's trace in log lines
 
     def handle(self, request: HttpRequest) -> HttpResponse:
-        """Answer one request; never raises (unexpected errors become a logged 500)."""
-        set_query_uuid(None)
+        """Answer one request; never raises (unexpected errors become a logged 500).
+
+        Its log lines carry its trace and, once known, its export; no line after it does.
+        """
+        header = request.header("x-cloud-trace-context") or request.header("traceparent")
+        with logs.scope(trace=logs.trace_name(header, self.project)):
+            return self._answer(request)
+
+    def _answer(self, request: HttpRequest) -> HttpResponse:
         try:
             return self._route(request)
         except ClientError as exc:
@@ -239,7 +247,7 @@ class ExportApi:
         if match and self.downloads is not None:
             # The link is the credential: no API key, so a customer's pipeline can fetch it.
             self._allow(method, "GET")
-            set_query_uuid(match.group(1))
+            logs.tag(match.group(1))
             signed = self.downloads.redeem(match.group(1), request.query.get("token", ""))
             return _json(
                 302, {"location": "redirecting to a short-lived signed URL"}, Location=signed
@@ -250,7 +258,7 @@ class ExportApi:
             caller = self.service.authenticate(request.header("x-api-key"))
             self.service.check_rate(caller)
             record = self.service.status(caller, match.group(1))
-            set_query_uuid(record.query_uuid)
+            logs.tag(record.query_uuid)
             self.redelivery.start(record.query_uuid)
             return self._status(self.service.status(caller, record.query_uuid), 202)
         match = _EXPORT_PATH.fullmatch(path)
@@ -258,7 +266,7 @@ class ExportApi:
             self._allow(method, "GET")
             caller = self.service.authenticate(request.header("x-api-key"))
             record = self.service.status(caller, match.group(1))
-            set_query_uuid(record.query_uuid)
+            logs.tag(record.query_uuid)
             return self._status(record, 200)
         raise NotFound(f"no route for {method} {request.path}")
 
@@ -290,7 +298,7 @@ class ExportApi:
                 f"request body is larger than the limit of {self.max_body_bytes} bytes"
             )
         result = self.service.submit(caller, request.body, request.header("idempotency-key"))
-        set_query_uuid(result.query_uuid)
+        logs.tag(result.query_uuid)
         headers = {"Location": f"/dataset/export/{result.query_uuid}"}
         if result.replayed:
             headers["Idempotent-Replayed"] = "true"

@@ -1,22 +1,37 @@
 """Structured logs: one JSON object per line, the shape Cloud Logging parses.
 
 Each line has ``severity``, ``message``, ``time``, the export's ``queryUUID`` when known and the
-request's trace (``logging.googleapis.com/trace``). A redacting pass removes anything shaped like
-an API key, a signature or a signed URL's query string, wherever it hides in the line.
+request's trace (``logging.googleapis.com/trace``).
+
+Context is scoped: every entry point (an HTTP request, a CloudEvent, one delivery of the retry
+tick) runs inside :func:`scope`, which sets the export and trace for the lines logged inside it
+and restores what was there before when it ends (``contextvars`` tokens). A line logged outside
+every scope carries no ``queryUUID``; a scope cannot leak into the next request on a reused
+thread.
+
+A redacting pass removes anything shaped like an API key, a signature or a signed URL's query
+string, wherever it hides in the line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime as dt
+import functools
 import json
 import logging
 import re
 import sys
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace", default=None)
 _query_uuid: contextvars.ContextVar[str | None] = contextvars.ContextVar("queryUUID", default=None)
+_scoped: contextvars.ContextVar[bool] = contextvars.ContextVar("logScope", default=False)
 
 _SECRETS = (
     (re.compile(r"dwe_([a-z2-7]{10})_[A-Za-z0-9_-]{20,}"), r"dwe_\1_[redacted]"),
@@ -38,19 +53,51 @@ def redact(text: str) -> str:
     return text
 
 
-def set_trace(header: str | None, project: str) -> None:
-    """Remember the request's trace from ``X-Cloud-Trace-Context`` or ``traceparent``."""
+def trace_name(header: str | None, project: str) -> str | None:
+    """The trace resource name from ``X-Cloud-Trace-Context`` or ``traceparent``, if any."""
     trace_id: str | None = None
     if header:
         if "/" in header or ";" in header:
             trace_id = header.split("/", 1)[0].split(";", 1)[0]
         elif header.count("-") == 3:
             trace_id = header.split("-")[1]
-    _trace.set(f"projects/{project}/traces/{trace_id}" if trace_id and project else None)
+    return f"projects/{project}/traces/{trace_id}" if trace_id and project else None
 
 
-def set_query_uuid(query_uuid: str | None) -> None:
-    """Tag the following log lines with the export they are about."""
+@contextlib.contextmanager
+def scope(query_uuid: str | None = None, *, trace: str | None = None) -> Iterator[None]:
+    """Tag the lines logged inside with this export (None: no export) and trace, and only them.
+
+    ``trace`` left out keeps the enclosing scope's trace. On exit the context is what it was
+    before, so the next request or event on this thread starts clean.
+    """
+    scoped = _scoped.set(True)
+    tagged = _query_uuid.set(query_uuid)
+    traced = _trace.set(trace) if trace is not None else None
+    try:
+        yield
+    finally:
+        if traced is not None:
+            _trace.reset(traced)
+        _query_uuid.reset(tagged)  # also undoes every tag() inside
+        _scoped.reset(scoped)
+
+
+def scoped(entry_point: Callable[P, R]) -> Callable[P, R]:
+    """Run ``entry_point`` (a function's handler) in a :func:`scope` of its own."""
+
+    @functools.wraps(entry_point)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with scope():
+            return entry_point(*args, **kwargs)
+
+    return wrapper
+
+
+def tag(query_uuid: str) -> None:
+    """Name the export the rest of the current :func:`scope` is about (once it is known)."""
+    if not _scoped.get():
+        raise RuntimeError("logs.tag outside logs.scope would tag every later line")
     _query_uuid.set(query_uuid)
 
 

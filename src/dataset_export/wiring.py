@@ -53,6 +53,7 @@ def build_export_api(settings: Settings) -> ExportApi:
         max_body_bytes=settings.max_body_bytes,
         downloads=downloads,
         redelivery=redelivery,
+        project=settings.project,
     )
 
 

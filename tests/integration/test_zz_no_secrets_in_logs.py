@@ -1,11 +1,16 @@
 """After every other test has driven the stack (this file sorts last), no log it wrote holds an
-API key, a webhook signature, a download token, a signed URL or an upload session."""
+API key, a webhook signature, a download token, a signed URL or an upload session; and no line
+names an export it is not about."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from dataset_export.localstack.stack import StackInfo
@@ -20,6 +25,42 @@ SECRETS = {
     "hex HMAC": re.compile(r"\b[0-9a-f]{64}\b"),
     "upload session": re.compile(r"upload_id=[A-Za-z0-9_-]{8,}"),
 }
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for line in path.read_text("utf-8", errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+    return lines
+
+
+def test_retry_tick_lines_name_no_export(stack: StackInfo, client: httpx.Client) -> None:
+    """A retry tick is about no single export: its summary line carries no queryUUID."""
+    notify_log = Path(stack.config.logs_dir) / "notify.log"
+
+    def ticks() -> list[dict[str, Any]]:
+        lines = _json_lines(notify_log)
+        return [e for e in lines if e["message"].startswith("retry tick sent")]
+
+    if not ticks():  # run on its own: make the tick retry something
+        base = stack.env["EXPORT_WEBHOOK_URL"].rsplit("/", 1)[0]
+        body = {
+            "dataset": {"scopes": [{"column": "city"}], "limit": 5},
+            "webhookURL": f"{base}/status/503",
+            "name": "tick check",
+            "format": "csv",
+        }
+        assert client.post("/dataset/export", json=body).status_code == 201
+        deadline = time.monotonic() + 60
+        while not ticks():
+            assert time.monotonic() < deadline, "no retry tick sent anything in 60 s"
+            time.sleep(0.5)
+    stale = [e for e in ticks() if "queryUUID" in e]
+    assert not stale, stale[:3]
 
 
 def test_stack_logs_hold_no_secrets(stack: StackInfo) -> None:

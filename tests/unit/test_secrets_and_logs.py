@@ -1,13 +1,24 @@
-"""Unit tests of API-key handling, number-preserving JSON, settings and log redaction."""
+"""Unit tests of API-key handling, number-preserving JSON, settings, log redaction and log
+context (which export a line is about)."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import importlib.util
 import io
 import json
 import logging
 import os
+import random
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import flask
 import pytest
+from cloudevents.http import CloudEvent
 
 from dataset_export import logs
 from dataset_export.config import ConfigError, Settings
@@ -19,7 +30,17 @@ from dataset_export.core.apikeys import (
     looks_like_key,
     new_api_key,
 )
+from dataset_export.core.delivery import AttemptOutcome
 from dataset_export.core.jsontext import dump_preserving, parse_preserving
+from dataset_export.core.records import ExportRecord, ExportStatus
+from dataset_export.http_api import ExportApi, HttpRequest
+from dataset_export.service.keys import create_api_key
+from dataset_export.service.notify import Notifier
+from dataset_export.testing import FakeSender, InMemoryStore
+
+from .conftest import SEED_BODY, World
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_new_keys_are_unique_well_formed_and_hashed() -> None:
@@ -109,17 +130,17 @@ def test_log_lines_are_cloud_logging_json_without_secrets() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     key = new_api_key().plaintext
-    logs.set_trace("105445aa7843bc8bf206b12000100000/1;o=1", "proj")
+    trace = logs.trace_name("105445aa7843bc8bf206b12000100000/1;o=1", "proj")
     try:
-        logger.warning(
-            "key %s url https://storage.googleapis.com/b/o?X-Goog-Signature=abcdef123&x=1 v1,%s"
-            " session /upload/storage/v1/b/e/o?uploadType=resumable&upload_id=ADPycdsecret",
-            key,
-            "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=",
-            extra={"queryUUID": "q-1"},
-        )
+        with logs.scope(trace=trace):
+            logger.warning(
+                "key %s url https://storage.googleapis.com/b/o?X-Goog-Signature=abcdef123&x=1 v1,%s"
+                " session /upload/storage/v1/b/e/o?uploadType=resumable&upload_id=ADPycdsecret",
+                key,
+                "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=",
+                extra={"queryUUID": "q-1"},
+            )
     finally:
-        logs.set_trace(None, "proj")
         logger.removeHandler(handler)
     line = stream.getvalue().strip()
     entry = json.loads(line)
@@ -134,3 +155,194 @@ def test_log_lines_are_cloud_logging_json_without_secrets() -> None:
     assert "ADPycdsecret" not in line
     assert "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=" not in line
     assert key.split("_")[1] in line  # the public key id stays, for support
+
+
+# --------------------------------------------------------------------------------------------
+# Log context: each line names the export it is about, and only that one
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def json_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Every record the root logger sees, as our JSON lines."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    root = logging.getLogger()
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved)
+
+
+def _record(query_uuid: str, key_hash: str, key_id: str, webhook_url: str) -> ExportRecord:
+    t0 = dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.UTC)
+    return ExportRecord(
+        query_uuid=query_uuid,
+        account_id="acme",
+        key_hash=key_hash,
+        key_id=key_id,
+        name="export",
+        format="csv",
+        webhook_url=webhook_url,
+        dataset_json='{"scopes":[{"column":"bed"}]}',
+        status=ExportStatus.SUCCEEDED,
+        requested_on=t0,
+        completed_on=t0 + dt.timedelta(seconds=2),
+        number_rows=1,
+        size_bytes=10,
+        object_name=f"exports/{query_uuid}.csv.gz",
+    )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 11, 27, 10, 1, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+class _ChattySender(FakeSender):
+    """Logs a line of its own per send, as httpx does, with no queryUUID of its own."""
+
+    def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptOutcome:
+        logging.getLogger("test.sender").info("sending a webhook")
+        return super().send(url, body, headers)
+
+
+def _notifier(*outcomes: AttemptOutcome, urls: Mapping[str, str]) -> tuple[Notifier, _Clock]:
+    store, clock = InMemoryStore(), _Clock()
+    kek = b"k" * 32
+    _, key = create_api_key(store, "acme", kek=kek, now=clock())
+    for query_uuid, url in urls.items():
+        store.create_export(_record(query_uuid, key.key_hash, key.key_id, url))
+    sender = _ChattySender(*outcomes)
+    notifier = Notifier(
+        store, sender, kek, b"l" * 32, "https://api.example", clock=clock, rng=random.Random(1)
+    )
+    return notifier, clock
+
+
+def _load_function(name: str) -> ModuleType:
+    """Import ``functions/<name>/main.py`` as the framework does (its own module)."""
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_main_under_test", REPO / "functions" / name / "main.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _event(query_uuid: str | None) -> CloudEvent:
+    data = base64.b64encode(json.dumps({"queryUUID": query_uuid}).encode()).decode()
+    attributes = {"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//pubsub"}
+    return CloudEvent(attributes, {"message": {"data": data if query_uuid else "!"}})
+
+
+def _tagged(entries: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(e["message"].split(":")[0], e.get("queryUUID")) for e in entries]
+
+
+def test_notify_events_and_ticks_on_one_thread_tag_only_their_own_export(
+    json_lines: Callable[[], list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two exports' events, a retry tick and an unreadable message on one thread tag right."""
+    main = _load_function("notify")
+    notifier, clock = _notifier(
+        AttemptOutcome(503, None, 5, host="a.example"),
+        urls={"q-a": "https://a.example/h", "q-b": "https://b.example/h"},
+    )
+    monkeypatch.setattr(main, "_notifier", lambda: notifier)
+    app = flask.Flask("notify-under-test")
+    with app.test_request_context("/"):
+        main.notify(_event("q-a"))  # 503: a retry is scheduled
+        main.notify(_event("q-b"))
+    clock.now += dt.timedelta(hours=1)
+    with app.test_request_context("/tick"):
+        main.notify(_event(None))
+    with app.test_request_context("/"):
+        main.notify(_event(None))  # unreadable
+    logging.getLogger("test.after").info("between requests")
+    assert _tagged(json_lines()) == [
+        ("sending a webhook", "q-a"),
+        ("webhook delivery failed", "q-a"),
+        ("sending a webhook", "q-b"),
+        ("webhook delivered", "q-b"),
+        ("sending a webhook", "q-a"),  # the tick's delivery, not the last event's export
+        ("webhook delivered", "q-a"),
+        ("retry tick sent 1 due webhook(s)", None),
+        ("dropping unreadable ready message", None),
+        ("between requests", None),
+    ]
+
+
+def test_http_requests_on_one_thread_tag_their_own_export_and_trace(
+    world: World, json_lines: Callable[[], list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests about two exports, interleaved on one thread, each tag only their own lines."""
+    api = ExportApi(world.service, max_body_bytes=4096, project="proj")
+    headers = {"Content-Type": "application/json", "x-api-key": world.key}
+    ids = []
+    for _ in range(2):
+        answer = api.handle(
+            HttpRequest("POST", "/dataset/export", headers, json.dumps(SEED_BODY).encode())
+        )
+        ids.append(answer.body["queryUUID"])
+    a, b = ids
+
+    def broken(*args: object) -> None:
+        logging.getLogger("test.api").info("rendering the status")
+        raise RuntimeError("status rendering broke")
+
+    monkeypatch.setattr(api, "_status", broken)
+    trace_a = {"X-Cloud-Trace-Context": "aaaa0000aaaa0000aaaa0000aaaa0000/1;o=1"}
+    for query_uuid, extra in ((a, trace_a), (b, {}), (a, {})):
+        answer = api.handle(HttpRequest("GET", f"/dataset/export/{query_uuid}", headers | extra))
+        assert answer.status == 500
+        logging.getLogger("test.after").info("between requests")
+    lines = [e for e in json_lines() if not e["message"].startswith("export queued")]
+    assert [(e["message"], e.get("queryUUID")) for e in lines] == [
+        ("rendering the status", a),
+        ("unexpected error", a),
+        ("between requests", None),
+        ("rendering the status", b),
+        ("unexpected error", b),
+        ("between requests", None),
+        ("rendering the status", a),
+        ("unexpected error", a),
+        ("between requests", None),
+    ]
+    traces = [e.get("logging.googleapis.com/trace") for e in lines]
+    assert traces[:3] == ["projects/proj/traces/aaaa0000aaaa0000aaaa0000aaaa0000"] * 2 + [None]
+    assert traces[3:] == [None] * 6
+
+
+def test_nested_scopes_restore_the_outer_export_and_tag_needs_a_scope(
+    json_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """An inner scope's export ends with it; tagging outside every scope is refused."""
+    log = logging.getLogger("test.scopes")
+    with logs.scope("q-a"):
+        log.info("a")
+        with logs.scope("q-b"):
+            log.info("b")
+            logs.tag("q-c")
+            log.info("c")
+        log.info("a again")
+    log.info("none")
+    assert _tagged(json_lines()) == [
+        ("a", "q-a"),
+        ("b", "q-b"),
+        ("c", "q-c"),
+        ("a again", "q-a"),
+        ("none", None),
+    ]
+    with pytest.raises(RuntimeError, match=r"outside logs\.scope"):
+        logs.tag("q-d")

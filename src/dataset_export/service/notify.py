@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .. import logs
 from ..core.apikeys import KeyDecryptionError, decrypt_key
 from ..core.delivery import AttemptOutcome, DeliveryConflict, DeliveryRecord, DeliveryState
 from ..core.errors import Conflict
@@ -123,12 +124,13 @@ class Notifier:
 
     def deliver(self, query_uuid: str) -> DeliveryState | None:
         """Attempt delivery if one is due and nobody else holds it; return the state after."""
-        claimed = self._claim(query_uuid)
-        if claimed is None:
-            return None
-        record, delivery = claimed
-        outcome = self._attempt(record)
-        return self._finish(query_uuid, delivery, outcome)
+        with logs.scope(query_uuid):  # a tick runs many deliveries: each tags its own lines
+            claimed = self._claim(query_uuid)
+            if claimed is None:
+                return None
+            record, delivery = claimed
+            outcome = self._attempt(record)
+            return self._finish(query_uuid, delivery, outcome)
 
     def send_due(self, limit: int = DUE_BATCH, budget: dt.timedelta = TICK_BUDGET) -> int:
         """Attempt deliveries that are due now (the retry tick); return how many ran.
