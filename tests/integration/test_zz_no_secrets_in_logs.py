@@ -1,11 +1,12 @@
 """After every other test has driven the stack (this file sorts last), no log it wrote holds an
-API key, a webhook signature, a download token, a signed URL or an upload session; and no line
-names an export it is not about."""
+API key, a webhook signature, a download token, a signed URL, an upload session, or a secret
+a customer put in a webhook URL; and no line names an export it is not about."""
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ SECRETS = {
     "hex HMAC": re.compile(r"\b[0-9a-f]{64}\b"),
     "upload session": re.compile(r"upload_id=[A-Za-z0-9_-]{8,}"),
 }
+# The demo receiver stands in for the customer's own server: what it logs about the requests
+# it receives (its own URL included) is the customer's log, not ours.
+CUSTOMER_SIDE = {"receiver.log"}
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
@@ -36,6 +40,54 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
             except ValueError:
                 continue
     return lines
+
+
+def test_secrets_in_a_webhook_urls_query_and_path_reach_no_log(
+    stack: StackInfo, client: httpx.Client
+) -> None:
+    """A webhook URL with secrets in its query and path is delivered; no stack log holds them."""
+    query_secret = f"q{secrets.token_hex(12)}"
+    path_secret = f"P4{secrets.token_hex(12)}"
+    base = stack.env["EXPORT_WEBHOOK_URL"].rsplit("/", 1)[0]
+    body = {
+        "dataset": {"scopes": [{"column": "city"}], "limit": 5},
+        "webhookURL": f"{base}/hooks/{path_secret}?key={query_secret}&tag=itest",
+        "name": "log scan",
+        "format": "csv",
+    }
+    response = client.post("/dataset/export", json=body)
+    assert response.status_code == 201, response.text
+    query_uuid = response.json()["queryUUID"]
+    logs_dir = Path(stack.config.logs_dir)
+
+    def delivered_line() -> dict[str, Any] | None:
+        for entry in _json_lines(logs_dir / "notify.log"):
+            if entry.get("queryUUID") == query_uuid and entry["message"].startswith(
+                "webhook delivered"
+            ):
+                return entry
+        return None
+
+    deadline = time.monotonic() + 60
+    while (entry := delivered_line()) is None:
+        assert time.monotonic() < deadline, "the export's webhook was not delivered in 60 s"
+        time.sleep(0.5)
+    received = [
+        json.loads(p.read_text("utf-8"))
+        for p in Path(stack.env["EXPORT_WEBHOOK_DIR"]).glob("*.json")
+    ]
+    assert any(path_secret in r["path"] and query_secret in r["path"] for r in received)
+    logs = sorted(logs_dir.glob("*.log"))
+    assert {p.name for p in logs} > CUSTOMER_SIDE
+    for path in logs:
+        if path.name in CUSTOMER_SIDE:
+            continue
+        text = path.read_text("utf-8", errors="replace")
+        assert query_secret not in text, f"the webhook URL's query secret is in {path.name}"
+        assert path_secret not in text, f"the webhook URL's path secret is in {path.name}"
+    # Our own line names the endpoint: scheme, host, port and path, the opaque segment and
+    # every query value redacted.
+    assert entry["webhook"] == f"{base}/hooks/[redacted]?key=[redacted]&tag=[redacted]"
 
 
 def test_retry_tick_lines_name_no_export(stack: StackInfo, client: httpx.Client) -> None:

@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import random
+import threading
 from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 from cloudevents.http import CloudEvent
 
 from dataset_export import logs
+from dataset_export.adapters.webhook_sender import WebhookSender
 from dataset_export.config import ConfigError, Settings
 from dataset_export.core.apikeys import (
     KeyDecryptionError,
@@ -41,6 +44,9 @@ from dataset_export.testing import FakeSender, InMemoryStore
 from .conftest import SEED_BODY, World
 
 REPO = Path(__file__).resolve().parents[2]
+# Planted in customers' webhook URLs: neither may reach a log line.
+QUERY_SECRET = "CUSTSECRET7f3a9c"
+PATH_SECRET = "Zk4pQ9wT2mB7xR1vL8nC"
 
 
 def test_new_keys_are_unique_well_formed_and_hashed() -> None:
@@ -158,25 +164,113 @@ def test_log_lines_are_cloud_logging_json_without_secrets() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Log context: each line names the export it is about, and only that one
+# Customers' webhook URLs in logs (scheme, host, port and path only)
 # --------------------------------------------------------------------------------------------
+
+LIBRARY_LOGGERS = ("httpx", "httpcore", "urllib3", "requests", "google.auth")
 
 
 @pytest.fixture
 def json_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Every record the root logger sees, as our JSON lines."""
+    """Every record the root logger sees, as our JSON lines, with ``logs.configure`` applied."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())
     root = logging.getLogger()
-    saved = root.level
+    saved = root.level, {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logs.configure()  # keeps our handler (already JSON); quiets the libraries
     try:
         yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     finally:
         root.removeHandler(handler)
-        root.setLevel(saved)
+        root.setLevel(saved[0])
+        for name, level in saved[1].items():
+            logging.getLogger(name).setLevel(level)
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_real_send_logs_no_part_of_the_customers_query_or_path(
+    json_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """A webhook POST through httpx leaves neither the URL's query value nor its token path."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        url = f"http://127.0.0.1:{port}/hooks/{PATH_SECRET}?key={QUERY_SECRET}"
+        sender = WebhookSender(lambda host, port: ["127.0.0.1"], allow_loopback=True)
+        outcome = sender.send(url, b"{}", {})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outcome.status_code == 200
+    text = json.dumps(json_lines())
+    assert QUERY_SECRET not in text
+    assert PATH_SECRET not in text
+
+
+def test_any_url_in_any_line_shows_only_scheme_host_port_and_path(
+    json_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """The formatter's backstop rewrites a URL wherever a library or an exception puts it."""
+    library = logging.getLogger("some.library")
+    url = f"https://user:{QUERY_SECRET}@hooks.example:8443/h/{PATH_SECRET}?key={QUERY_SECRET}&v"
+    try:
+        raise ValueError(f"cannot reach '{url}'")
+    except ValueError:
+        library.warning("POST %s failed", url, exc_info=True, extra={"target": url})
+    (entry,) = json_lines()
+    text = json.dumps(entry)
+    assert QUERY_SECRET not in text
+    assert PATH_SECRET not in text
+    assert "user" not in text
+    shown = "https://hooks.example:8443/h/[redacted]?key=[redacted]&[redacted]"
+    assert entry["message"] == f"POST {shown} failed"
+    assert entry["target"] == shown
+    assert f"cannot reach '{shown}'" in entry["exception"]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://yourapp.com/webhook/dataset-export",
+            "https://yourapp.com/webhook/dataset-export",
+        ),
+        (
+            "https://a:b@Hooks.Example:8443/in?key=s&flag#frag",
+            "https://hooks.example:8443/in?key=[redacted]&[redacted]",
+        ),
+        (
+            "https://hooks.slack.com/services/T0AB12CD3/B0AB12CD3/abcDEF123ghiJKL456mnoPQR",
+            "https://hooks.slack.com/services/T0AB12CD3/B0AB12CD3/[redacted]",
+        ),
+        ("https://h.example/2f1c0e4a-5b6d-4e7f-8a9b-0c1d2e3f4a5b", "https://h.example/[redacted]"),
+        (
+            "https://h.example/customer-webhook-receiver",
+            "https://h.example/customer-webhook-receiver",
+        ),
+        ("http://[::1]:9000/h?", "http://[::1]:9000/h"),
+        ("https://h.example:notaport/x?k=v", "https://[redacted]"),
+    ],
+)
+def test_url_for_log_keeps_scheme_host_port_and_readable_path(url: str, shown: str) -> None:
+    """Userinfo and fragment go, query values and long opaque path segments are redacted."""
+    assert logs.url_for_log(url) == shown
+    assert logs.url_for_log(shown) == shown  # redacting twice changes nothing
 
 
 def _record(query_uuid: str, key_hash: str, key_id: str, webhook_url: str) -> ExportRecord:
@@ -226,6 +320,23 @@ def _notifier(*outcomes: AttemptOutcome, urls: Mapping[str, str]) -> tuple[Notif
         store, sender, kek, b"l" * 32, "https://api.example", clock=clock, rng=random.Random(1)
     )
     return notifier, clock
+
+
+def test_the_delivery_line_names_the_endpoint_without_its_secrets(
+    json_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """Our own delivery line shows the webhook as scheme, host and path, secrets redacted."""
+    url = f"https://hooks.example/in/{PATH_SECRET}?key={QUERY_SECRET}"
+    notifier, _ = _notifier(urls={"q-1": url})
+    notifier.deliver("q-1")
+    (entry,) = [e for e in json_lines() if e["message"].startswith("webhook delivered")]
+    assert entry["webhook"] == "https://hooks.example/in/[redacted]?key=[redacted]"
+    assert QUERY_SECRET not in json.dumps(json_lines())
+
+
+# --------------------------------------------------------------------------------------------
+# Log context: each line names the export it is about, and only that one
+# --------------------------------------------------------------------------------------------
 
 
 def _load_function(name: str) -> ModuleType:

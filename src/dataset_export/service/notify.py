@@ -130,7 +130,7 @@ class Notifier:
                 return None
             record, delivery = claimed
             outcome = self._attempt(record)
-            return self._finish(query_uuid, delivery, outcome)
+            return self._finish(query_uuid, delivery, outcome, record.webhook_url)
 
     def send_due(self, limit: int = DUE_BATCH, budget: dt.timedelta = TICK_BUDGET) -> int:
         """Attempt deliveries that are due now (the retry tick); return how many ran.
@@ -193,7 +193,7 @@ class Notifier:
         return self.sender.send(webhook.url, webhook.body, webhook.headers)
 
     def _finish(
-        self, query_uuid: str, started: DeliveryRecord, outcome: AttemptOutcome
+        self, query_uuid: str, started: DeliveryRecord, outcome: AttemptOutcome, url: str
     ) -> DeliveryState | None:
         after = started.record_outcome(outcome, self.clock(), self.rng)
         for _ in range(_CLAIM_RETRIES):
@@ -224,6 +224,7 @@ class Notifier:
                     after.reason,
                     extra={
                         "queryUUID": query_uuid,
+                        "webhook": logs.url_for_log(url),
                         "deliveryState": after.state.value,
                         "statusCode": outcome.status_code,
                         "latencyMs": outcome.latency_ms,
