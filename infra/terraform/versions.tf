@@ -4,12 +4,14 @@ terraform {
 
   required_providers {
     google = {
-      source  = "hashicorp/google"
-      version = "~> 7.0"
+      source = "hashicorp/google"
+      # The version tools/tf_schema/providers.json.gz was extracted from (make terraform-check
+      # checks every argument against it): change both together.
+      version = "7.46.1"
     }
     random = {
       source  = "hashicorp/random"
-      version = "~> 3.7" # 3.7: ephemeral random_password
+      version = "3.9.1" # ephemeral random_password needs 3.7 or newer
     }
   }
 }

@@ -1,14 +1,17 @@
 terraform {
   required_version = ">= 1.11.0"
 
+  # Exact versions: tools/tf_schema checks this configuration against the schemas of these two
+  # (make terraform-check). Commit the .terraform.lock.hcl that `terraform init` writes.
+
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 7.0"
+      version = "7.46.1"
     }
     random = {
       source  = "hashicorp/random"
-      version = "~> 3.7"
+      version = "3.9.1"
     }
   }
 

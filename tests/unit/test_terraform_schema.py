@@ -1,0 +1,207 @@
+"""The offline schema check of infra/terraform finds nothing there, and reports what it finds.
+
+``tools/tf_schema/check.py`` reads every ``.tf`` file (examples included) against the google
+7.46.1 and random 3.9.1 schemas extracted from the cdktn provider packages.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tools.tf_schema import check, extract
+
+REPO = Path(__file__).resolve().parents[2]
+TERRAFORM = REPO / "infra" / "terraform"
+
+
+def run_check(root: Path) -> list[check.Problem]:
+    """The problems the check finds under ``root``."""
+    return check.check([root])
+
+
+def test_the_module_and_its_examples_pass() -> None:
+    """The module, the bundles module and the example have no problem."""
+    problems = run_check(TERRAFORM)
+    assert problems == [], "\n".join(map(str, problems))
+    checked = {p.parent for p in TERRAFORM.rglob("*.tf")}
+    assert checked == {TERRAFORM, TERRAFORM / "examples/simple"}
+
+
+def test_the_command_fails_with_one_line_per_problem(tmp_path: Path) -> None:
+    """``check.py DIR`` exits 1 and prints ``file:line: address: message [kind]``."""
+    root = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM, root)
+    scheduler = root / "scheduler.tf"
+    scheduler.write_text(scheduler.read_text("utf-8").replace("time_zone", "timezone"), "utf-8")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools/tf_schema/check.py"), str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1, result
+    (line,) = result.stdout.splitlines()
+    assert "scheduler.tf:" in line
+    assert "google_cloud_scheduler_job.retry_tick: timezone: no such argument" in line
+    assert "(did you mean time_zone?)" in line
+    assert line.endswith(f"[{check.UNKNOWN_ARGUMENT}]")
+
+
+def test_the_schema_is_the_pinned_providers() -> None:
+    """The committed schema came from google 7.46.1 and random 3.9.1 and has what we use."""
+    providers = check.load_schema()["providers"]
+    assert {name: p["version"] for name, p in providers.items()} == {
+        "google": "7.46.1",
+        "random": "3.9.1",
+    }
+    for package in extract.PACKAGES:
+        assert providers[package.local_name]["extracted_from"] == (
+            f"{package.distribution}=={package.distribution_version}"
+        )
+    function = providers["google"]["resource"]["google_cloudfunctions2_function"]
+    assert function["blocks"]["service_config"]["list"] is False
+    secrets = function["blocks"]["service_config"]["block"]["blocks"]
+    assert secrets["secret_environment_variables"]["list"] is True
+    assert "uri" in function["blocks"]["service_config"]["block"]["computed"]
+    assert {"name", "location"} <= set(function["required"])
+    assert "result" in providers["random"]["ephemeral"]["random_password"]["computed"]
+    size = check.SCHEMA.stat().st_size
+    assert size < 300_000, f"{size} bytes: keep the committed schema compact"
+
+
+def _jsii_property(
+    name: str, anchor: str | None, kind: dict[str, Any], optional: bool = True
+) -> dict[str, Any]:
+    docs = {"summary": "x"}
+    if anchor:
+        docs["remarks"] = f"Docs at Terraform Registry: {{@link https://r/t#{anchor} T#{anchor}}}"
+    found: dict[str, Any] = {"name": name, "docs": docs, "type": kind}
+    if optional:
+        found["optional"] = True
+    return found
+
+
+def test_extraction_maps_jsii_types_to_arguments_and_blocks(tmp_path: Path) -> None:
+    """Anchors name arguments; a struct is a single block, an array of structs a list; getters
+    that are not arguments are computed."""
+    struct = {"kind": "interface", "datatype": True}
+    resolvable = {"fqn": "cdktn.IResolvable"}
+    types = {
+        "p.provider.Google": {
+            "kind": "class",
+            "base": "cdktn.TerraformProvider",
+            "docs": {
+                "summary": "Represents a {@link https://registry.terraform.io/providers/"
+                "hashicorp/google/7.46.1/docs google}."
+            },
+        },
+        "p.provider.GoogleConfig": {
+            **struct,
+            "properties": [_jsii_property("project", "project", {"primitive": "string"})],
+        },
+        "p.thing.Thing": {
+            "kind": "class",
+            "base": "cdktn.TerraformResource",
+            "docs": {
+                "summary": "Represents a {@link https://registry.terraform.io/providers/"
+                "hashicorp/google/7.46.1/docs/resources/thing google_thing}."
+            },
+            "properties": [
+                {"name": "tfResourceType", "static": True},
+                {"name": "nameInput"},
+                {"name": "name"},
+                {"name": "createTime"},
+            ],
+        },
+        "p.thing.ThingConfig": {
+            **struct,
+            "properties": [
+                _jsii_property("name", "name", {"primitive": "string"}, optional=False),
+                _jsii_property("buildAttribute", "build", {"primitive": "number"}),
+                _jsii_property(
+                    "enabled",
+                    "enabled",
+                    {"union": {"types": [{"primitive": "boolean"}, resolvable]}},
+                ),
+                _jsii_property(
+                    "tags",
+                    None,
+                    {"collection": {"kind": "array", "elementtype": {"primitive": "string"}}},
+                ),
+                _jsii_property("spec", "spec", {"fqn": "p.thing.ThingSpec"}),
+                _jsii_property(
+                    "rule",
+                    "rule",
+                    {
+                        "union": {
+                            "types": [
+                                resolvable,
+                                {
+                                    "collection": {
+                                        "kind": "array",
+                                        "elementtype": {"fqn": "p.thing.ThingRule"},
+                                    }
+                                },
+                            ]
+                        }
+                    },
+                ),
+            ],
+        },
+        "p.thing.ThingSpec": {
+            **struct,
+            "properties": [_jsii_property("size", "size", {"primitive": "number"}, optional=False)],
+        },
+        "p.thing.ThingSpecOutputReference": {
+            "kind": "class",
+            "properties": [
+                {"name": "sizeInput"},
+                {"name": "size"},
+                {"name": "uri"},
+                {"name": "internalValue"},
+            ],
+        },
+        "p.thing.ThingRule": {
+            **struct,
+            "properties": [
+                _jsii_property(
+                    "labels",
+                    "labels",
+                    {"collection": {"kind": "map", "elementtype": {"primitive": "string"}}},
+                )
+            ],
+        },
+    }
+    package = extract.Package("google", "hashicorp/google", "7.46.1", "pkg", "1.0.0")
+    schema = extract.extract(package, {"types": types, "version": "1.0.0"})
+    assert schema["provider"] == {"attrs": {"project": "string"}}
+    thing = schema["resource"]["google_thing"]
+    assert thing["attrs"] == {
+        "build": "number",
+        "enabled": "bool",
+        "name": "string",
+        "tags": "list(string)",
+    }
+    assert thing["required"] == ["name"]
+    assert thing["computed"] == ["create_time"]
+    assert thing["blocks"]["spec"]["list"] is False
+    assert thing["blocks"]["spec"]["block"] == {
+        "attrs": {"size": "number"},
+        "required": ["size"],
+        "computed": ["uri"],
+    }
+    assert thing["blocks"]["rule"]["list"] is True
+    assert thing["blocks"]["rule"]["block"]["attrs"] == {"labels": "map(string)"}
+
+
+def test_the_committed_schema_is_compact_json() -> None:
+    """providers.json.gz is one gzipped JSON document with sorted keys (reproducible)."""
+    raw = gzip.decompress(check.SCHEMA.read_bytes())
+    data = json.loads(raw)
+    assert raw == json.dumps(data, sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,1 @@
+"""Maintainer tooling: not part of the deployed package."""

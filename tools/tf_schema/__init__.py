@@ -1,0 +1,1 @@
+"""Offline checks of the Terraform module against the provider schemas (see check.py)."""
