@@ -2,6 +2,12 @@
 # apiKeys, exports, idempotencyKeys, rateLimits. The queries are single-field (apiKeys.keyId ==,
 # exports.deliveryDueOn <= now ordered by deliveryDueOn), served by automatic single-field
 # indexes, so no composite index is declared.
+#
+# The code uses the project's (default) database, so two deployments in one project (two
+# prefixes) share it and its collections: the second sets create_firestore_database = false and
+# manage_firestore_fields = false, and the first keeps the TTL policies and index exemptions
+# below for both. Keep environments that must not share API keys and export records in
+# separate projects.
 
 resource "google_firestore_database" "default" {
   count = var.create_firestore_database ? 1 : 0
@@ -24,6 +30,8 @@ resource "google_firestore_database" "default" {
 # TTL fields are also exempted from indexing: monotonically increasing timestamps create index
 # hotspots, and nothing queries them.
 resource "google_firestore_field" "idempotency_keys_ttl" {
+  count = var.manage_firestore_fields ? 1 : 0
+
   project    = var.project_id
   database   = local.firestore_scope
   collection = "idempotencyKeys"
@@ -34,6 +42,8 @@ resource "google_firestore_field" "idempotency_keys_ttl" {
 }
 
 resource "google_firestore_field" "rate_limits_ttl" {
+  count = var.manage_firestore_fields ? 1 : 0
+
   project    = var.project_id
   database   = local.firestore_scope
   collection = "rateLimits"
@@ -45,6 +55,8 @@ resource "google_firestore_field" "rate_limits_ttl" {
 
 # The submitted query, kept verbatim for the webhook's payload echo: large, never queried.
 resource "google_firestore_field" "exports_dataset_json" {
+  count = var.manage_firestore_fields ? 1 : 0
+
   project    = var.project_id
   database   = local.firestore_scope
   collection = "exports"

@@ -1,17 +1,157 @@
-# The three functions, built by Cloud Build from the content-addressed bundles (a code change is
-# a new object name, hence a new build and revision) with a dedicated build service account,
-# into this deployment's own Artifact Registry repository.
+# The three functions, described once in local.functions: the functions, their service
+# accounts, their push subscriptions and the IAM they need all come from this map.
+# src/dataset_export/deploy_manifest.py is the code's side of the same table;
+# tests/unit/test_terraform_wiring.py reads both and fails when they differ.
 #
-# Environment: exactly the variables each function reads (src/dataset_export/deploy_manifest.py;
-# tests/unit/test_terraform_wiring.py keeps the two in step). Secrets are pinned to the version
+# Each function is built by Cloud Build from its content-addressed bundle (a code change is a
+# new object name, hence a new build and revision) with a dedicated build service account, into
+# this deployment's own Artifact Registry repository. Secrets are pinned to the version
 # Terraform created, so a new version is an explicit, reviewed redeploy.
+
+locals {
+  functions = {
+    # Public HTTP API. Ingress from anywhere and unauthenticated invocation: the API key in
+    # x-api-key is the authentication (checked against Firestore), with per-key rate limits.
+    submit = {
+      description = "Dataset export API: POST /dataset/export, status, download links, redelivery"
+      entry_point = "submit"
+      trigger     = "http"
+      ingress     = "ALLOW_ALL"
+      invoker     = "allUsers"
+      sizing      = var.submit_function
+      environment = {
+        GOOGLE_CLOUD_PROJECT         = var.project_id
+        EXPORT_ENV                   = "production"
+        EXPORT_BUCKET                = google_storage_bucket.exports.name
+        EXPORT_REQUESTS_TOPIC        = google_pubsub_topic.requests.name
+        EXPORT_READY_TOPIC           = google_pubsub_topic.ready.name
+        EXPORT_PUBLIC_URL            = local.public_url
+        EXPORT_MAX_ROWS              = tostring(var.max_rows)
+        EXPORT_MAX_BODY_BYTES        = tostring(var.max_body_bytes)
+        EXPORT_RATE_LIMIT_PER_MINUTE = tostring(var.rate_limit_per_minute)
+      }
+      # Environment variable -> key of local.secrets.
+      secrets = { EXPORT_LINK_SIGNING_KEY = "link_signing_key" }
+      # Accepting an export publishes its request; POST .../redeliver publishes a ready message.
+      publishes = ["requests", "ready"]
+      # Download links redirect to V4 URLs signed by this account; Cloud Storage authorizes
+      # such a GET as the signer, so the signer must be able to read the export objects.
+      bucket_roles = [{ bucket = "exports", role = "roles/storage.objectViewer" }]
+      pushes       = {}
+    }
+
+    # Export worker, pushed export requests and dead letters. Internal ingress only; its timeout
+    # (540 s by default) is the longest an export may run, below the 600 s push deadline.
+    process = {
+      description = "Dataset export worker: runs one export into a gzip object"
+      entry_point = "process"
+      trigger     = "pubsub"
+      ingress     = "ALLOW_INTERNAL_ONLY"
+      invoker     = "pubsub_push"
+      sizing      = var.process_function
+      environment = {
+        GOOGLE_CLOUD_PROJECT = var.project_id
+        EXPORT_ENV           = "production"
+        EXPORT_BUCKET        = google_storage_bucket.exports.name
+        EXPORT_READY_TOPIC   = google_pubsub_topic.ready.name
+        EXPORT_DATASET_URI   = local.dataset_uri
+      }
+      secrets = {}
+      # A finished export announces itself on the ready topic.
+      publishes = ["ready"]
+      bucket_roles = [
+        # Writes each export once (create-only uploads); objectCreator cannot overwrite or
+        # delete. Reads its size and checksums after the upload, and the object an earlier run
+        # finished when a retried request finds it already there. Downloads the dataset.
+        { bucket = "exports", role = "roles/storage.objectCreator" },
+        { bucket = "exports", role = "roles/storage.objectViewer" },
+        { bucket = "datasets", role = "roles/storage.objectViewer" },
+      ]
+      pushes = {
+        # The push timeout equals the ack deadline: 600 s (the maximum) is above process's
+        # timeout, so a running export is never delivered a second time concurrently. A
+        # duplicate delivery while another instance runs the export is answered 503 (the lease
+        # in Firestore decides), which counts as an attempt: hence 10 attempts, not 5.
+        requests-process = {
+          topic                 = "requests"
+          path                  = "/"
+          ack_deadline_seconds  = 600
+          retention_seconds     = 604800
+          maximum_backoff       = "600s"
+          max_delivery_attempts = 10
+        }
+        # Dead letters of both source subscriptions: the /dead-letter handler records the export
+        # as failed so the status API says why (a dead-lettered ready message only gets logged:
+        # notify owns delivery retries). No dead-letter policy of its own; undelivered
+        # messages here page the operator (monitoring.tf).
+        dead-letter-process = {
+          topic                 = "dead_letter"
+          path                  = "/dead-letter"
+          ack_deadline_seconds  = 60
+          retention_seconds     = 604800
+          maximum_backoff       = "600s"
+          max_delivery_attempts = null
+        }
+      }
+    }
+
+    # Webhook sender, pushed ready messages and the retry tick. Internal ingress only. A tick
+    # sends a batch of due attempts within its time budget, hence the long timeout.
+    notify = {
+      description = "Dataset export webhooks: signed delivery, retries, attempt log"
+      entry_point = "notify"
+      trigger     = "pubsub"
+      ingress     = "ALLOW_INTERNAL_ONLY"
+      invoker     = "pubsub_push"
+      sizing      = var.notify_function
+      environment = {
+        GOOGLE_CLOUD_PROJECT = var.project_id
+        EXPORT_ENV           = "production"
+        EXPORT_BUCKET        = google_storage_bucket.exports.name
+        EXPORT_PUBLIC_URL    = local.public_url
+      }
+      # Decrypts the customer's stored API key (the HMAC key of the webhook signatures) and
+      # builds the webhook's 30-day download link.
+      secrets = {
+        EXPORT_KEY_ENCRYPTION_KEY = "key_encryption_key"
+        EXPORT_LINK_SIGNING_KEY   = "link_signing_key"
+      }
+      publishes    = []
+      bucket_roles = []
+      pushes = {
+        # One webhook attempt is bounded (5 s connect, 15 s in total) plus a few Firestore
+        # writes, well under the 60 s deadline. Later attempts are scheduled in Firestore and
+        # sent by the retry tick, not by Pub/Sub redelivery.
+        ready-notify = {
+          topic                 = "ready"
+          path                  = "/"
+          ack_deadline_seconds  = 60
+          retention_seconds     = 604800
+          maximum_backoff       = "600s"
+          max_delivery_attempts = 5
+        }
+        # Overlapping ticks are safe (each delivery is claimed with a Firestore precondition).
+        # The deadline (600 s) sits above notify's timeout. A tick is worthless once the next
+        # one is due: kept 10 minutes (the minimum), retried briefly, never dead-lettered.
+        retry-tick-notify = {
+          topic                 = "retry_tick"
+          path                  = "/tick"
+          ack_deadline_seconds  = 600
+          retention_seconds     = 600
+          maximum_backoff       = "60s"
+          max_delivery_attempts = null
+        }
+      }
+    }
+  }
+}
 
 resource "google_artifact_registry_repository" "functions" {
   #checkov:skip=CKV_GCP_84:Holds only images built from this repository's own source (no data, no secrets); Google-managed encryption is enough.
   project       = var.project_id
   location      = var.region
-  repository_id = "export-functions"
-  description   = "Container images of the dataset-export Cloud Functions"
+  repository_id = "${var.prefix}-functions"
+  description   = "Container images of the ${local.display_name} Cloud Functions"
   format        = "DOCKER"
   labels        = local.labels
 
@@ -35,59 +175,50 @@ resource "google_artifact_registry_repository" "functions" {
   depends_on = [google_project_service.this]
 }
 
-# Public HTTP API. Ingress from anywhere and unauthenticated invocation: the API key in
-# x-api-key is the authentication (checked against Firestore), with per-key rate limits.
-resource "google_cloudfunctions2_function" "submit" {
-  #checkov:skip=CKV_GCP_124:The public API must be reachable from the internet; every request is authenticated by the customer's API key.
+resource "google_cloudfunctions2_function" "this" {
+  #checkov:skip=CKV_GCP_124:The public API (submit) must be reachable from the internet; every request is authenticated by the customer's API key. process and notify are internal only.
+  for_each = local.functions
+
   project     = var.project_id
   location    = var.region
-  name        = local.function_names.submit
-  description = "Dataset export API: POST /dataset/export, status, download links, redelivery"
+  name        = local.function_names[each.key]
+  description = each.value.description
   labels      = local.labels
 
   build_config {
-    runtime           = "python311"
-    entry_point       = "submit"
+    runtime           = var.python_runtime
+    entry_point       = each.value.entry_point
     service_account   = google_service_account.builder.id
     docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
-        object = google_storage_bucket_object.bundle["submit"].name
+        object = google_storage_bucket_object.bundle[each.key].name
       }
     }
     automatic_update_policy {}
   }
 
   service_config {
-    service_account_email          = google_service_account.submit.email
-    ingress_settings               = "ALLOW_ALL"
-    all_traffic_on_latest_revision = true
-    available_cpu                  = "1"
-    available_memory               = "512Mi"
-    timeout_seconds                = 60
-    # functions-framework serves 4 threads per CPU; requests mostly wait on Firestore and DNS.
-    max_instance_request_concurrency = 4
-    min_instance_count               = var.submit_scaling.min_instances
-    max_instance_count               = var.submit_scaling.max_instances
+    service_account_email            = google_service_account.function[each.key].email
+    ingress_settings                 = each.value.ingress
+    all_traffic_on_latest_revision   = true
+    available_cpu                    = each.value.sizing.cpu
+    available_memory                 = each.value.sizing.memory
+    timeout_seconds                  = each.value.sizing.timeout_seconds
+    max_instance_request_concurrency = each.value.sizing.concurrency
+    min_instance_count               = each.value.sizing.min_instances
+    max_instance_count               = each.value.sizing.max_instances
+    environment_variables            = each.value.environment
 
-    environment_variables = {
-      GOOGLE_CLOUD_PROJECT         = var.project_id
-      EXPORT_ENV                   = "production"
-      EXPORT_BUCKET                = google_storage_bucket.exports.name
-      EXPORT_REQUESTS_TOPIC        = google_pubsub_topic.requests.name
-      EXPORT_READY_TOPIC           = google_pubsub_topic.ready.name
-      EXPORT_PUBLIC_URL            = local.public_url
-      EXPORT_MAX_ROWS              = tostring(var.max_rows)
-      EXPORT_MAX_BODY_BYTES        = tostring(var.max_body_bytes)
-      EXPORT_RATE_LIMIT_PER_MINUTE = tostring(var.rate_limit_per_minute)
-    }
-
-    secret_environment_variables {
-      key        = "EXPORT_LINK_SIGNING_KEY"
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.link_signing_key.secret_id
-      version    = google_secret_manager_secret_version.link_signing_key.version
+    dynamic "secret_environment_variables" {
+      for_each = each.value.secrets
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.this[secret_environment_variables.value].secret_id
+        version    = google_secret_manager_secret_version.this[secret_environment_variables.value].version
+      }
     }
   }
 
@@ -96,124 +227,6 @@ resource "google_cloudfunctions2_function" "submit" {
     google_artifact_registry_repository_iam_member.builder_writes_images,
     google_storage_bucket_iam_member.builder_reads_bundles,
     google_project_iam_member.builder_reads_gcf_sources,
-    google_secret_manager_secret_iam_member.submit_reads_link_signing_key,
-  ]
-}
-
-# Export worker, pushed export requests and dead letters by Pub/Sub. Internal ingress only;
-# 540 s is the longest an export may run (the push deadline of 600 s sits above it).
-resource "google_cloudfunctions2_function" "process" {
-  project     = var.project_id
-  location    = var.region
-  name        = local.function_names.process
-  description = "Dataset export worker: runs one export into a gzip object"
-  labels      = local.labels
-
-  build_config {
-    runtime           = "python311"
-    entry_point       = "process"
-    service_account   = google_service_account.builder.id
-    docker_repository = google_artifact_registry_repository.functions.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.sources.name
-        object = google_storage_bucket_object.bundle["process"].name
-      }
-    }
-    automatic_update_policy {}
-  }
-
-  service_config {
-    service_account_email          = google_service_account.process.email
-    ingress_settings               = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision = true
-    available_cpu                  = var.process_resources.cpu
-    available_memory               = var.process_resources.memory
-    timeout_seconds                = 540
-    # One export per instance: it uses every core (DuckDB, CSV formatting, gzip) and the memory.
-    max_instance_request_concurrency = 1
-    min_instance_count               = 0
-    max_instance_count               = var.process_resources.max_instances
-
-    environment_variables = {
-      GOOGLE_CLOUD_PROJECT = var.project_id
-      EXPORT_ENV           = "production"
-      EXPORT_BUCKET        = google_storage_bucket.exports.name
-      EXPORT_READY_TOPIC   = google_pubsub_topic.ready.name
-      EXPORT_DATASET_URI   = local.dataset_uri
-    }
-  }
-
-  depends_on = [
-    google_project_iam_member.builder_log_writer,
-    google_artifact_registry_repository_iam_member.builder_writes_images,
-    google_storage_bucket_iam_member.builder_reads_bundles,
-    google_project_iam_member.builder_reads_gcf_sources,
-  ]
-}
-
-# Webhook sender, pushed ready messages and the retry tick by Pub/Sub. Internal ingress only.
-# A tick sends a batch of due attempts one after another, hence the long timeout.
-resource "google_cloudfunctions2_function" "notify" {
-  project     = var.project_id
-  location    = var.region
-  name        = local.function_names.notify
-  description = "Dataset export webhooks: signed delivery, retries, attempt log"
-  labels      = local.labels
-
-  build_config {
-    runtime           = "python311"
-    entry_point       = "notify"
-    service_account   = google_service_account.builder.id
-    docker_repository = google_artifact_registry_repository.functions.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.sources.name
-        object = google_storage_bucket_object.bundle["notify"].name
-      }
-    }
-    automatic_update_policy {}
-  }
-
-  service_config {
-    service_account_email          = google_service_account.notify.email
-    ingress_settings               = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision = true
-    available_cpu                  = "1"
-    available_memory               = "512Mi"
-    timeout_seconds                = 540
-    # Webhook attempts wait on customers' servers, not on the CPU.
-    max_instance_request_concurrency = 4
-    min_instance_count               = 0
-    max_instance_count               = var.notify_max_instances
-
-    environment_variables = {
-      GOOGLE_CLOUD_PROJECT = var.project_id
-      EXPORT_ENV           = "production"
-      EXPORT_BUCKET        = google_storage_bucket.exports.name
-      EXPORT_PUBLIC_URL    = local.public_url
-    }
-
-    secret_environment_variables {
-      key        = "EXPORT_KEY_ENCRYPTION_KEY"
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.key_encryption_key.secret_id
-      version    = google_secret_manager_secret_version.key_encryption_key.version
-    }
-    secret_environment_variables {
-      key        = "EXPORT_LINK_SIGNING_KEY"
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.link_signing_key.secret_id
-      version    = google_secret_manager_secret_version.link_signing_key.version
-    }
-  }
-
-  depends_on = [
-    google_project_iam_member.builder_log_writer,
-    google_artifact_registry_repository_iam_member.builder_writes_images,
-    google_storage_bucket_iam_member.builder_reads_bundles,
-    google_project_iam_member.builder_reads_gcf_sources,
-    google_secret_manager_secret_iam_member.notify_reads_key_encryption_key,
-    google_secret_manager_secret_iam_member.notify_reads_link_signing_key,
+    google_secret_manager_secret_iam_member.function_reads_secret,
   ]
 }

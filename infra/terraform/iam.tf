@@ -7,189 +7,116 @@
 # - Cloud Logging: roles/logging.logWriter on the project, for the build service account.
 #
 # The function runtimes write their logs and metrics through Cloud Run, which needs no role.
+# The functions' own bindings come from local.functions (functions.tf): the topics each
+# publishes to, the secrets it reads, its bucket roles and who may invoke it.
 
-resource "google_service_account" "submit" {
-  project      = var.project_id
-  account_id   = "export-submit"
-  display_name = "dataset-export submit function"
-  description  = "Runtime identity of the public export API"
+locals {
+  # The resources local.functions names by key.
+  topics  = { requests = google_pubsub_topic.requests, ready = google_pubsub_topic.ready, dead_letter = google_pubsub_topic.dead_letter, retry_tick = google_pubsub_topic.retry_tick }
+  buckets = { exports = google_storage_bucket.exports, datasets = google_storage_bucket.datasets }
+
+  function_publishes = merge([
+    for function, spec in local.functions : {
+      for topic in spec.publishes : "${function}-${topic}" => { function = function, topic = topic }
+    }
+  ]...)
+  function_secrets = merge([
+    for function, spec in local.functions : {
+      for variable, secret in spec.secrets : "${function}-${secret}" => { function = function, secret = secret }
+    }
+  ]...)
+  function_bucket_roles = merge([
+    for function, spec in local.functions : {
+      for grant in spec.bucket_roles : "${function}-${grant.bucket}-${grant.role}" => merge(grant, { function = function })
+    }
+  ]...)
 }
 
-resource "google_service_account" "process" {
-  project      = var.project_id
-  account_id   = "export-process"
-  display_name = "dataset-export process function"
-  description  = "Runtime identity of the export worker"
-}
+resource "google_service_account" "function" {
+  for_each = local.functions
 
-resource "google_service_account" "notify" {
   project      = var.project_id
-  account_id   = "export-notify"
-  display_name = "dataset-export notify function"
-  description  = "Runtime identity of the webhook sender"
+  account_id   = "${var.prefix}-${each.key}"
+  display_name = "${local.display_name}: ${each.key} function"
+  description  = "Runtime identity of ${local.function_names[each.key]}: ${each.value.description}"
 }
 
 resource "google_service_account" "pubsub_push" {
   project      = var.project_id
-  account_id   = "export-pubsub-push"
-  display_name = "dataset-export Pub/Sub push identity"
+  account_id   = "${var.prefix}-pubsub-push"
+  display_name = "${local.display_name}: Pub/Sub push identity"
   description  = "Identity in the OIDC token of Pub/Sub pushes to process and notify; may only invoke them"
 }
 
 resource "google_service_account" "builder" {
   project      = var.project_id
-  account_id   = "export-builder"
-  display_name = "dataset-export Cloud Build"
+  account_id   = "${var.prefix}-builder"
+  display_name = "${local.display_name}: Cloud Build"
   description  = "Builds the functions' container images from their bundles"
 }
 
-# --- submit --------------------------------------------------------------------------------
+# --- the functions' own bindings (from local.functions) ----------------------------------
 
-# Accepting an export publishes its request.
-resource "google_pubsub_topic_iam_member" "submit_publishes_requests" {
+resource "google_pubsub_topic_iam_member" "function_publishes" {
+  for_each = local.function_publishes
+
   project = var.project_id
-  topic   = google_pubsub_topic.requests.name
+  topic   = local.topics[each.value.topic].name
   role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${google_service_account.submit.email}"
+  member  = google_service_account.function[each.value.function].member
 }
 
-# POST /dataset/export/{queryUUID}/redeliver publishes a new ready message.
-resource "google_pubsub_topic_iam_member" "submit_publishes_ready" {
-  project = var.project_id
-  topic   = google_pubsub_topic.ready.name
-  role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${google_service_account.submit.email}"
+resource "google_secret_manager_secret_iam_member" "function_reads_secret" {
+  for_each = local.function_secrets
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.this[each.value.secret].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.function[each.value.function].member
 }
 
-# Download links redirect to V4 URLs signed by this account; Cloud Storage authorizes such a
-# GET as the signer, so the signer must be able to read the export objects.
-resource "google_storage_bucket_iam_member" "submit_reads_exports" {
-  bucket = google_storage_bucket.exports.name
-  role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${google_service_account.submit.email}"
+resource "google_storage_bucket_iam_member" "function_bucket_role" {
+  for_each = local.function_bucket_roles
+
+  bucket = local.buckets[each.value.bucket].name
+  role   = each.value.role
+  member = google_service_account.function[each.value.function].member
+}
+
+# Accounts, API keys, exports, idempotency keys, rate counters, delivery claims. Project level:
+# Firestore has no resource-level IAM (the one exception for the functions).
+resource "google_project_iam_member" "function_uses_firestore" {
+  for_each = local.functions
+
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = google_service_account.function[each.key].member
+}
+
+# submit: anyone may call the API over HTTPS (the x-api-key header is the authentication).
+# process and notify: only the Pub/Sub push identity.
+resource "google_cloud_run_v2_service_iam_member" "function_invoker" {
+  #checkov:skip=CKV_GCP_102:The public API (submit) authenticates every request itself with the customer's API key (x-api-key), as the product requires (checkov today checks only the v1 resource; kept for when it covers v2).
+  for_each = local.functions
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.this[each.key].name
+  role     = "roles/run.invoker"
+  member   = each.value.invoker == "allUsers" ? "allUsers" : google_service_account.pubsub_push.member
 }
 
 # There is no key file in the cloud: submit signs URLs through IAM signBlob as itself, which
 # needs the token creator role on its own account (and nothing on any other account).
 resource "google_service_account_iam_member" "submit_signs_as_itself" {
-  service_account_id = google_service_account.submit.name
+  service_account_id = google_service_account.function["submit"].name
   role               = "roles/iam.serviceAccountTokenCreator"
-  member             = "serviceAccount:${google_service_account.submit.email}"
+  member             = google_service_account.function["submit"].member
 }
 
-# Download links carry an HMAC made with the link-signing key, checked when redeemed.
-resource "google_secret_manager_secret_iam_member" "submit_reads_link_signing_key" {
-  project   = var.project_id
-  secret_id = google_secret_manager_secret.link_signing_key.secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.submit.email}"
-}
+# --- Pub/Sub -------------------------------------------------------------------------------
 
-# Accounts, API keys, exports, idempotency keys, rate counters. Project level: Firestore has no
-# resource-level IAM (the one exception in this module).
-resource "google_project_iam_member" "submit_uses_firestore" {
-  project = var.project_id
-  role    = "roles/datastore.user"
-  member  = "serviceAccount:${google_service_account.submit.email}"
-}
-
-# Anyone may call the API over HTTPS: the x-api-key header is the authentication.
-resource "google_cloud_run_v2_service_iam_member" "submit_invoker_public" {
-  #checkov:skip=CKV_GCP_102:The public API authenticates every request itself with the customer's API key (x-api-key), as the product requires (checkov today checks only the v1 resource; kept for when it covers v2).
-  project  = var.project_id
-  location = var.region
-  name     = google_cloudfunctions2_function.submit.name
-  role     = "roles/run.invoker"
-  member   = "allUsers"
-}
-
-# --- process -------------------------------------------------------------------------------
-
-# A finished export announces itself on export-ready.
-resource "google_pubsub_topic_iam_member" "process_publishes_ready" {
-  project = var.project_id
-  topic   = google_pubsub_topic.ready.name
-  role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${google_service_account.process.email}"
-}
-
-# Writes each export once (create-only uploads); objectCreator cannot overwrite or delete.
-resource "google_storage_bucket_iam_member" "process_creates_exports" {
-  bucket = google_storage_bucket.exports.name
-  role   = "roles/storage.objectCreator"
-  member = "serviceAccount:${google_service_account.process.email}"
-}
-
-# Reads an export's size and checksums after the upload, and the object an earlier run
-# finished when a retried request finds it already there.
-resource "google_storage_bucket_iam_member" "process_reads_exports" {
-  bucket = google_storage_bucket.exports.name
-  role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${google_service_account.process.email}"
-}
-
-# Downloads the Parquet dataset the queries run over.
-resource "google_storage_bucket_iam_member" "process_reads_datasets" {
-  bucket = google_storage_bucket.datasets.name
-  role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${google_service_account.process.email}"
-}
-
-# Claims, leases, progress and results of exports. Project level: Firestore has no
-# resource-level IAM.
-resource "google_project_iam_member" "process_uses_firestore" {
-  project = var.project_id
-  role    = "roles/datastore.user"
-  member  = "serviceAccount:${google_service_account.process.email}"
-}
-
-# --- notify --------------------------------------------------------------------------------
-
-# Decrypts the customer's stored API key, which is the HMAC key of the webhook signatures.
-resource "google_secret_manager_secret_iam_member" "notify_reads_key_encryption_key" {
-  project   = var.project_id
-  secret_id = google_secret_manager_secret.key_encryption_key.secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.notify.email}"
-}
-
-# Builds the webhook's 30-day download link.
-resource "google_secret_manager_secret_iam_member" "notify_reads_link_signing_key" {
-  project   = var.project_id
-  secret_id = google_secret_manager_secret.link_signing_key.secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.notify.email}"
-}
-
-# Delivery claims, the attempt log and the retry schedule. Project level: Firestore has no
-# resource-level IAM.
-resource "google_project_iam_member" "notify_uses_firestore" {
-  project = var.project_id
-  role    = "roles/datastore.user"
-  member  = "serviceAccount:${google_service_account.notify.email}"
-}
-
-# --- Pub/Sub push (the only identities that may invoke process and notify) -----------------
-
-# Pushes of export-requests and export-dead-letter.
-resource "google_cloud_run_v2_service_iam_member" "process_invoker_pubsub_push" {
-  project  = var.project_id
-  location = var.region
-  name     = google_cloudfunctions2_function.process.name
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.pubsub_push.email}"
-}
-
-# Pushes of export-ready and export-retry-tick.
-resource "google_cloud_run_v2_service_iam_member" "notify_invoker_pubsub_push" {
-  project  = var.project_id
-  location = var.region
-  name     = google_cloudfunctions2_function.notify.name
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.pubsub_push.email}"
-}
-
-# The Pub/Sub service agent mints the push requests' OIDC tokens as export-pubsub-push.
+# The Pub/Sub service agent mints the push requests' OIDC tokens as the push identity.
 resource "google_service_account_iam_member" "pubsub_agent_mints_push_tokens" {
   service_account_id = google_service_account.pubsub_push.name
   role               = "roles/iam.serviceAccountTokenCreator"
@@ -207,16 +134,11 @@ resource "google_pubsub_topic_iam_member" "pubsub_agent_publishes_dead_letters" 
 }
 
 # ...and acknowledges them on the subscription they came from.
-resource "google_pubsub_subscription_iam_member" "pubsub_agent_forwards_requests" {
-  project      = var.project_id
-  subscription = google_pubsub_subscription.requests_process.name
-  role         = "roles/pubsub.subscriber"
-  member       = local.pubsub_agent
-}
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_forwards_dead_letters" {
+  for_each = { for key, push in local.push_subscriptions : key => push if push.max_delivery_attempts != null }
 
-resource "google_pubsub_subscription_iam_member" "pubsub_agent_forwards_ready" {
   project      = var.project_id
-  subscription = google_pubsub_subscription.ready_notify.name
+  subscription = google_pubsub_subscription.push[each.key].name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
 }
@@ -230,7 +152,7 @@ resource "google_pubsub_subscription_iam_member" "pubsub_agent_forwards_ready" {
 resource "google_project_iam_member" "builder_log_writer" {
   project = var.project_id
   role    = "roles/logging.logWriter"
-  member  = "serviceAccount:${google_service_account.builder.email}"
+  member  = google_service_account.builder.member
 }
 
 # Pushes the built images (and the buildpacks cache) to this deployment's repository only.
@@ -239,14 +161,14 @@ resource "google_artifact_registry_repository_iam_member" "builder_writes_images
   location   = google_artifact_registry_repository.functions.location
   repository = google_artifact_registry_repository.functions.name
   role       = "roles/artifactregistry.writer"
-  member     = "serviceAccount:${google_service_account.builder.email}"
+  member     = google_service_account.builder.member
 }
 
 # Reads the bundles uploaded by Terraform.
 resource "google_storage_bucket_iam_member" "builder_reads_bundles" {
   bucket = google_storage_bucket.sources.name
   role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${google_service_account.builder.email}"
+  member = google_service_account.builder.member
 }
 
 # Cloud Functions copies each bundle into its own gcf-v2-sources-<number>-<region> bucket,
@@ -255,7 +177,7 @@ resource "google_storage_bucket_iam_member" "builder_reads_bundles" {
 resource "google_project_iam_member" "builder_reads_gcf_sources" {
   project = var.project_id
   role    = "roles/storage.objectViewer"
-  member  = "serviceAccount:${google_service_account.builder.email}"
+  member  = google_service_account.builder.member
 
   condition {
     title       = "gcf-v2-sources-only"
@@ -266,12 +188,12 @@ resource "google_project_iam_member" "builder_reads_gcf_sources" {
 
 # --- operators -----------------------------------------------------------------------------
 
-# `exportctl keys create` encrypts new API keys with the KEK (see docs/deploy.md).
+# `exportctl keys create` encrypts new API keys with the KEK (README, "Create the first API key").
 resource "google_secret_manager_secret_iam_member" "operators_read_key_encryption_key" {
   for_each = toset(var.operator_members)
 
   project   = var.project_id
-  secret_id = google_secret_manager_secret.key_encryption_key.secret_id
+  secret_id = google_secret_manager_secret.this["key_encryption_key"].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = each.value
 }

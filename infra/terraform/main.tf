@@ -2,38 +2,42 @@
 # Firestore and Cloud Storage. The contract this module implements is
 # src/dataset_export/deploy_manifest.py; tests/unit/test_terraform_wiring.py checks the two agree.
 #
-#   client -HTTPS-> export-submit -> topic export-requests -push-> export-process
-#   export-process -> gzip object in the exports bucket -> topic export-ready -push-> export-notify
-#   Cloud Scheduler -> topic export-retry-tick -push /tick-> export-notify (webhook retries)
-#   undeliverable requests/ready messages -> topic export-dead-letter -push /dead-letter-> export-process
+#   client -HTTPS-> PREFIX-submit -> topic PREFIX-requests -push-> PREFIX-process
+#   PREFIX-process -> gzip object in the exports bucket -> topic PREFIX-ready -push-> PREFIX-notify
+#   Cloud Scheduler -> topic PREFIX-retry-tick -push /tick-> PREFIX-notify (webhook retries)
+#   undeliverable requests/ready messages -> topic PREFIX-dead-letter -push /dead-letter-> PREFIX-process
+#
+# Every name starts with var.prefix ("export" by default, which gives the names the code
+# defaults to), so two deployments can share a project.
 
 data "google_project" "this" {
   project_id = var.project_id
 }
 
 locals {
-  labels = merge(var.labels, { app = "dataset-export", managed-by = "terraform" })
+  labels = merge(var.labels, { app = "dataset-export", deployment = var.prefix, managed-by = "terraform" })
 
-  # Fixed names: one deployment per project (use a project per environment).
-  function_names = {
-    submit  = "export-submit"
-    process = "export-process"
-    notify  = "export-notify"
-  }
+  # Human-readable name of this deployment in the console (dashboard, alert policies).
+  display_name = "Dataset export (${var.prefix})"
 
+  # Function name -> deployed name (Cloud Functions and its Cloud Run service).
+  function_names = { for name in keys(local.functions) : name => "${var.prefix}-${name}" }
+
+  # Bucket names are global: the project ID (itself globally unique) keeps them apart from
+  # every other project's, the prefix from the other deployments in this project.
   bucket_names = {
-    exports  = "${var.project_id}-exports"
-    datasets = "${var.project_id}-datasets"
-    sources  = "${var.project_id}-function-sources"
+    exports  = "${var.project_id}-${var.prefix}-exports"
+    datasets = "${var.project_id}-${var.prefix}-datasets"
+    sources  = "${var.project_id}-${var.prefix}-sources"
   }
 
-  # Gen2 functions answer on https://REGION-PROJECT.cloudfunctions.net/NAME; computed rather than
-  # read from the resource because submit needs its own URL in its environment.
-  public_url  = coalesce(var.public_url, "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.function_names.submit}")
+  # Gen2 functions answer on https://REGION-PROJECT.cloudfunctions.net/NAME; computed (with the
+  # same name as local.function_names.submit) rather than read from the resource, because
+  # submit needs its own URL in its environment.
+  public_url  = coalesce(var.public_url, "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.prefix}-submit")
   dataset_uri = "gs://${google_storage_bucket.datasets.name}/${var.dataset_object}"
 
   bundle_dir = coalesce(var.bundle_dir, "${path.module}/../../build/bundles")
-  bundles    = jsondecode(file("${local.bundle_dir}/manifest.json")).bundles
 
   pubsub_agent    = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   firestore_scope = var.create_firestore_database ? google_firestore_database.default[0].name : "(default)"
@@ -54,6 +58,16 @@ locals {
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ])
+}
+
+# The bundles `make bundle` wrote (build/bundles/manifest.json). Without them, plan stops with
+# one error that says to run `make bundle`; with a stale manifest, with one that says to run it
+# again.
+module "bundles" {
+  source = "./modules/bundles"
+
+  directory = local.bundle_dir
+  functions = keys(local.functions)
 }
 
 resource "google_project_service" "this" {

@@ -10,14 +10,20 @@ locals {
 
   user_metric = "logging.googleapis.com/user"
 
-  # Subscriptions whose messages are work (as opposed to ticks and dead letters).
-  work_subscriptions = "one_of(\"${google_pubsub_subscription.requests_process.name}\", \"${google_pubsub_subscription.ready_notify.name}\")"
-  all_subscriptions = join(", ", [for s in [
-    google_pubsub_subscription.requests_process,
-    google_pubsub_subscription.ready_notify,
-    google_pubsub_subscription.dead_letter_process,
-    google_pubsub_subscription.retry_tick_notify,
-  ] : "\"${s.name}\""])
+  # Subscriptions whose messages are work: those that dead-letter (as opposed to ticks and
+  # dead letters themselves).
+  work_subscriptions       = "one_of(${join(", ", [for key, s in google_pubsub_subscription.push : "\"${s.name}\"" if local.push_subscriptions[key].max_delivery_attempts != null])})"
+  all_subscriptions        = join(", ", [for s in values(google_pubsub_subscription.push) : "\"${s.name}\""])
+  dead_letter_subscription = google_pubsub_subscription.push["dead-letter-process"]
+
+  # Log-based metric names.
+  metric_names = {
+    exports_finished   = "${var.prefix}/exports_finished"
+    export_duration    = "${var.prefix}/export_duration"
+    export_rows        = "${var.prefix}/export_rows"
+    export_size        = "${var.prefix}/export_size"
+    webhook_deliveries = "${var.prefix}/webhook_deliveries"
+  }
 }
 
 # --- log-based metrics ---------------------------------------------------------------------
@@ -25,7 +31,7 @@ locals {
 # "export succeeded: N rows, M bytes" (INFO) and "export failed: <reason>" (ERROR, errorCode).
 resource "google_logging_metric" "exports_finished" {
   project     = var.project_id
-  name        = "dataset_export/exports_finished"
+  name        = local.metric_names.exports_finished
   description = "Exports that finished, by outcome (succeeded, failed) and error code"
   filter      = "${local.service_filter.process} AND jsonPayload.message=~\"^export (succeeded|failed)\""
 
@@ -55,7 +61,7 @@ resource "google_logging_metric" "exports_finished" {
 # durationMs of each successful export (query, gzip and upload).
 resource "google_logging_metric" "export_duration" {
   project         = var.project_id
-  name            = "dataset_export/export_duration"
+  name            = local.metric_names.export_duration
   description     = "Time from start to finished upload of successful exports"
   filter          = "${local.service_filter.process} AND jsonPayload.message=~\"^export succeeded\""
   value_extractor = "EXTRACT(jsonPayload.durationMs)"
@@ -79,7 +85,7 @@ resource "google_logging_metric" "export_duration" {
 # numberRows of each successful export.
 resource "google_logging_metric" "export_rows" {
   project         = var.project_id
-  name            = "dataset_export/export_rows"
+  name            = local.metric_names.export_rows
   description     = "Rows written by successful exports"
   filter          = "${local.service_filter.process} AND jsonPayload.message=~\"^export succeeded\""
   value_extractor = "EXTRACT(jsonPayload.numberRows)"
@@ -103,7 +109,7 @@ resource "google_logging_metric" "export_rows" {
 # sizeBytes of each successful export (the gzip file).
 resource "google_logging_metric" "export_size" {
   project         = var.project_id
-  name            = "dataset_export/export_size"
+  name            = local.metric_names.export_size
   description     = "Size of the gzip files of successful exports"
   filter          = "${local.service_filter.process} AND jsonPayload.message=~\"^export succeeded\""
   value_extractor = "EXTRACT(jsonPayload.sizeBytes)"
@@ -128,7 +134,7 @@ resource "google_logging_metric" "export_size" {
 # deliveryState retrying (another attempt is scheduled) or failed (the schedule is exhausted).
 resource "google_logging_metric" "webhook_deliveries" {
   project     = var.project_id
-  name        = "dataset_export/webhook_deliveries"
+  name        = local.metric_names.webhook_deliveries
   description = "Webhook delivery attempts by outcome and the delivery's resulting state"
   filter      = "${local.service_filter.notify} AND jsonPayload.message=~\"^webhook (delivered|delivery failed)\""
 
@@ -168,7 +174,7 @@ locals {
         plotType       = "LINE"
         timeSeriesQuery = {
           timeSeriesFilter = {
-            filter = "metric.type=\"${local.user_metric}/dataset_export/${m}\" AND resource.type=\"cloud_run_revision\""
+            filter = "metric.type=\"${local.user_metric}/${local.metric_names[m]}\" AND resource.type=\"cloud_run_revision\""
             aggregation = {
               alignmentPeriod    = "300s"
               perSeriesAligner   = "ALIGN_DELTA"
@@ -388,11 +394,15 @@ locals {
   ]
 }
 
+locals {
+  dashboard_name = local.display_name
+}
+
 resource "google_monitoring_dashboard" "exports" {
   project = var.project_id
   dashboard_json = jsonencode({
-    displayName = "Dataset export"
-    labels      = { dataset-export = "" }
+    displayName = local.dashboard_name
+    labels      = { dataset-export = var.prefix }
     mosaicLayout = {
       columns = 48
       tiles = concat(
@@ -427,14 +437,14 @@ resource "google_monitoring_dashboard" "exports" {
 
 resource "google_monitoring_alert_policy" "dead_letters" {
   project               = var.project_id
-  display_name          = "Dataset export: messages dead-lettered"
+  display_name          = "${local.display_name}: messages dead-lettered"
   combiner              = "OR"
   severity              = "ERROR"
   notification_channels = var.notification_channels
   user_labels           = local.labels
 
   conditions {
-    display_name = "A request or ready message was moved to export-dead-letter"
+    display_name = "A request or ready message was moved to ${google_pubsub_topic.dead_letter.name}"
     condition_threshold {
       filter          = "metric.type=\"pubsub.googleapis.com/subscription/dead_letter_message_count\" AND resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=${local.work_subscriptions}"
       comparison      = "COMPARISON_GT"
@@ -453,9 +463,9 @@ resource "google_monitoring_alert_policy" "dead_letters" {
   }
 
   conditions {
-    display_name = "Dead letters are not being processed (export-dead-letter-process backlog)"
+    display_name = "Dead letters are not being processed (${local.dead_letter_subscription.name} backlog)"
     condition_threshold {
-      filter          = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=\"${google_pubsub_subscription.dead_letter_process.name}\""
+      filter          = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=\"${local.dead_letter_subscription.name}\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "900s"
@@ -475,17 +485,17 @@ resource "google_monitoring_alert_policy" "dead_letters" {
 
   documentation {
     mime_type = "text/markdown"
-    subject   = "Dataset export: messages dead-lettered"
+    subject   = "${local.display_name}: messages dead-lettered"
     content   = <<-EOT
-      A message exhausted its Pub/Sub delivery attempts (export-requests-process: 10,
-      export-ready-notify: 5) and went to **export-dead-letter**. For an export request, the
+      A message exhausted its Pub/Sub delivery attempts (${join(", ", [for key, s in local.push_subscriptions : "${var.prefix}-${key}: ${s.max_delivery_attempts}" if s.max_delivery_attempts != null])})
+      and went to **${google_pubsub_topic.dead_letter.name}**. For an export request, the
       process function's /dead-letter handler marks the export `failed` with error code
       `dead_lettered`, so the customer's status call says why; a ready message is only logged
       (notify keeps its own retry schedule and the file stays downloadable).
 
       1. Logs Explorer: `${local.service_filter.process} AND severity>=WARNING` around the alert
          time, and the export's `queryUUID`.
-      2. A backlog on export-dead-letter-process means the /dead-letter handler itself fails.
+      2. A backlog on ${local.dead_letter_subscription.name} means the /dead-letter handler itself fails.
       3. After a fix, replay from the dead-letter topic (it keeps 7 days of messages): seek a
          fresh subscription, or ask the customer to resubmit.
     EOT
@@ -494,7 +504,7 @@ resource "google_monitoring_alert_policy" "dead_letters" {
 
 resource "google_monitoring_alert_policy" "export_failure_rate" {
   project               = var.project_id
-  display_name          = "Dataset export: export failure rate"
+  display_name          = "${local.display_name}: export failure rate"
   combiner              = "OR"
   severity              = "ERROR"
   notification_channels = var.notification_channels
@@ -530,9 +540,9 @@ resource "google_monitoring_alert_policy" "export_failure_rate" {
 
   documentation {
     mime_type = "text/markdown"
-    subject   = "Dataset export: export failure rate above threshold"
+    subject   = "${local.display_name}: export failure rate above threshold"
     content   = <<-EOT
-      Many exports ended in `failed`. The dashboard "Dataset export" breaks failures down by
+      Many exports ended in `failed`. The dashboard "${local.dashboard_name}" breaks failures down by
       error code; the process function logs each one as `export failed: <reason>` with
       `errorCode` and `queryUUID`:
       `${local.service_filter.process} AND jsonPayload.message=~"^export failed"`.
@@ -544,7 +554,7 @@ resource "google_monitoring_alert_policy" "export_failure_rate" {
 
 resource "google_monitoring_alert_policy" "oldest_unacked_message" {
   project               = var.project_id
-  display_name          = "Dataset export: work waiting in Pub/Sub"
+  display_name          = "${local.display_name}: work waiting in Pub/Sub"
   combiner              = "OR"
   severity              = "WARNING"
   notification_channels = var.notification_channels
@@ -575,12 +585,12 @@ resource "google_monitoring_alert_policy" "oldest_unacked_message" {
 
   documentation {
     mime_type = "text/markdown"
-    subject   = "Dataset export: work waiting in Pub/Sub"
+    subject   = "${local.display_name}: work waiting in Pub/Sub"
     content   = <<-EOT
       Messages are not being acknowledged: exports or webhooks are late. Likely causes: the
       function at its max instances (dashboard: "Export worker instances"), pushes rejected
       (403: the push service account lost run.invoker; 5xx: the function fails at start-up,
-      e.g. a missing setting or secret), or exports hitting the 540 s timeout.
+      e.g. a missing setting or secret), or exports hitting the ${var.process_function.timeout_seconds} s timeout.
       Logs: `${local.functions_log_filter} AND severity>=WARNING`.
     EOT
   }

@@ -5,11 +5,7 @@ output "api_url" {
 
 output "function_urls" {
   description = "Cloud Run URLs of the three functions (process and notify accept internal traffic only)."
-  value = {
-    submit  = google_cloudfunctions2_function.submit.service_config[0].uri
-    process = google_cloudfunctions2_function.process.service_config[0].uri
-    notify  = google_cloudfunctions2_function.notify.service_config[0].uri
-  }
+  value       = { for name, function in google_cloudfunctions2_function.this : name => function.service_config[0].uri }
 }
 
 output "exports_bucket" {
@@ -23,7 +19,7 @@ output "datasets_bucket" {
 }
 
 output "dataset_uri" {
-  description = "Where process reads the dataset (upload it there: see docs/deploy.md)."
+  description = "Where process reads the dataset (upload it there: see the README, Deploy)."
   value       = local.dataset_uri
 }
 
@@ -39,28 +35,30 @@ output "topics" {
 
 output "subscriptions" {
   description = "Pub/Sub push subscription names."
-  value = {
-    requests_process    = google_pubsub_subscription.requests_process.name
-    ready_notify        = google_pubsub_subscription.ready_notify.name
-    dead_letter_process = google_pubsub_subscription.dead_letter_process.name
-    retry_tick_notify   = google_pubsub_subscription.retry_tick_notify.name
-  }
+  value       = { for key, subscription in google_pubsub_subscription.push : key => subscription.name }
+}
+
+output "link_signing_key_secret" {
+  description = "Secret Manager secret of the download links' signing key."
+  value       = google_secret_manager_secret.this["link_signing_key"].secret_id
 }
 
 output "service_accounts" {
   description = "Service account emails, one per function plus the push and build identities."
-  value = {
-    submit      = google_service_account.submit.email
-    process     = google_service_account.process.email
-    notify      = google_service_account.notify.email
-    pubsub_push = google_service_account.pubsub_push.email
-    builder     = google_service_account.builder.email
-  }
+  value = merge(
+    { for name, account in google_service_account.function : name => account.email },
+    { pubsub_push = google_service_account.pubsub_push.email, builder = google_service_account.builder.email },
+  )
 }
 
 output "key_encryption_key_secret" {
   description = "Secret Manager secret of the key-encryption key (exportctl keys create needs it)."
-  value       = google_secret_manager_secret.key_encryption_key.secret_id
+  value       = google_secret_manager_secret.this["key_encryption_key"].secret_id
+}
+
+output "prefix" {
+  description = "The prefix of every name of this deployment."
+  value       = var.prefix
 }
 
 output "dashboard_url" {
@@ -75,5 +73,5 @@ output "logs_url" {
 
 output "dead_letter_subscription_url" {
   description = "The dead-letter subscription in the console (messages, backlog, metrics)."
-  value       = "https://console.cloud.google.com/cloudpubsub/subscription/detail/${google_pubsub_subscription.dead_letter_process.name}?project=${var.project_id}"
+  value       = "https://console.cloud.google.com/cloudpubsub/subscription/detail/${local.dead_letter_subscription.name}?project=${var.project_id}"
 }

@@ -12,15 +12,18 @@
 # destroyed if the resource is ever replaced, so an old key stays readable.
 
 locals {
+  # Key of the secret (as local.functions names it) -> secret ID.
   secrets = {
-    key_encryption_key = "export-key-encryption-key"
-    link_signing_key   = "export-link-signing-key"
+    key_encryption_key = "${var.prefix}-key-encryption-key"
+    link_signing_key   = "${var.prefix}-link-signing-key"
   }
 }
 
-resource "google_secret_manager_secret" "key_encryption_key" {
+resource "google_secret_manager_secret" "this" {
+  for_each = local.secrets
+
   project   = var.project_id
-  secret_id = local.secrets.key_encryption_key
+  secret_id = each.value
   labels    = local.labels
 
   replication {
@@ -30,40 +33,19 @@ resource "google_secret_manager_secret" "key_encryption_key" {
   depends_on = [google_project_service.this]
 }
 
-resource "google_secret_manager_secret" "link_signing_key" {
-  project   = var.project_id
-  secret_id = local.secrets.link_signing_key
-  labels    = local.labels
+ephemeral "random_password" "this" {
+  for_each = local.secrets
 
-  replication {
-    auto {}
-  }
-
-  depends_on = [google_project_service.this]
-}
-
-ephemeral "random_password" "key_encryption_key" {
   length           = 32
   special          = true
   override_special = "-_"
 }
 
-ephemeral "random_password" "link_signing_key" {
-  length           = 32
-  special          = true
-  override_special = "-_"
-}
+resource "google_secret_manager_secret_version" "this" {
+  for_each = local.secrets
 
-resource "google_secret_manager_secret_version" "key_encryption_key" {
-  secret                 = google_secret_manager_secret.key_encryption_key.id
-  secret_data_wo         = base64encode(ephemeral.random_password.key_encryption_key.result)
-  secret_data_wo_version = 1
-  deletion_policy        = "ABANDON"
-}
-
-resource "google_secret_manager_secret_version" "link_signing_key" {
-  secret                 = google_secret_manager_secret.link_signing_key.id
-  secret_data_wo         = base64encode(ephemeral.random_password.link_signing_key.result)
+  secret                 = google_secret_manager_secret.this[each.key].id
+  secret_data_wo         = base64encode(ephemeral.random_password.this[each.key].result)
   secret_data_wo_version = 1
   deletion_policy        = "ABANDON"
 }

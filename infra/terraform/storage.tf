@@ -1,11 +1,11 @@
 # Three regional buckets, all with uniform bucket-level access (IAM only, no ACLs) and public
 # access prevention: customers download through the API's short-lived signed URLs, never
-# through public objects.
+# through public objects. Named PROJECT-PREFIX-{exports,datasets,sources} (main.tf).
 
 # Finished exports: exports/<queryUUID>.<format>.gz, written once (if_generation_match=0).
 resource "google_storage_bucket" "exports" {
   #checkov:skip=CKV_GCP_78:Objects are create-only (ifGenerationMatch=0) and expire by lifecycle; versioning would only keep deleted exports longer.
-  #checkov:skip=CKV_GCP_62:Access is recorded by Cloud Storage Data Access audit logs (enable_storage_data_access_logs), not legacy usage logs.
+  #checkov:skip=CKV_GCP_62:Access is recorded by Cloud Storage Data Access audit logs (variable enable_storage_data_access_logs, or the project's own audit config), not legacy usage logs.
   name                        = local.bucket_names.exports
   project                     = var.project_id
   location                    = var.region
@@ -29,9 +29,9 @@ resource "google_storage_bucket" "exports" {
   depends_on = [google_project_service.this]
 }
 
-# The Parquet dataset the process function queries (uploaded by the operator, see docs/deploy.md).
+# The Parquet dataset the process function queries (uploaded by the operator: see the README, Deploy).
 resource "google_storage_bucket" "datasets" {
-  #checkov:skip=CKV_GCP_62:Access is recorded by Cloud Storage Data Access audit logs (enable_storage_data_access_logs), not legacy usage logs.
+  #checkov:skip=CKV_GCP_62:Access is recorded by Cloud Storage Data Access audit logs (variable enable_storage_data_access_logs, or the project's own audit config), not legacy usage logs.
   name                        = local.bucket_names.datasets
   project                     = var.project_id
   location                    = var.region
@@ -62,7 +62,7 @@ resource "google_storage_bucket" "datasets" {
 # Content-addressed function bundles (bundles/<name>-<sha256>.zip), read by Cloud Build.
 resource "google_storage_bucket" "sources" {
   #checkov:skip=CKV_GCP_78:Every bundle has a unique content-addressed name, so no object is ever overwritten; versioning adds nothing.
-  #checkov:skip=CKV_GCP_62:Access is recorded by Cloud Storage Data Access audit logs (enable_storage_data_access_logs), not legacy usage logs.
+  #checkov:skip=CKV_GCP_62:Access is recorded by Cloud Storage Data Access audit logs (variable enable_storage_data_access_logs, or the project's own audit config), not legacy usage logs.
   name                        = local.bucket_names.sources
   project                     = var.project_id
   location                    = var.region
@@ -77,22 +77,18 @@ resource "google_storage_bucket" "sources" {
 }
 
 resource "google_storage_bucket_object" "bundle" {
-  for_each = local.function_names
+  for_each = local.functions
 
   bucket       = google_storage_bucket.sources.name
-  name         = "bundles/${local.bundles[each.key].file}"
-  source       = "${local.bundle_dir}/${local.bundles[each.key].file}"
+  name         = "bundles/${module.bundles.files[each.key].file}"
+  source       = module.bundles.files[each.key].path
   content_type = "application/zip"
-
-  lifecycle {
-    precondition {
-      condition     = filesha256("${local.bundle_dir}/${local.bundles[each.key].file}") == local.bundles[each.key].sha256
-      error_message = "The ${each.key} bundle does not match build/bundles/manifest.json: run `make bundle` again."
-    }
-  }
 }
 
-# Who read or wrote which object: Data Access audit logs for Cloud Storage.
+# Who read or wrote which object: Data Access audit logs for Cloud Storage. Off by default: the
+# resource is authoritative for the project's storage.googleapis.com audit config, so it would
+# replace what the project's owners configured (and two deployments in one project would
+# fight over it). Turn it on only where this deployment owns the project.
 resource "google_project_iam_audit_config" "storage" {
   count = var.enable_storage_data_access_logs ? 1 : 0
 

@@ -1,5 +1,5 @@
 variable "project_id" {
-  description = "Google Cloud project to deploy into. One deployment per project: topic and subscription names are fixed (they are the code's defaults)."
+  description = "Google Cloud project to deploy into."
   type        = string
 
   validation {
@@ -19,14 +19,38 @@ variable "region" {
   }
 }
 
+variable "prefix" {
+  description = "Start of every name this deployment creates (functions, service accounts, topics, subscriptions, buckets, secrets, metrics, scheduler job, repository), and part of the dashboard's and alerts' titles, so that two deployments can share a project. The default gives the names the code defaults to."
+  type        = string
+  default     = "export"
+
+  validation {
+    # Service account IDs are 6-30 characters ("<prefix>-pubsub-push" is the longest); bucket
+    # names are at most 63 ("<project>-<prefix>-datasets") and may not contain "google".
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,16}[a-z0-9])?$", var.prefix)) && !strcontains(var.prefix, "google")
+    error_message = "prefix must be 1-18 characters of lowercase letters, digits and hyphens, start with a letter, end with a letter or digit, and not contain \"google\"."
+  }
+}
+
 variable "firestore_location" {
   description = "Location of the Firestore database: a region (default: var.region) or a multi-region such as nam5 or eur3."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.firestore_location == null || can(regex("^([a-z]+[0-9]+|[a-z]+-[a-z]+[0-9]+)$", var.firestore_location))
+    error_message = "firestore_location must be a region such as us-central1 or a multi-region such as nam5 or eur3."
+  }
 }
 
 variable "create_firestore_database" {
-  description = "Create the (default) Firestore database. Set false when the project already has one in native mode (or import it: see docs/deploy.md)."
+  description = "Create the (default) Firestore database. Set false when the project already has one in native mode (or import it: terraform import 'module.dataset_export.google_firestore_database.default[0]' 'projects/PROJECT/databases/(default)'), and in a second deployment in the same project."
+  type        = bool
+  default     = true
+}
+
+variable "manage_firestore_fields" {
+  description = "Manage the TTL policies and index exemptions of the Firestore collections. Set false in a second deployment (another prefix) in the same project: both use the (default) database, and the first one manages its fields."
   type        = bool
   default     = true
 }
@@ -47,10 +71,15 @@ variable "bundle_dir" {
   description = "Directory holding the function bundles and manifest.json written by `make bundle`. Default: <repository>/build/bundles."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.bundle_dir == null || length(trimspace(coalesce(var.bundle_dir, " "))) > 0
+    error_message = "bundle_dir must be null (the default) or a directory path."
+  }
 }
 
 variable "public_url" {
-  description = "Public base URL of the API, used in download links. Default: the submit function's own https://REGION-PROJECT.cloudfunctions.net/export-submit URL. Set it when a load balancer or custom domain fronts the API."
+  description = "Public base URL of the API, used in download links. Default: the submit function's own https://REGION-PROJECT.cloudfunctions.net/PREFIX-submit URL. Set it when a load balancer or custom domain fronts the API."
   type        = string
   default     = null
 
@@ -64,6 +93,11 @@ variable "dataset_object" {
   description = "Name of the Parquet dataset object in the datasets bucket."
   type        = string
   default     = "rental_listings.parquet"
+
+  validation {
+    condition     = can(regex("^[^/.][^\\r\\n]*\\.parquet$", var.dataset_object)) && length(var.dataset_object) <= 1024
+    error_message = "dataset_object must be a Cloud Storage object name (no leading slash or dot, at most 1024 characters) ending in .parquet."
+  }
 }
 
 variable "export_retention_days" {
@@ -89,13 +123,13 @@ variable "max_rows" {
 }
 
 variable "max_body_bytes" {
-  description = "EXPORT_MAX_BODY_BYTES: the largest request body the API reads."
+  description = "EXPORT_MAX_BODY_BYTES: the largest request body the API reads. The webhook echoes the submitted dataset, and customers' Express receivers reject bodies over express.json()'s default 100 kB limit: the default 64 KiB (the code's default) leaves room for the rest of the webhook."
   type        = number
-  default     = 262144
+  default     = 65536
 
   validation {
-    condition     = var.max_body_bytes >= 1024 && floor(var.max_body_bytes) == var.max_body_bytes
-    error_message = "max_body_bytes must be a whole number of at least 1024."
+    condition     = var.max_body_bytes >= 1024 && var.max_body_bytes <= 98304 && floor(var.max_body_bytes) == var.max_body_bytes
+    error_message = "max_body_bytes must be a whole number from 1024 to 98304: a larger dataset makes webhooks that Express receivers reject with 413 (express.json() accepts 100 kB by default)."
   }
 }
 
@@ -110,50 +144,111 @@ variable "rate_limit_per_minute" {
   }
 }
 
-variable "submit_scaling" {
-  description = "Instances of the public API function."
+variable "python_runtime" {
+  description = "Cloud Functions runtime of the three functions. The bundles are built and tested with Python 3.11."
+  type        = string
+  default     = "python311"
+
+  validation {
+    condition     = contains(["python311", "python312", "python313"], var.python_runtime)
+    error_message = "python_runtime must be python311, python312 or python313 (the code needs Python 3.11 or newer)."
+  }
+}
+
+variable "submit_function" {
+  description = "Size, timeout and scaling of the public API function. Requests mostly wait on Firestore and DNS: functions-framework serves 4 threads per CPU."
   type = object({
-    min_instances = number
-    max_instances = number
+    cpu             = optional(string, "1")
+    memory          = optional(string, "512Mi")
+    timeout_seconds = optional(number, 60)
+    concurrency     = optional(number, 4)
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 20)
   })
-  default = { min_instances = 0, max_instances = 20 }
+  default  = {}
+  nullable = false
 
   validation {
-    condition     = var.submit_scaling.min_instances >= 0 && var.submit_scaling.max_instances >= max(1, var.submit_scaling.min_instances)
-    error_message = "submit_scaling needs 0 <= min_instances <= max_instances and max_instances >= 1."
+    condition     = contains(["1", "2", "4", "6", "8"], var.submit_function.cpu) && can(regex("^[1-9][0-9]*(Mi|Gi)$", var.submit_function.memory))
+    error_message = "submit_function: cpu must be one of 1, 2, 4, 6, 8; memory like 512Mi or 2Gi."
+  }
+  validation {
+    condition     = var.submit_function.timeout_seconds >= 10 && var.submit_function.timeout_seconds <= 3600 && floor(var.submit_function.timeout_seconds) == var.submit_function.timeout_seconds
+    error_message = "submit_function.timeout_seconds must be a whole number from 10 to 3600."
+  }
+  validation {
+    condition     = var.submit_function.concurrency >= 1 && var.submit_function.concurrency <= 1000 && var.submit_function.min_instances >= 0 && var.submit_function.max_instances >= max(1, var.submit_function.min_instances) && var.submit_function.max_instances <= 1000
+    error_message = "submit_function: concurrency 1-1000, and 0 <= min_instances <= max_instances <= 1000 with max_instances >= 1."
   }
 }
 
-variable "process_resources" {
-  description = "Size of the export worker. /tmp is in memory on Cloud Functions, so memory must hold the Parquet dataset (copied there once per instance), the export itself (peak RSS 260-310 MB for full-table exports, up to 560 MB for a 10M-group aggregate; see bench/README.md) and what DuckDB spills to /tmp past its 384 MB limit for very large aggregates or sorts. One export per instance."
+variable "process_function" {
+  description = "Size, timeout and scaling of the export worker (one export per instance: it uses every core for DuckDB, CSV formatting and gzip). /tmp is in memory on Cloud Functions, so memory must hold the Parquet dataset (copied there once per instance), the export itself (peak RSS 260-310 MB for full-table exports, up to 560 MB for a 10M-group aggregate; see bench/README.md) and what DuckDB spills to /tmp past its 384 MB limit. The timeout is the longest an export may run; it must stay below the 600 s push deadline."
   type = object({
-    cpu           = string
-    memory        = string
-    max_instances = number
+    cpu             = optional(string, "2")
+    memory          = optional(string, "4Gi")
+    timeout_seconds = optional(number, 540)
+    concurrency     = optional(number, 1)
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 10)
   })
-  default = { cpu = "2", memory = "4Gi", max_instances = 10 }
+  default  = {}
+  nullable = false
 
   validation {
-    condition     = contains(["1", "2", "4", "6", "8"], var.process_resources.cpu) && can(regex("^[0-9]+(Mi|Gi)$", var.process_resources.memory)) && var.process_resources.max_instances >= 1
-    error_message = "process_resources: cpu one of 1, 2, 4, 6, 8; memory like 4Gi or 2048Mi; max_instances >= 1."
+    condition     = contains(["1", "2", "4", "6", "8"], var.process_function.cpu) && can(regex("^[1-9][0-9]*(Mi|Gi)$", var.process_function.memory))
+    error_message = "process_function: cpu must be one of 1, 2, 4, 6, 8; memory like 4Gi or 2048Mi."
+  }
+  validation {
+    condition     = var.process_function.timeout_seconds >= 60 && var.process_function.timeout_seconds <= 590 && floor(var.process_function.timeout_seconds) == var.process_function.timeout_seconds
+    error_message = "process_function.timeout_seconds must be a whole number from 60 to 590: Pub/Sub's push deadline (600 s, its maximum) must stay above it, or a running export is pushed again."
+  }
+  validation {
+    condition     = var.process_function.concurrency == 1 && var.process_function.min_instances >= 0 && var.process_function.max_instances >= max(1, var.process_function.min_instances) && var.process_function.max_instances <= 1000
+    error_message = "process_function: concurrency must be 1 (an export uses the whole instance), and 0 <= min_instances <= max_instances <= 1000 with max_instances >= 1."
   }
 }
 
-variable "notify_max_instances" {
-  description = "Most instances of the webhook sender."
-  type        = number
-  default     = 10
+variable "notify_function" {
+  description = "Size, timeout and scaling of the webhook sender. A retry tick sends due webhooks for up to 4 minutes (the code's budget) plus one last 15 s attempt, so the timeout must be longer; webhook attempts wait on customers' servers, not on the CPU."
+  type = object({
+    cpu             = optional(string, "1")
+    memory          = optional(string, "512Mi")
+    timeout_seconds = optional(number, 540)
+    concurrency     = optional(number, 4)
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 10)
+  })
+  default  = {}
+  nullable = false
 
   validation {
-    condition     = var.notify_max_instances >= 1
-    error_message = "notify_max_instances must be at least 1."
+    condition     = contains(["1", "2", "4", "6", "8"], var.notify_function.cpu) && can(regex("^[1-9][0-9]*(Mi|Gi)$", var.notify_function.memory))
+    error_message = "notify_function: cpu must be one of 1, 2, 4, 6, 8; memory like 512Mi or 1Gi."
+  }
+  validation {
+    condition     = var.notify_function.timeout_seconds >= 300 && var.notify_function.timeout_seconds <= 590 && floor(var.notify_function.timeout_seconds) == var.notify_function.timeout_seconds
+    error_message = "notify_function.timeout_seconds must be a whole number from 300 to 590: above a retry tick's 4-minute budget plus one webhook attempt, below the tick's 600 s push deadline."
+  }
+  validation {
+    condition     = var.notify_function.concurrency >= 1 && var.notify_function.concurrency <= 1000 && var.notify_function.min_instances >= 0 && var.notify_function.max_instances >= max(1, var.notify_function.min_instances) && var.notify_function.max_instances <= 1000
+    error_message = "notify_function: concurrency 1-1000, and 0 <= min_instances <= max_instances <= 1000 with max_instances >= 1."
   }
 }
+
+
+
+
 
 variable "retry_tick_schedule" {
   description = "Cron schedule (UTC) of the webhook retry tick. Retries are due at whole minutes at best, so every minute is the useful maximum."
   type        = string
   default     = "* * * * *"
+
+  validation {
+    condition     = can(regex("^([0-9A-Za-z*/,-]+\\s+){4}[0-9A-Za-z*/,-]+$", trimspace(var.retry_tick_schedule)))
+    error_message = "retry_tick_schedule must be a five-field cron expression such as \"* * * * *\" or \"*/2 * * * *\"."
+  }
 }
 
 variable "operator_members" {
@@ -179,7 +274,7 @@ variable "notification_channels" {
 }
 
 variable "alert_oldest_unacked_seconds" {
-  description = "Alert when a request or ready message has waited this long unacknowledged (an export runs at most 540 s)."
+  description = "Alert when a request or ready message has waited this long unacknowledged (an export runs at most process_function.timeout_seconds, 540 s by default)."
   type        = number
   default     = 1800
 
@@ -201,13 +296,18 @@ variable "alert_export_failure_ratio" {
 }
 
 variable "enable_storage_data_access_logs" {
-  description = "Turn on Cloud Storage Data Access audit logs for the project (who read or wrote which export). Authoritative for storage.googleapis.com's audit config."
+  description = "Turn on Cloud Storage Data Access audit logs for the project (who read or wrote which export). Off by default: google_project_iam_audit_config is authoritative for storage.googleapis.com, so it replaces the audit settings the project's owners made. Turn it on only where this deployment owns the project."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "labels" {
-  description = "Labels added to every resource that takes labels."
+  description = "Labels added to every resource that takes labels (app, deployment and managed-by are set by the module)."
   type        = map(string)
   default     = {}
+
+  validation {
+    condition     = alltrue([for k, v in var.labels : can(regex("^[a-z][a-z0-9_-]{0,62}$", k)) && can(regex("^[a-z0-9_-]{0,63}$", v))])
+    error_message = "labels: keys must start with a lowercase letter and values may be empty; both at most 63 lowercase letters, digits, underscores and hyphens."
+  }
 }

@@ -30,7 +30,7 @@ def test_the_module_and_its_examples_pass() -> None:
     problems = run_check(TERRAFORM)
     assert problems == [], "\n".join(map(str, problems))
     checked = {p.parent for p in TERRAFORM.rglob("*.tf")}
-    assert checked == {TERRAFORM, TERRAFORM / "examples/simple"}
+    assert checked == {TERRAFORM, TERRAFORM / "modules/bundles", TERRAFORM / "examples/simple"}
 
 
 def test_the_command_fails_with_one_line_per_problem(tmp_path: Path) -> None:

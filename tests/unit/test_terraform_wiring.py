@@ -2,8 +2,11 @@
 
 Three sources are compared, none of them trusted alone: the code (``config.py`` and the
 functions' ``main.py`` and ``wiring.py`` builders, read with ``ast``), the deployment contract
-(``dataset_export.deploy_manifest``) and the HCL (read with python-hcl2). Renaming an
-environment variable, secret, topic or entry point on one side only fails a test here.
+(``dataset_export.deploy_manifest``) and the HCL (read with python-hcl2). The module describes
+its functions in one map, ``local.functions``, from which the functions, their service
+accounts, push subscriptions and IAM are made with ``for_each``: the tests read that map, and
+check that the resources take each value from it. Renaming an environment variable, secret,
+topic or entry point on one side only, or changing a default on one side only, fails a test.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import functools
+import inspect
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -39,48 +44,201 @@ CONFIG = PACKAGE / "config.py"
 WIRING = PACKAGE / "wiring.py"
 
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]+")
-REF = re.compile(r"\$\{(?P<type>[a-z0-9_]+)\.(?P<name>[a-z0-9_]+)(?:\[\"(?P<key>\w+)\"\])?\.")
-SA_MEMBER = re.compile(r"serviceAccount:\$\{google_service_account\.(\w+)\.email\}")
+#: ``${TYPE.NAME.attr}`` or ``${TYPE.NAME[key].attr}``: the resource a reference points at.
+REF = re.compile(r"\$\{(?P<type>[a-z0-9_]+)\.(?P<name>[a-z0-9_]+)(?:\[(?P<key>[^\]]+)\])?\.")
 #: Handlers that run long, whose push deadline must exceed the function's own timeout.
 LONG_HANDLERS = {("process", "/"), ("notify", "/tick")}
+#: Pub/Sub's largest ack deadline (the push timeout).
+MAX_ACK_DEADLINE = 600
 
 
 # --- the HCL -------------------------------------------------------------------------------
 
 
+class Unevaluable(ValueError):
+    """An HCL expression beyond what :func:`evaluate` understands."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What names mean while evaluating: variable values, ``each`` and iteration variables."""
+
+    variables: Mapping[str, Any] = dataclass_field(default_factory=dict)
+    each: tuple[str, Any] | None = None
+    names: Mapping[str, Any] = dataclass_field(default_factory=dict)
+
+    def top(self) -> Scope:
+        """The module-level scope (locals and variables see no ``each``)."""
+        return Scope(self.variables)
+
+
 @dataclass(frozen=True)
 class Terraform:
-    """The module's resources, locals and variable defaults."""
+    """The module's resources, locals, variables and module calls."""
 
     resources: Mapping[str, Mapping[str, Mapping[str, Any]]]
     locals: Mapping[str, Any]
     variables: Mapping[str, Mapping[str, Any]]
+    modules: Mapping[str, Mapping[str, Any]]
 
     def of_type(self, kind: str) -> Mapping[str, Mapping[str, Any]]:
         """Every resource of one type, by name."""
         return self.resources.get(kind, {})
 
-    def resolve(self, value: Any) -> Any:
-        """A literal for ``value`` when it is one, a local, a variable default or a name."""
+    def default(self, variable: str) -> Any:
+        """A variable's default, with the defaults of ``optional()`` object attributes."""
+        body = self.variables[variable]
+        value = body.get("default")
+        found = re.fullmatch(r"\$\{object\(\{(.*)\}\)\}", str(body.get("type", "")), re.DOTALL)
+        if isinstance(value, dict) and found:
+            value = dict(value)
+            for name, text in re.findall(r"(\w+)\s*=\s*optional\(\w+,\s*([^()]+?)\)", found[1]):
+                value.setdefault(name, ast.literal_eval(text.strip()))
+        return value
+
+    # -- evaluation of the simple expressions the tests need (names, references, defaults)
+
+    def evaluate(self, value: Any, scope: Scope | None = None) -> Any:
+        """The value of ``value``: a literal, a template or one reference, in ``scope``."""
+        scope = scope or Scope()
+        if isinstance(value, dict):
+            return {k: self.evaluate(v, scope) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.evaluate(v, scope) for v in value]
         if not isinstance(value, str):
             return value
-        whole = re.fullmatch(r"\$\{([^{}]*)\}", value)
-        if whole is None:
-            return value
-        path = whole.group(1)
-        if path.startswith("local."):
-            node: Any = self.locals
-            for part in path.split(".")[1:]:
-                node = node[part]
-            return self.resolve(node)
-        if path.startswith("var."):
-            return self.resolve(self.variables[path[4:]].get("default"))
-        ref = REF.match(value)
-        if ref and path.endswith((".name", ".secret_id")) and "[" not in path:
-            body = self.of_type(ref["type"]).get(ref["name"])
-            if body is not None:
-                return self.resolve(body.get(path.rsplit(".", 1)[1]))
-        return value
+        whole = _whole_expression(value)
+        if whole is not None:
+            return self._expression(whole, scope)
+        parts = []
+        for literal, expression in _template_parts(value):
+            parts.append(literal)
+            if expression is not None:
+                parts.append(str(self._expression(expression, scope)))
+        return "".join(parts)
+
+    def _expression(self, text: str, scope: Scope) -> Any:
+        text = text.strip()
+        call = re.fullmatch(r"tostring\((.*)\)", text)
+        if call:
+            return str(self._expression(call[1], scope))
+        loop = re.fullmatch(r'\{for (\w+) in keys\(local\.(\w+)\) : \1 => "(.*)"\}', text)
+        if loop:
+            keys = self.locals[loop[2]]
+            return {
+                k: self.evaluate(f"{loop[3]}", Scope(scope.variables, None, {loop[1]: k}))
+                for k in keys
+            }
+        if re.fullmatch(r'"[^"$]*"', text):
+            return text[1:-1]
+        parts = [
+            self._expression(p[1], scope) if isinstance(p, tuple) else p for p in _path_parts(text)
+        ]
+        return self._path(parts, scope)
+
+    def _path(self, parts: list[str | int], scope: Scope) -> Any:
+        head = parts[0]
+        if head in scope.names:
+            return self._walk(scope.names[head], parts[1:], scope)
+        if head == "var" and isinstance(parts[1], str):
+            name = parts[1]
+            value = scope.variables[name] if name in scope.variables else self.default(name)
+            return self._walk(value, parts[2:], scope.top())
+        if head == "local" and isinstance(parts[1], str):
+            return self._walk(self.locals[parts[1]], parts[2:], scope.top())
+        if head == "each" and scope.each is not None:
+            if parts[1:2] == ["key"]:
+                return scope.each[0]
+            if parts[1:2] == ["value"]:
+                return self._walk(scope.each[1], parts[2:], scope.top())
+        if isinstance(head, str) and head in self.resources and len(parts) >= 3:
+            body = self.resources[head][str(parts[1])]
+            rest = parts[2:]
+            inner = scope.top()
+            if "for_each" in body:
+                key = rest[0]
+                rest = rest[1:]
+                inner = Scope(scope.variables, (str(key), self.for_each(body, scope)[key]))
+            if len(rest) == 1 and rest[0] in body:
+                return self.evaluate(body[str(rest[0])], inner)
+        raise Unevaluable(".".join(map(str, parts)))
+
+    def _walk(self, value: Any, rest: list[str | int], scope: Scope) -> Any:
+        for part in rest:
+            value = self.evaluate(value, scope)
+            value = value[part]
+        return self.evaluate(value, scope)
+
+    def for_each(self, body: Mapping[str, Any], scope: Scope | None = None) -> dict[str, Any]:
+        """The instances of a ``for_each`` over a local map (or the flattened subscriptions)."""
+        source = body["for_each"]
+        if source == "${local.push_subscriptions}":
+            return push_subscriptions()
+        match = re.fullmatch(r"\$\{local\.(\w+)\}", source)
+        if match is None:
+            raise Unevaluable(source)
+        found = self.locals[match[1]]
+        assert isinstance(found, dict), source
+        return dict(found)
+
+
+def _whole_expression(value: str) -> str | None:
+    """The expression of ``${...}`` when that is the whole value."""
+    parts = list(_template_parts(value))
+    if len(parts) == 1 and parts[0][0] == "" and parts[0][1] is not None:
+        return parts[0][1]
+    return None
+
+
+def _template_parts(value: str) -> Iterator[tuple[str, str | None]]:
+    """``(literal, expression)`` pairs of a template (strings inside expressions respected)."""
+    i, literal = 0, []
+    while i < len(value):
+        if value.startswith("$${", i):
+            literal.append("${")
+            i += 3
+        elif value.startswith("${", i):
+            depth, j, in_string = 0, i + 2, False
+            while j < len(value):
+                char = value[j]
+                if in_string:
+                    if char == "\\":
+                        j += 1
+                    elif char == '"':
+                        in_string = False
+                elif char == '"':
+                    in_string = True
+                elif char == "{":
+                    depth += 1
+                elif char == "}":
+                    if depth == 0:
+                        break
+                    depth -= 1
+                j += 1
+            yield "".join(literal), value[i + 2 : j]
+            literal, i = [], j + 1
+        else:
+            literal.append(value[i])
+            i += 1
+    if literal or not value:
+        yield "".join(literal), None
+
+
+def _path_parts(text: str) -> list[str | int | tuple[str, str]]:
+    """``a.b["c"][0][each.key].d`` -> ``["a", "b", "c", 0, ("ref", "each.key"), "d"]``."""
+    pattern = r'\.?([A-Za-z_][\w-]*)|\["([^"]*)"\]|\[(\d+)\]|\[([a-z_.]+)\]'
+    tokens = re.findall(pattern, text)
+    if re.sub(pattern, "", text).strip() or not tokens:
+        raise Unevaluable(text)
+    parts: list[str | int | tuple[str, str]] = []
+    for name, key, index, ref in tokens:
+        if ref:
+            parts.append(("ref", ref))
+        elif index:
+            parts.append(int(index))
+        else:
+            parts.append(name or key)
+    return parts
 
 
 def _one(blocks: Any) -> Mapping[str, Any]:
@@ -97,16 +255,15 @@ def address(value: Any) -> tuple[str, str] | None:
     return (match["type"], match["name"]) if match else None
 
 
-@functools.cache
-def terraform() -> Terraform:
-    """Load every ``*.tf`` file of the module (the examples are separate roots)."""
+def _load(directory: Path) -> Terraform:
     options = SerializationOptions(
         with_comments=False, explicit_blocks=False, strip_string_quotes=True
     )
     resources: dict[str, dict[str, dict[str, Any]]] = {}
     local_values: dict[str, Any] = {}
     variables: dict[str, dict[str, Any]] = {}
-    for path in sorted(TERRAFORM.glob("*.tf")):
+    modules: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.tf")):
         with path.open(encoding="utf-8") as handle:
             document = hcl2.load(handle, serialization_options=options)
         for block in document.get("resource", []):
@@ -118,56 +275,72 @@ def terraform() -> Terraform:
             local_values.update(block)
         for block in document.get("variable", []):
             variables.update(block)
-    return Terraform(resources, local_values, variables)
+        for block in document.get("module", []):
+            modules.update(block)
+    return Terraform(resources, local_values, variables, modules)
 
 
-def function_resource(spec: FunctionSpec) -> Mapping[str, Any]:
-    """The google_cloudfunctions2_function deploying ``spec``."""
+@functools.cache
+def terraform() -> Terraform:
+    """Every ``*.tf`` file of the module (the examples are separate roots)."""
+    return _load(TERRAFORM)
+
+
+def functions_map() -> Mapping[str, Mapping[str, Any]]:
+    """``local.functions``: the one description of the three functions."""
+    found = terraform().locals["functions"]
+    assert isinstance(found, dict)
+    return found
+
+
+def function_entry(spec: FunctionSpec) -> Mapping[str, Any]:
+    """The entry of ``local.functions`` for ``spec``."""
+    entries = functions_map()
+    assert spec.name in entries, f"local.functions has {sorted(entries)}, not {spec.name}"
+    return entries[spec.name]
+
+
+def function_resource() -> Mapping[str, Any]:
+    """The one google_cloudfunctions2_function, made from ``local.functions``."""
+    (body,) = terraform().of_type("google_cloudfunctions2_function").values()
+    assert body["for_each"] == "${local.functions}"
+    return body
+
+
+def deployed_name(name: str, scope: Scope | None = None) -> str:
+    """The planned name of function ``name``."""
     tf = terraform()
-    found = [
-        body
-        for body in tf.of_type("google_cloudfunctions2_function").values()
-        if tf.resolve(body["name"]) == spec.deployed_name
-    ]
-    assert len(found) == 1, f"expected one function named {spec.deployed_name}, found {found}"
-    return found[0]
+    body = function_resource()
+    value = tf.evaluate(
+        body["name"], Scope((scope or Scope()).variables, (name, functions_map()[name]))
+    )
+    assert isinstance(value, str)
+    return value
 
 
-def function_address(spec: FunctionSpec) -> tuple[str, str]:
-    """The Terraform address of ``spec``'s function."""
+def push_subscriptions() -> dict[str, dict[str, Any]]:
+    """``local.push_subscriptions``: every function's pushes by key, with its function.
+
+    The HCL flattens ``local.functions[*].pushes`` with a ``for`` expression, which this
+    mirrors; the test below checks that the expression is this flattening.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for function, entry in functions_map().items():
+        for key, push in entry["pushes"].items():
+            assert key not in found, f"push subscription {key} twice"
+            found[key] = {**push, "function": function}
+    return found
+
+
+def topic_key_name(key: str, scope: Scope | None = None) -> str:
+    """The planned name of the topic ``local.topics[key]``."""
     tf = terraform()
-    for name, body in tf.of_type("google_cloudfunctions2_function").items():
-        if tf.resolve(body["name"]) == spec.deployed_name:
-            return ("google_cloudfunctions2_function", name)
-    raise AssertionError(f"no function named {spec.deployed_name}")
-
-
-def runtime_account(spec: FunctionSpec) -> str:
-    """The google_service_account name the function runs as."""
-    ref = address(_one(function_resource(spec)["service_config"])["service_account_email"])
-    assert ref is not None
-    assert ref[0] == "google_service_account", ref
-    return ref[1]
-
-
-def member(value: Any) -> str:
-    """``sa:<name>``, ``pubsub-agent`` or the literal member of an IAM binding."""
-    resolved = terraform().resolve(value)
-    match = SA_MEMBER.fullmatch(str(resolved))
-    if match:
-        return f"sa:{match.group(1)}"
-    if "@gcp-sa-pubsub.iam.gserviceaccount.com" in str(resolved):
-        return "pubsub-agent"
-    return str(resolved)
-
-
-def bindings(kind: str, target_key: str, target: tuple[str, str], role: str) -> set[str]:
-    """Members granted ``role`` on the resource at ``target`` by ``kind`` bindings."""
-    return {
-        member(body["member"])
-        for body in terraform().of_type(kind).values()
-        if address(body[target_key]) == target and body["role"] == role
-    }
+    reference = tf.locals["topics"][key]
+    match = re.fullmatch(r"\$\{google_pubsub_topic\.(\w+)\}", reference)
+    assert match, reference
+    name = tf.evaluate(tf.of_type("google_pubsub_topic")[match[1]]["name"], scope)
+    assert isinstance(name, str)
+    return name
 
 
 def topic_name(reference: Any) -> str:
@@ -177,9 +350,14 @@ def topic_name(reference: Any) -> str:
     assert ref[0] == "google_pubsub_topic", f"{reference} is not a topic"
     body = terraform().of_type("google_pubsub_topic").get(ref[1])
     assert body is not None, f"{reference}: no such topic"
-    name = terraform().resolve(body["name"])
+    name = terraform().evaluate(body["name"])
     assert isinstance(name, str)
     return name
+
+
+def flattened(local: str) -> str:
+    """The text of a local, whitespace collapsed (python-hcl2 writes ``] ...`` for ``]...``)."""
+    return re.sub(r"\s+", " ", str(terraform().locals[local])).replace("] ...", "]...")
 
 
 # --- the code ------------------------------------------------------------------------------
@@ -466,12 +644,38 @@ def test_topics_the_code_defaults_to_are_the_manifest_topics() -> None:
 # --- manifest <-> Terraform ----------------------------------------------------------------
 
 
+def test_local_functions_is_the_manifest_and_makes_the_resources() -> None:
+    """The map names the manifest's functions; functions, accounts and IAM iterate over it."""
+    tf = terraform()
+    assert set(functions_map()) == set(FUNCTIONS)
+    assert function_resource()["for_each"] == "${local.functions}"
+    for kind, name in [
+        ("google_service_account", "function"),
+        ("google_project_iam_member", "function_uses_firestore"),
+        ("google_cloud_run_v2_service_iam_member", "function_invoker"),
+        ("google_storage_bucket_object", "bundle"),
+    ]:
+        assert tf.of_type(kind)[name]["for_each"] == "${local.functions}", f"{kind}.{name}"
+    for kind, name, local in [
+        ("google_pubsub_topic_iam_member", "function_publishes", "function_publishes"),
+        ("google_secret_manager_secret_iam_member", "function_reads_secret", "function_secrets"),
+        ("google_storage_bucket_iam_member", "function_bucket_role", "function_bucket_roles"),
+        ("google_pubsub_subscription", "push", "push_subscriptions"),
+    ]:
+        assert tf.of_type(kind)[name]["for_each"] == f"${{local.{local}}}", f"{kind}.{name}"
+    # The one flattening push_subscriptions() mirrors.
+    assert flattened("push_subscriptions") == (
+        "${merge([for function, spec in local.functions : "
+        "{for key, push in spec.pushes : key => merge(push, {function = function})}]...)}"
+    )
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_terraform_sets_exactly_the_environment_each_function_reads(spec: FunctionSpec) -> None:
-    """Plain and secret environment variables in the HCL are the manifest's, no more, no less."""
-    service = _one(function_resource(spec)["service_config"])
-    plain = set(service.get("environment_variables", {}))
-    secret = {block["key"] for block in service.get("secret_environment_variables", [])}
+    """Plain and secret environment variables in the map are the manifest's, no more, no less."""
+    entry = function_entry(spec)
+    plain = set(entry["environment"])
+    secret = set(entry["secrets"])
     assert plain == set(spec.env), (
         f"missing: {sorted(spec.env - plain)}; not read by {spec.name}: {sorted(plain - spec.env)}"
     )
@@ -479,34 +683,46 @@ def test_terraform_sets_exactly_the_environment_each_function_reads(spec: Functi
         f"missing: {sorted(spec.secrets - secret)}; extra: {sorted(secret - spec.secrets)}"
     )
     assert not plain & secret
-    assert service["environment_variables"].get("EXPORT_ENV") == "production"
+    assert entry["environment"].get("EXPORT_ENV") == "production"
+    service = _one(function_resource()["service_config"])
+    assert service["environment_variables"] == "${each.value.environment}"
+    (dynamic,) = service["dynamic"]
+    mounted = dynamic["secret_environment_variables"]
+    assert mounted["for_each"] == "${each.value.secrets}"
+    assert _one(mounted["content"])["key"] == "${secret_environment_variables.key}"
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_terraform_entry_point_runtime_and_bundle_match(spec: FunctionSpec) -> None:
-    """Entry point, Python runtime and the bundle object are the function's own."""
-    build = _one(function_resource(spec)["build_config"])
-    assert build["entry_point"] == spec.entry_point
-    assert build["runtime"] == "python311"
+    """Entry point, trigger, Python runtime and bundle object are the function's own."""
+    tf = terraform()
+    entry = function_entry(spec)
+    assert entry["entry_point"] == spec.entry_point
+    assert entry["trigger"] == spec.trigger
+    build = _one(function_resource()["build_config"])
+    assert build["entry_point"] == "${each.value.entry_point}"
+    assert build["runtime"] == "${var.python_runtime}"
+    assert tf.default("python_runtime") == "python311"
     storage = _one(_one(build["source"])["storage_source"])
-    assert storage["object"] == f'${{google_storage_bucket_object.bundle["{spec.name}"].name}}'
-    assert terraform().locals["function_names"] == {
-        s.name: s.deployed_name for s in FUNCTIONS.values()
-    }
+    assert storage["object"] == "${google_storage_bucket_object.bundle[each.key].name}"
+    assert deployed_name(spec.name) == spec.deployed_name
+    assert tf.evaluate("${local.function_names}")[spec.name] == spec.deployed_name
 
 
 def test_each_function_runs_as_its_own_service_account() -> None:
-    """Three functions, three distinct runtime service accounts."""
-    accounts = [runtime_account(s) for s in SPECS]
-    assert len(set(accounts)) == len(accounts)
-    assert set(accounts) <= set(terraform().of_type("google_service_account"))
+    """Three functions, three runtime service accounts with distinct IDs."""
+    tf = terraform()
+    service = _one(function_resource()["service_config"])
+    assert service["service_account_email"] == "${google_service_account.function[each.key].email}"
+    body = tf.of_type("google_service_account")["function"]
+    ids = {tf.evaluate(body["account_id"], Scope(each=(name, {}))) for name in functions_map()}
+    assert len(ids) == len(FUNCTIONS)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_topic_variables_name_existing_topics_the_code_agrees_on(spec: FunctionSpec) -> None:
     """Each *_TOPIC variable points at a declared topic whose name is config.py's default."""
-    env = _one(function_resource(spec)["service_config"])["environment_variables"]
-    for name, value in env.items():
+    for name, value in function_entry(spec)["environment"].items():
         if name.endswith("_TOPIC"):
             defaults = config_facts().env_defaults
             assert name in defaults, f"Terraform sets {name}, which config.py never reads"
@@ -515,49 +731,31 @@ def test_topic_variables_name_existing_topics_the_code_agrees_on(spec: FunctionS
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_functions_may_publish_to_their_topics_and_those_are_consumed(spec: FunctionSpec) -> None:
-    """Publisher on each topic the function publishes to; each such topic is pushed somewhere."""
-    env = _one(function_resource(spec)["service_config"])["environment_variables"]
+    """The map's ``publishes`` are the topics of the manifest's, each pushed somewhere."""
+    tf = terraform()
+    entry = function_entry(spec)
+    environment = entry["environment"]
+    wanted = {topic_name(environment[variable]) for variable in spec.publishes}
+    granted = {topic_key_name(key) for key in entry["publishes"]}
+    assert granted == wanted, f"{spec.name} may publish to {granted}, needs {wanted}"
     pushed = {p.topic for s in SPECS for p in s.pushes}
-    for variable in spec.publishes:
-        topic = address(env[variable])
-        assert topic is not None
-        granted = bindings(
-            "google_pubsub_topic_iam_member", "topic", topic, "roles/pubsub.publisher"
-        )
-        assert f"sa:{runtime_account(spec)}" in granted, f"{spec.name} cannot publish to {topic}"
-        assert topic_name(env[variable]) in pushed
+    assert wanted <= pushed
+    binding = tf.of_type("google_pubsub_topic_iam_member")["function_publishes"]
+    assert binding["role"] == "roles/pubsub.publisher"
+    assert binding["topic"] == "${local.topics[each.value.topic].name}"
+    assert binding["member"] == "${google_service_account.function[each.value.function].member}"
+    assert flattened("function_publishes") == (
+        "${merge([for function, spec in local.functions : {for topic in spec.publishes : "
+        '"${function}-${topic}" => {function = function, topic = topic}}]...)}'
+    )
 
 
 def test_terraform_declares_the_manifest_topics() -> None:
-    """The HCL declares exactly the manifest's topics."""
+    """The HCL declares exactly the manifest's topics, and local.topics names them all."""
     tf = terraform()
-    names = {tf.resolve(t["name"]) for t in tf.of_type("google_pubsub_topic").values()}
+    names = {tf.evaluate(t["name"]) for t in tf.of_type("google_pubsub_topic").values()}
     assert names == set(TOPICS)
-
-
-def _subscriptions() -> dict[str, tuple[str, Mapping[str, Any]]]:
-    """Subscription name -> (function name, body)."""
-    tf = terraform()
-    by_address = {function_address(s): s.name for s in SPECS}
-    found = {}
-    for body in tf.of_type("google_pubsub_subscription").values():
-        push = _one(body["push_config"])
-        target = address(push["push_endpoint"])
-        assert target in by_address, f"{body['name']} pushes to {push['push_endpoint']}"
-        found[tf.resolve(body["name"])] = (by_address[target], body)
-    return found
-
-
-def push_identity(subscription: Mapping[str, Any]) -> str:
-    """The google_service_account a push subscription authenticates as."""
-    token = _one(_one(subscription["push_config"])["oidc_token"])
-    account = address(token["service_account_email"])
-    assert account is not None
-    assert account[0] == "google_service_account"
-    assert (
-        token["audience"] == _one(subscription["push_config"])["push_endpoint"].split("}")[0] + "}"
-    )
-    return account[1]
+    assert {topic_key_name(key) for key in tf.locals["topics"]} == set(TOPICS)
 
 
 @pytest.mark.parametrize(
@@ -567,121 +765,149 @@ def push_identity(subscription: Mapping[str, Any]) -> str:
 )
 def test_push_subscriptions_deliver_the_manifest_topics(spec: FunctionSpec, push: Any) -> None:
     """Topic, function, path, deadline, retention and dead-lettering match the manifest."""
-    subscriptions = _subscriptions()
-    assert push.subscription in subscriptions
-    function, body = subscriptions[push.subscription]
-    assert function == spec.name
-    assert topic_name(body["topic"]) == push.topic
-    endpoint = _one(body["push_config"])["push_endpoint"]
-    suffix = endpoint.split("}", 1)[1]
-    assert (suffix or "/") == push.path
-    assert body["ack_deadline_seconds"] == push.ack_deadline_seconds
-    assert body["message_retention_duration"] == f"{push.retention_seconds}s"
-    policy = body.get("dead_letter_policy")
-    if push.max_delivery_attempts is None:
-        assert policy is None
-    else:
-        assert _one(policy)["max_delivery_attempts"] == push.max_delivery_attempts
-        assert topic_name(_one(policy)["dead_letter_topic"]) == DEAD_LETTER_TOPIC
-    timeout = _one(function_resource(spec)["service_config"])["timeout_seconds"]
+    tf = terraform()
+    body = tf.of_type("google_pubsub_subscription")["push"]
+    planned = {
+        tf.evaluate(body["name"], Scope(each=(key, value))): value
+        for key, value in push_subscriptions().items()
+    }
+    assert push.subscription in planned, sorted(planned)
+    entry = planned[push.subscription]
+    assert entry["function"] == spec.name
+    assert topic_key_name(entry["topic"]) == push.topic
+    assert entry["path"] == push.path
+    assert entry["ack_deadline_seconds"] == push.ack_deadline_seconds
+    assert entry["retention_seconds"] == push.retention_seconds
+    assert entry["max_delivery_attempts"] == push.max_delivery_attempts
+    sizing = tf.evaluate(function_entry(spec)["sizing"])
     if (spec.name, push.path) in LONG_HANDLERS:
-        assert push.ack_deadline_seconds > timeout, "a slow handler would be pushed again"
+        assert push.ack_deadline_seconds > sizing["timeout_seconds"], "it would be pushed again"
+    assert push.ack_deadline_seconds <= MAX_ACK_DEADLINE
+
+
+def test_push_subscriptions_take_each_value_from_the_map() -> None:
+    """The subscription resource uses the map's topic, path, deadline and dead-lettering."""
+    body = terraform().of_type("google_pubsub_subscription")["push"]
+    assert body["topic"] == "${local.topics[each.value.topic].id}"
+    assert body["ack_deadline_seconds"] == "${each.value.ack_deadline_seconds}"
+    assert body["message_retention_duration"] == "${each.value.retention_seconds}s"
+    push = _one(body["push_config"])
+    uri = "${google_cloudfunctions2_function.this[each.value.function].service_config[0].uri}"
+    assert push["push_endpoint"] == uri + '${trimsuffix(each.value.path, "/")}'
+    token = _one(push["oidc_token"])
+    assert token["audience"] == uri
+    assert token["service_account_email"] == "${google_service_account.pubsub_push.email}"
+    (dynamic,) = body["dynamic"]
+    policy = dynamic["dead_letter_policy"]
+    assert policy["for_each"] == (
+        "${each.value.max_delivery_attempts == null ? [] : [each.value.max_delivery_attempts]}"
+    )
+    content = _one(policy["content"])
+    assert content["max_delivery_attempts"] == "${dead_letter_policy.value}"
+    assert topic_name(content["dead_letter_topic"]) == DEAD_LETTER_TOPIC
 
 
 def test_no_subscription_outside_the_manifest() -> None:
     """Every push subscription in the HCL is one the manifest knows."""
-    declared = {p.subscription for s in SPECS for p in s.pushes}
-    assert set(_subscriptions()) == declared
+    tf = terraform()
+    assert set(tf.of_type("google_pubsub_subscription")) == {"push"}
+    body = tf.of_type("google_pubsub_subscription")["push"]
+    planned = {
+        tf.evaluate(body["name"], Scope(each=(k, v))) for k, v in push_subscriptions().items()
+    }
+    assert planned == {p.subscription for s in SPECS for p in s.pushes}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_only_trigger_identities_may_invoke(spec: FunctionSpec) -> None:
     """HTTP: public ingress and allUsers; Pub/Sub-triggered: internal, the push identity only."""
-    service = _one(function_resource(spec)["service_config"])
-    invokers = bindings(
-        "google_cloud_run_v2_service_iam_member",
-        "name",
-        function_address(spec),
-        "roles/run.invoker",
+    tf = terraform()
+    entry = function_entry(spec)
+    assert (
+        _one(function_resource()["service_config"])["ingress_settings"] == "${each.value.ingress}"
+    )
+    binding = tf.of_type("google_cloud_run_v2_service_iam_member")["function_invoker"]
+    assert binding["name"] == "${google_cloudfunctions2_function.this[each.key].name}"
+    assert binding["role"] == "roles/run.invoker"
+    assert binding["member"] == (
+        '${each.value.invoker == "allUsers" ? "allUsers" : '
+        "google_service_account.pubsub_push.member}"
     )
     if spec.trigger == "http":
-        assert service["ingress_settings"] == "ALLOW_ALL"
-        assert invokers == {"allUsers"}
+        assert entry["ingress"] == "ALLOW_ALL"
+        assert entry["invoker"] == "allUsers"
+        assert entry["pushes"] == {}
         return
-    assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
-    pushers = {
-        push_identity(body) for function, body in _subscriptions().values() if function == spec.name
-    }
-    assert invokers == {f"sa:{name}" for name in pushers}
+    assert entry["ingress"] == "ALLOW_INTERNAL_ONLY"
+    assert entry["invoker"] == "pubsub_push"
+    assert entry["pushes"], f"{spec.name} is pushed nothing"
 
 
 def test_pubsub_agent_can_dead_letter_and_mint_push_tokens() -> None:
     """Publisher on the dead-letter topic, subscriber on each dead-lettering subscription."""
     tf = terraform()
-    dead_letter = ("google_pubsub_topic", "dead_letter")
-    assert topic_name("${google_pubsub_topic.dead_letter.name}") == DEAD_LETTER_TOPIC
-    publishers = bindings(
-        "google_pubsub_topic_iam_member", "topic", dead_letter, "roles/pubsub.publisher"
+    agent = tf.locals["pubsub_agent"]
+    assert "@gcp-sa-pubsub.iam.gserviceaccount.com" in agent
+    publishes = tf.of_type("google_pubsub_topic_iam_member")["pubsub_agent_publishes_dead_letters"]
+    assert topic_name(publishes["topic"]) == DEAD_LETTER_TOPIC
+    assert publishes["member"] == "${local.pubsub_agent}"
+    forwards = tf.of_type("google_pubsub_subscription_iam_member")[
+        "pubsub_agent_forwards_dead_letters"
+    ]
+    assert forwards["for_each"] == (
+        "${{for key, push in local.push_subscriptions : key => push "
+        "if push.max_delivery_attempts != null}}"
     )
-    assert "pubsub-agent" in publishers
-    for name, body in tf.of_type("google_pubsub_subscription").items():
-        if "dead_letter_policy" in body:
-            subscribers = bindings(
-                "google_pubsub_subscription_iam_member",
-                "subscription",
-                ("google_pubsub_subscription", name),
-                "roles/pubsub.subscriber",
-            )
-            assert "pubsub-agent" in subscribers, name
-    for _, body in _subscriptions().values():
-        minters = bindings(
-            "google_service_account_iam_member",
-            "service_account_id",
-            ("google_service_account", push_identity(body)),
-            "roles/iam.serviceAccountTokenCreator",
-        )
-        assert "pubsub-agent" in minters
+    assert forwards["subscription"] == "${google_pubsub_subscription.push[each.key].name}"
+    assert forwards["role"] == "roles/pubsub.subscriber"
+    assert forwards["member"] == "${local.pubsub_agent}"
+    mints = tf.of_type("google_service_account_iam_member")["pubsub_agent_mints_push_tokens"]
+    assert mints["service_account_id"] == "${google_service_account.pubsub_push.name}"
+    assert mints["role"] == "roles/iam.serviceAccountTokenCreator"
+    assert mints["member"] == "${local.pubsub_agent}"
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_secrets_are_mounted_pinned_and_readable(spec: FunctionSpec) -> None:
-    """Each secret variable names a declared secret its function may access, at a pinned version."""
+    """Each secret names a declared secret, mounted at the pinned version, that it may read."""
     tf = terraform()
-    service = _one(function_resource(spec)["service_config"])
-    for block in service.get("secret_environment_variables", []):
-        secret = address(block["secret"])
-        assert secret is not None, block
-        assert secret[0] == "google_secret_manager_secret", block
-        assert secret[1] in tf.of_type("google_secret_manager_secret")
-        assert block["version"] == f"${{google_secret_manager_secret_version.{secret[1]}.version}}"
-        version = tf.of_type("google_secret_manager_secret_version")[secret[1]]
-        assert address(version["secret"]) == secret
-        readers = bindings(
-            "google_secret_manager_secret_iam_member",
-            "secret_id",
-            secret,
-            "roles/secretmanager.secretAccessor",
-        )
-        assert f"sa:{runtime_account(spec)}" in readers, f"{spec.name} cannot read {secret[1]}"
+    service = _one(function_resource()["service_config"])
+    (dynamic,) = service["dynamic"]
+    content = _one(dynamic["secret_environment_variables"]["content"])
+    assert content["secret"] == (
+        "${google_secret_manager_secret.this[secret_environment_variables.value].secret_id}"
+    )
+    assert content["version"] == (
+        "${google_secret_manager_secret_version.this[secret_environment_variables.value].version}"
+    )
+    for secret in function_entry(spec)["secrets"].values():
+        assert secret in tf.locals["secrets"], secret
+    for kind in ("google_secret_manager_secret", "google_secret_manager_secret_version"):
+        assert tf.of_type(kind)["this"]["for_each"] == "${local.secrets}"
+    reads = tf.of_type("google_secret_manager_secret_iam_member")["function_reads_secret"]
+    assert reads["secret_id"] == "${google_secret_manager_secret.this[each.value.secret].secret_id}"
+    assert reads["role"] == "roles/secretmanager.secretAccessor"
+    assert reads["member"] == "${google_service_account.function[each.value.function].member}"
+    assert flattened("function_secrets") == (
+        "${merge([for function, spec in local.functions : {for variable, secret in spec.secrets : "
+        '"${function}-${secret}" => {function = function, secret = secret}}]...)}'
+    )
 
 
 def test_submit_signs_urls_as_itself_and_may_read_exports() -> None:
     """signBlob on its own account only, and read access to the objects it signs URLs for."""
-    account = runtime_account(FUNCTIONS["submit"])
-    signers = bindings(
-        "google_service_account_iam_member",
-        "service_account_id",
-        ("google_service_account", account),
-        "roles/iam.serviceAccountTokenCreator",
-    )
-    assert signers == {f"sa:{account}"}
-    readers = bindings(
-        "google_storage_bucket_iam_member",
-        "bucket",
-        ("google_storage_bucket", "exports"),
-        "roles/storage.objectViewer",
-    )
-    assert f"sa:{account}" in readers
+    tf = terraform()
+    signs = tf.of_type("google_service_account_iam_member")["submit_signs_as_itself"]
+    assert signs["service_account_id"] == '${google_service_account.function["submit"].name}'
+    assert signs["member"] == '${google_service_account.function["submit"].member}'
+    assert signs["role"] == "roles/iam.serviceAccountTokenCreator"
+    roles = function_entry(FUNCTIONS["submit"])["bucket_roles"]
+    assert {"bucket": "exports", "role": "roles/storage.objectViewer"} in roles
+    assert tf.locals["buckets"]["exports"] == "${google_storage_bucket.exports}"
+    grant = tf.of_type("google_storage_bucket_iam_member")["function_bucket_role"]
+    assert grant["bucket"] == "${local.buckets[each.value.bucket].name}"
+    assert grant["role"] == "${each.value.role}"
+    assert grant["member"] == "${google_service_account.function[each.value.function].member}"
 
 
 def test_no_primitive_or_broad_project_roles() -> None:
@@ -691,6 +917,10 @@ def test_no_primitive_or_broad_project_roles() -> None:
         assert body["role"] in allowed, name
         if body["role"] == "roles/storage.objectViewer":
             assert "condition" in body, f"{name} must be limited by a condition"
+    for entry in functions_map().values():
+        assert all(
+            grant["role"].startswith("roles/storage.object") for grant in entry["bucket_roles"]
+        )
 
 
 def test_retry_tick_is_scheduled_onto_the_tick_topic() -> None:
@@ -755,12 +985,12 @@ def test_exports_outlive_their_download_links() -> None:
     tf = terraform()
     rule = _one(tf.of_type("google_storage_bucket")["exports"]["lifecycle_rule"])
     condition = _one(rule["condition"])
-    age_days = tf.resolve(condition["age"])
+    age_days = tf.evaluate(condition["age"])
     assert isinstance(age_days, int)
     assert dt.timedelta(days=age_days) > LINK_LIFETIME
     (prefix,) = condition["matches_prefix"]
     assert object_name("0f8fad5b-d9cb-469f-a165-70867728950e", "csv").startswith(prefix)
-    assert tf.resolve(f"${{{'var.export_retention_days'}}}") == age_days
+    assert tf.default("export_retention_days") == age_days
 
 
 def test_bundle_objects_read_the_manifest_the_bundler_writes() -> None:
@@ -768,7 +998,211 @@ def test_bundle_objects_read_the_manifest_the_bundler_writes() -> None:
     from dataset_export import bundle
 
     tf = terraform()
-    assert f'/{bundle.MANIFEST}")' in tf.locals["bundles"]
+    bundles = _load(TERRAFORM / "modules" / "bundles")
+    assert f'/{bundle.MANIFEST}"' in bundles.locals["manifest"] + '"'
+    call = tf.modules["bundles"]
+    assert call["source"] == "./modules/bundles"
+    assert call["functions"] == "${keys(local.functions)}"
+    assert call["directory"] == "${local.bundle_dir}"
     objects = tf.of_type("google_storage_bucket_object")["bundle"]
-    assert objects["for_each"] == "${local.function_names}"
-    assert objects["source"] == "${local.bundle_dir}/${local.bundles[each.key].file}"
+    assert objects["for_each"] == "${local.functions}"
+    assert objects["source"] == "${module.bundles.files[each.key].path}"
+    assert objects["name"] == "bundles/${module.bundles.files[each.key].file}"
+
+
+# --- defaults both sides state -------------------------------------------------------------
+
+
+def _integer_defaults() -> dict[str, int]:
+    """``integer("NAME", default)`` calls of config.py: the code's numeric defaults."""
+    tree = ast.parse(CONFIG.read_text("utf-8"))
+    found = {}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "integer"
+            and len(node.args) == 2
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found[str(node.args[0].value)] = _constant(node.args[1])
+    return found
+
+
+def _constant(node: ast.expr) -> int:
+    """The value of an integer literal or of products and sums of them (``64 * 1024``)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult | ast.Add | ast.Pow):
+        left, right = _constant(node.left), _constant(node.right)
+        if isinstance(node.op, ast.Mult):
+            return left * right
+        return left + right if isinstance(node.op, ast.Add) else int(left**right)
+    raise AssertionError(f"config.py default {ast.unparse(node)} is not a constant")
+
+
+def _variable_behind(value: Any) -> str | None:
+    """``x`` when an environment value is ``var.x`` or ``tostring(var.x)``."""
+    match = re.fullmatch(r"\$\{(?:tostring\()?var\.(\w+)\)?\}", str(value))
+    return match[1] if match else None
+
+
+def test_every_numeric_default_is_the_same_in_terraform_and_the_code() -> None:
+    """Each setting with a default in config.py that Terraform sets from a variable agrees."""
+    tf = terraform()
+    code = _integer_defaults()
+    assert {"EXPORT_MAX_ROWS", "EXPORT_MAX_BODY_BYTES", "EXPORT_RATE_LIMIT_PER_MINUTE"} <= set(code)
+    compared = set()
+    for entry in functions_map().values():
+        for name, value in entry["environment"].items():
+            variable = _variable_behind(value)
+            if name in code:
+                assert variable is not None, f"{name} = {value} is not set from a variable"
+                assert tf.default(variable) == code[name], (
+                    f"var.{variable} defaults to {tf.default(variable)}, config.py to {code[name]}"
+                )
+                compared.add(name)
+    assert compared == set(code), f"never deployed: {sorted(set(code) - compared)}"
+
+
+def test_the_readme_states_the_code_defaults() -> None:
+    """The README's configuration table gives config.py's defaults for the numeric settings."""
+    text = (REPO / "README.md").read_text("utf-8")
+    for name, default in _integer_defaults().items():
+        row = re.search(rf"^\| `{name}` \|.*\| ([^|]+) \|$", text, re.MULTILINE)
+        assert row, f"README has no row for {name}"
+        stated = re.sub(r"[\s,_]", "", row[1])
+        assert stated.isdigit(), f"README: {name} = {row[1]}"
+        assert int(stated) == default, f"README: {name} = {row[1]}, config.py: {default}"
+
+
+def test_timeouts_leave_room_for_what_the_code_does_in_them() -> None:
+    """notify outlasts a retry tick's budget plus one webhook; a webhook fits its push deadline."""
+    from dataset_export.adapters.webhook_sender import WebhookSender
+    from dataset_export.service.notify import TICK_BUDGET
+
+    tf = terraform()
+    webhook = inspect.signature(WebhookSender).parameters["total_timeout"].default
+    notify = tf.evaluate(function_entry(FUNCTIONS["notify"])["sizing"])
+    assert notify["timeout_seconds"] >= TICK_BUDGET.total_seconds() + webhook
+    ready = push_subscriptions()["ready-notify"]
+    assert ready["ack_deadline_seconds"] > webhook
+    process = tf.evaluate(function_entry(FUNCTIONS["process"])["sizing"])
+    assert (
+        process["timeout_seconds"]
+        < push_subscriptions()["requests-process"]["ack_deadline_seconds"]
+    )
+    assert process["concurrency"] == 1
+
+
+# --- variables -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("directory", ["", "modules/bundles", "examples/simple"])
+def test_every_variable_is_described_typed_and_validated(directory: str) -> None:
+    """Each variable has a description and a type; each that is not a bool has a validation."""
+    variables = _load(TERRAFORM / directory).variables
+    assert variables
+    for name, body in variables.items():
+        assert body.get("description"), name
+        assert body.get("type"), name
+        if body["type"] != "bool":
+            assert body.get("validation"), f"variable {name} has no validation"
+
+
+def test_the_authoritative_audit_config_is_off_by_default() -> None:
+    """google_project_iam_audit_config replaces the project's settings: only when asked for."""
+    tf = terraform()
+    audit = tf.of_type("google_project_iam_audit_config")["storage"]
+    assert audit["count"] == "${var.enable_storage_data_access_logs ? 1 : 0}"
+    assert tf.default("enable_storage_data_access_logs") is False
+
+
+# --- names ---------------------------------------------------------------------------------
+
+#: The argument that names each kind of resource this module creates.
+NAME_ARGUMENT = {
+    "google_cloudfunctions2_function": "name",
+    "google_service_account": "account_id",
+    "google_pubsub_topic": "name",
+    "google_pubsub_subscription": "name",
+    "google_storage_bucket": "name",
+    "google_secret_manager_secret": "secret_id",
+    "google_logging_metric": "name",
+    "google_monitoring_alert_policy": "display_name",
+    "google_cloud_scheduler_job": "name",
+    "google_artifact_registry_repository": "repository_id",
+}
+#: Resources that are not named (bindings, objects inside a prefixed parent) or are the
+#: project's own, shared by every deployment in it, and why.
+UNNAMED = {
+    "google_storage_bucket_object": "inside the prefixed sources bucket",
+    "google_secret_manager_secret_version": "a version of a prefixed secret",
+    "google_monitoring_dashboard": "named inside dashboard_json: checked below",
+    "google_project_service": "APIs are enabled per project",
+    "google_firestore_database": "the (default) database the code uses, shared",
+    "google_firestore_field": "fields of the shared database (manage_firestore_fields)",
+    "google_project_iam_audit_config": "the project's audit settings (off by default)",
+}
+
+
+def planned_names(prefix: str) -> set[tuple[str, str]]:
+    """``(type, name)`` of everything the module names, for one prefix."""
+    tf = terraform()
+    scope = Scope({"prefix": prefix, "project_id": "my-project"})
+    names = set()
+    for kind, resources in tf.resources.items():
+        if kind.endswith(("_iam_member", "_iam_binding")) or kind in UNNAMED:
+            continue
+        assert kind in NAME_ARGUMENT, f"{kind}: which argument names it, and is it prefixed?"
+        for body in resources.values():
+            instances = tf.for_each(body) if "for_each" in body else {"": None}
+            for key, value in instances.items():
+                each = (key, value) if "for_each" in body else None
+                name = tf.evaluate(body[NAME_ARGUMENT[kind]], Scope(scope.variables, each))
+                names.add((kind, name))
+    (dashboard,) = tf.of_type("google_monitoring_dashboard").values()
+    assert "displayName = local.dashboard_name" in dashboard["dashboard_json"]
+    names.add(("google_monitoring_dashboard", tf.evaluate("${local.dashboard_name}", scope)))
+    return names
+
+
+def test_two_prefixes_give_disjoint_names() -> None:
+    """Every name the module plans differs between two prefixes, so both fit in one project."""
+    first, second = planned_names("export"), planned_names("staging")
+    assert len(first) == len(second)
+    kinds = {kind for kind, _ in first}
+    assert kinds >= set(NAME_ARGUMENT) | {"google_monitoring_dashboard"}
+    assert not {n for _, n in first} & {n for _, n in second}, sorted(first & second)
+    assert ("google_storage_bucket", "my-project-staging-exports") in second
+
+
+def test_names_fit_google_clouds_rules_at_the_longest_prefix() -> None:
+    """With an 18-character prefix and a 30-character project ID every name is still valid."""
+    tf = terraform()
+    prefix = "a" * 17 + "z"
+    assert re.fullmatch(_prefix_pattern(), prefix)
+    scope = Scope({"prefix": prefix, "project_id": "p" * 30})
+    accounts = tf.of_type("google_service_account")
+    for name, body in accounts.items():
+        keys = tf.for_each(body) if "for_each" in body else {"": None}
+        for key in keys:
+            each = (key, {}) if "for_each" in body else None
+            account = tf.evaluate(body["account_id"], Scope(scope.variables, each))
+            assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account), (name, account)
+    for body in tf.of_type("google_storage_bucket").values():
+        bucket = tf.evaluate(body["name"], scope)
+        assert re.fullmatch(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]", bucket), bucket
+        assert "google" not in bucket
+    for name in functions_map():
+        assert len(deployed_name(name, scope)) <= 49  # Cloud Run service names
+    public_url = str(tf.locals["public_url"])
+    assert public_url.endswith('.cloudfunctions.net/${var.prefix}-submit")}')
+    assert deployed_name("submit") == "export-submit"
+
+
+def _prefix_pattern() -> str:
+    condition = str(_one(terraform().variables["prefix"]["validation"])["condition"])
+    match = re.search(r'regex\("\^(.*?)\$", var\.prefix\)', condition)
+    assert match, condition
+    return match[1]

@@ -15,8 +15,10 @@ module "dataset_export" {
 
   project_id                = var.project_id
   region                    = var.region
+  prefix                    = var.prefix
   firestore_location        = var.firestore_location
   create_firestore_database = var.create_firestore_database
+  manage_firestore_fields   = var.manage_firestore_fields
   notification_channels     = var.notification_channels
   operator_members          = var.operator_members
   deletion_protection       = var.deletion_protection

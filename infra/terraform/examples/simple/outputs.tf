@@ -32,3 +32,8 @@ output "dead_letter_subscription_url" {
   description = "The dead-letter subscription in the console."
   value       = module.dataset_export.dead_letter_subscription_url
 }
+
+output "prefix" {
+  description = "The prefix of every name of this deployment."
+  value       = module.dataset_export.prefix
+}

@@ -1,18 +1,44 @@
 variable "project_id" {
   description = "Google Cloud project to deploy into."
   type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a Google Cloud project ID (6-30 lowercase letters, digits, hyphens)."
+  }
 }
 
 variable "region" {
   description = "Region of the functions and buckets."
   type        = string
   default     = "us-central1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must be a Google Cloud region such as us-central1 or europe-west1."
+  }
+}
+
+variable "prefix" {
+  description = "Start of every name of this deployment; give a second deployment in the same project another one (e.g. staging)."
+  type        = string
+  default     = "export"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,16}[a-z0-9])?$", var.prefix))
+    error_message = "prefix must be 1-18 lowercase letters, digits and hyphens, starting with a letter."
+  }
 }
 
 variable "firestore_location" {
   description = "Firestore location (a region, or nam5/eur3). Default: the region."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.firestore_location == null || can(regex("^([a-z]+[0-9]+|[a-z]+-[a-z]+[0-9]+)$", var.firestore_location))
+    error_message = "firestore_location must be a region such as us-central1 or a multi-region such as nam5 or eur3."
+  }
 }
 
 variable "create_firestore_database" {
@@ -21,22 +47,43 @@ variable "create_firestore_database" {
   default     = true
 }
 
+variable "manage_firestore_fields" {
+  description = "Manage the Firestore TTL policies; false in a second deployment (another prefix) in the same project."
+  type        = bool
+  default     = true
+}
+
 variable "environment" {
   description = "Value of the environment label on every resource."
   type        = string
   default     = "production"
+
+  validation {
+    condition     = can(regex("^[a-z0-9_-]{1,63}$", var.environment))
+    error_message = "environment must be a label value: 1-63 lowercase letters, digits, underscores and hyphens."
+  }
 }
 
 variable "notification_channels" {
   description = "Cloud Monitoring notification channel IDs for the alerts."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "notification_channels entries must look like projects/PROJECT/notificationChannels/ID."
+  }
 }
 
 variable "operator_members" {
   description = "IAM members allowed to read the key-encryption key (to create API keys)."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for m in var.operator_members : can(regex("^(user|group|serviceAccount|domain|principal|principalSet):", m))])
+    error_message = "operator_members entries must be IAM members such as group:ops@example.com."
+  }
 }
 
 variable "deletion_protection" {
