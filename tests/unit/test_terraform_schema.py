@@ -1,7 +1,9 @@
-"""The offline schema check of infra/terraform finds nothing there, and reports what it finds.
+"""The offline schema check of infra/terraform finds nothing there and each planted error.
 
 ``tools/tf_schema/check.py`` reads every ``.tf`` file (examples included) against the google
-7.46.1 and random 3.9.1 schemas extracted from the cdktn provider packages.
+7.46.1 and random 3.9.1 schemas extracted from the cdktn provider packages. Each case below
+copies the module, plants one mistake of one kind with a text substitution, and expects the
+check to report exactly that kind.
 """
 
 from __future__ import annotations
@@ -14,10 +16,147 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tools.tf_schema import check, extract
 
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "infra" / "terraform"
+
+#: (kind, file, text to replace, replacement): one planted error each.
+PLANTED = [
+    (
+        check.UNKNOWN_TYPE,
+        "scheduler.tf",
+        'resource "google_cloud_scheduler_job" "retry_tick" {',
+        'resource "google_cloud_schedular_job" "retry_tick" {',
+    ),
+    (check.UNKNOWN_TYPE, "main.tf", 'data "google_project" "this"', 'data "google_projekt" "this"'),
+    (
+        check.UNKNOWN_ARGUMENT,
+        "pubsub.tf",
+        "  ack_deadline_seconds       = each.value.ack_deadline_seconds",
+        "  ack_deadline               = each.value.ack_deadline_seconds",
+    ),
+    (check.UNKNOWN_BLOCK, "pubsub.tf", "  retry_policy {", "  retry_polcy {"),
+    (
+        check.ARGUMENT_AS_BLOCK,
+        "scheduler.tf",
+        "    attributes = {\n",
+        "    attributes {\n",
+    ),
+    (
+        check.BLOCK_AS_ARGUMENT,
+        "secrets.tf",
+        "  replication {\n    auto {}\n  }",
+        "  replication = {\n    auto = {}\n  }",
+    ),
+    (
+        check.REPEATED_BLOCK,
+        "pubsub.tf",
+        '  expiration_policy {\n    ttl = "" # never expires for inactivity\n  }',
+        '  expiration_policy {\n    ttl = ""\n  }\n  expiration_policy {\n    ttl = "86400s"\n  }',
+    ),
+    (
+        check.MISSING_REQUIRED,
+        "iam.tf",
+        '  role    = "roles/datastore.user"\n',
+        "",
+    ),
+    (
+        check.COMPUTED_ONLY,
+        "functions.tf",
+        "    all_traffic_on_latest_revision   = true\n",
+        '    all_traffic_on_latest_revision   = true\n    uri = "https://example.com"\n',
+    ),
+    (
+        check.COMPUTED_ONLY,
+        "pubsub.tf",
+        '  name    = "${var.prefix}-ready"\n',
+        '  name    = "${var.prefix}-ready"\n  effective_labels = {}\n',
+    ),
+    (
+        check.TYPE_MISMATCH,
+        "scheduler.tf",
+        "    retry_count = 0",
+        '    retry_count = "none"',
+    ),
+    (
+        check.TYPE_MISMATCH,
+        "pubsub.tf",
+        '  message_retention_duration = "604800s"',
+        '  message_retention_duration = ["604800s"]',
+    ),
+    (
+        check.TYPE_MISMATCH,
+        "functions.tf",
+        "    all_traffic_on_latest_revision   = true",
+        '    all_traffic_on_latest_revision   = "yes"',
+    ),
+    (
+        check.UNKNOWN_ARGUMENT,
+        "pubsub.tf",
+        "      max_delivery_attempts = dead_letter_policy.value",
+        "      max_attempts = dead_letter_policy.value",
+    ),
+    (
+        check.PROVIDER_VERSION,
+        "versions.tf",
+        'version = "7.46.1"',
+        'version = "~> 7.0"',
+    ),
+    (check.UNDECLARED, "scheduler.tf", "var.retry_tick_schedule", "var.retry_schedule"),
+    (
+        check.UNKNOWN_ATTRIBUTE,
+        "scheduler.tf",
+        "google_pubsub_topic.retry_tick.id",
+        "google_pubsub_topic.retry_tick.identifier",
+    ),
+    (
+        check.UNKNOWN_ATTRIBUTE,
+        "outputs.tf",
+        "google_storage_bucket.exports.name",
+        "google_storage_bucket.exports.nme",
+    ),
+    (
+        check.INSTANCE_KEY,
+        "iam.tf",
+        "google_service_account.function[each.key].member",
+        "google_service_account.function.member",
+    ),
+    (
+        check.INSTANCE_KEY,
+        "storage.tf",
+        "bucket       = google_storage_bucket.sources.name",
+        "bucket       = google_storage_bucket.sources[0].name",
+    ),
+    # The example root is checked too: its provider block, versions and module call.
+    (
+        check.UNKNOWN_ARGUMENT,
+        "examples/simple/main.tf",
+        "  region         = var.region\n",
+        "  region         = var.region\n  zones          = []\n",
+    ),
+    (
+        check.PROVIDER_VERSION,
+        "examples/simple/versions.tf",
+        'version = "3.9.1"',
+        'version = "~> 3.7"',
+    ),
+    (
+        check.MODULE_ARGUMENT,
+        "examples/simple/main.tf",
+        "  prefix                    = var.prefix",
+        "  name_prefix               = var.prefix",
+    ),
+    (
+        check.MISSING_REQUIRED,
+        "examples/simple/main.tf",
+        "  project_id                = var.project_id\n",
+        "",
+    ),
+    (check.PARSE_ERROR, "outputs.tf", 'output "topics" {', 'output "topics" {{'),
+]
 
 
 def run_check(root: Path) -> list[check.Problem]:
@@ -31,6 +170,25 @@ def test_the_module_and_its_examples_pass() -> None:
     assert problems == [], "\n".join(map(str, problems))
     checked = {p.parent for p in TERRAFORM.rglob("*.tf")}
     assert checked == {TERRAFORM, TERRAFORM / "modules/bundles", TERRAFORM / "examples/simple"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "file", "old", "new"), PLANTED, ids=[f"{k}:{f}" for k, f, _, _ in PLANTED]
+)
+def test_each_planted_error_is_found(
+    tmp_path: Path, kind: str, file: str, old: str, new: str
+) -> None:
+    """One mistake planted in a copy is reported, with its kind, and nothing else is."""
+    root = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM, root, ignore=shutil.ignore_patterns(".terraform*"))
+    target = root / file
+    text = target.read_text("utf-8")
+    assert text.count(old) >= 1, f"{old!r} is not in {file}"
+    target.write_text(text.replace(old, new, 1), "utf-8")
+    problems = run_check(root)
+    assert problems, f"planting {new!r} in {file} went unnoticed"
+    assert {p.kind for p in problems} == {kind}, "\n".join(map(str, problems))
+    assert all(p.file.name == target.name for p in problems), "\n".join(map(str, problems))
 
 
 def test_the_command_fails_with_one_line_per_problem(tmp_path: Path) -> None:
