@@ -16,6 +16,7 @@ from .adapters.pubsub_publisher import PubSubPublisher
 from .adapters.webhook_sender import WebhookSender
 from .config import Settings
 from .core.catalog import RENTAL_LISTINGS
+from .core.formats import ExportFormat
 from .core.query import Query
 from .events import READY_KIND, REQUEST_KIND
 from .http_api import ExportApi
@@ -64,7 +65,7 @@ def _duckdb_engine(
     from .engine.duckdb_engine import run_export
 
     stats = run_export(
-        parquet_path, query, cast(Any, fmt), cast(BinaryIO, out), on_progress=on_progress
+        parquet_path, query, ExportFormat(fmt), cast(BinaryIO, out), on_progress=on_progress
     )
     return stats.rows
 

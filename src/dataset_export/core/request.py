@@ -11,25 +11,18 @@ from __future__ import annotations
 import difflib
 import unicodedata
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .catalog import Catalog
 from .errors import InvalidRequest
+from .formats import ExportFormat
 from .jsontext import dump_preserving, find_lone_surrogate, parse_preserving, parse_standard
 from .query import Query, parse_dataset
 
 MAX_NAME_LENGTH = 200
 _FIELDS = ("dataset", "webhookURL", "name", "format")
-
-
-class ExportFormat(StrEnum):
-    """File formats an export can be written in."""
-
-    CSV = "csv"
-    JSONL = "jsonl"
 
 
 class ExportRequestBody(BaseModel):
@@ -45,7 +38,7 @@ class ExportRequestBody(BaseModel):
     @field_validator("format", mode="before")
     @classmethod
     def _format_any_case(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.lower() in ("csv", "jsonl"):
+        if isinstance(value, str) and value.lower() in tuple(ExportFormat):
             return ExportFormat(value.lower())
         raise ValueError("format must be 'csv' or 'jsonl'")
 

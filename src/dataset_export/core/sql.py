@@ -41,12 +41,10 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from .catalog import Aggregate, Column, ColumnType, FilterOp
+from .formats import ExportFormat
 from .query import AllOf, AnyOf, Condition, FilterNode, Negation, Query, Scope
-
-ExportFormat = Literal["csv", "jsonl"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -238,13 +236,13 @@ def compile_export(query: Query, fmt: ExportFormat, source: str = "dataset") -> 
     scopes = [
         (compiler.scope(s), output_type(s), quote_identifier(s.output_name)) for s in query.scopes
     ]
-    if fmt == "csv":
+    if fmt == ExportFormat.CSV:
         fields = [_csv_field(expr, kind) for expr, kind, _ in scopes]
         if len(fields) == 1:
             # A lone null field would be a blank line, which many readers skip: write "".
             fields = [f"coalesce({fields[0]}, '\"\"')"]
         line = "concat(" + ", ',', ".join(fields) + ", chr(10))"
-    elif fmt == "jsonl":
+    elif fmt == ExportFormat.JSONL:
         members = ", ".join(f"{name} := {_json_value(expr, kind)}" for expr, kind, name in scopes)
         line = f"concat(to_json(struct_pack({members})), chr(10))"
     else:

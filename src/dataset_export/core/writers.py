@@ -46,6 +46,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from .formats import ExportFormat
+
 _isal_zlib: types.ModuleType | None
 try:  # ISA-L is optional: several times faster than zlib at similar ratios.
     from isal import isal_zlib as _isal_zlib
@@ -260,11 +262,11 @@ class LinesEncoder:
         return _text_bytes(_plain_text(lines)).data
 
 
-def encoder_for(fmt: Literal["csv", "jsonl"], names: Sequence[str]) -> Encoder:
+def encoder_for(fmt: ExportFormat, names: Sequence[str]) -> Encoder:
     """The Arrow encoder of an export format."""
-    if fmt == "csv":
+    if fmt == ExportFormat.CSV:
         return CsvEncoder(names)
-    if fmt == "jsonl":
+    if fmt == ExportFormat.JSONL:
         return JsonlEncoder(names)
     raise ValueError(f"unknown export format {fmt!r}")
 

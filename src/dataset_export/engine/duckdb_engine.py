@@ -41,13 +41,9 @@ import duckdb
 
 from dataset_export.core.catalog import Column, ColumnType
 from dataset_export.core.errors import PermanentError, QueryRejected, public_detail
+from dataset_export.core.formats import ExportFormat
 from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query
-from dataset_export.core.sql import (
-    CompiledQuery,
-    ExportFormat,
-    compile_export,
-    compile_query,
-)
+from dataset_export.core.sql import CompiledQuery, compile_export, compile_query
 from dataset_export.core.writers import (
     Encoder,
     GzipBackend,
@@ -188,7 +184,7 @@ def run_export(
     exception the gzip stream is left unfinished (no trailer), so partial output never reads as
     a complete file. ``out`` is not closed.
     """
-    if fmt not in ("csv", "jsonl"):
+    if fmt not in tuple(ExportFormat):
         raise ValueError(f"unknown export format {fmt!r}")
     if render not in ("duckdb", "arrow"):
         raise ValueError(f"unknown render {render!r}")
@@ -244,7 +240,7 @@ def _export(
     encoder: Encoder
     if render == "duckdb":
         compiled = compile_export(query, fmt, SOURCE)
-        encoder = LinesEncoder(csv_header(query.output_names) if fmt == "csv" else b"")
+        encoder = LinesEncoder(csv_header(query.output_names) if fmt == ExportFormat.CSV else b"")
     else:
         compiled = compile_query(query, SOURCE)
         encoder = encoder_for(fmt, query.output_names)
