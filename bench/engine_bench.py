@@ -64,8 +64,8 @@ def worker(args: argparse.Namespace) -> None:
 
     from dataset_export.core.catalog import RENTAL_LISTINGS
     from dataset_export.core.query import parse_dataset
-    from dataset_export.core.sql import compile_query
     from dataset_export.engine import EngineSettings, run_export
+    from dataset_export.engine.sql.duckdb_dialect import compile_query
 
     query = parse_dataset(dataset_for(args.case), RENTAL_LISTINGS, max_rows=10**9)
     suffix = ".csv.gz" if args.fmt == "csv" else ".jsonl.gz"

@@ -148,7 +148,8 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
             ),
             runtime_modules=(
                 "dataset_export.engine.duckdb_engine",
-                "dataset_export.core.writers",
+                "dataset_export.engine.render",
+                "dataset_export.engine.gzip_sink",
                 "isal.isal_zlib",
             ),
         ),

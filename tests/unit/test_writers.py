@@ -17,15 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataset_export.core.writers import (
+from dataset_export.engine.gzip_sink import GzipSink, default_gzip_backend
+from dataset_export.engine.render import (
     CsvEncoder,
     Encoder,
-    GzipSink,
     JsonlEncoder,
     LinesEncoder,
     csv_field,
     csv_header,
-    default_gzip_backend,
     encoder_for,
 )
 

@@ -1,4 +1,22 @@
-"""Query engines that run a validated query over the dataset and stream the export file."""
+"""The export engine: compiles a validated query to SQL, runs it, renders and gzips the file.
+
+The pure core (``dataset_export.core``) owns the query model, the catalog, the formats and the
+policies; everything here may use DuckDB, pyarrow, numpy, threads and isal. Layout:
+
+- ``sql/``: SQL compilation. ``sql/compiler.py`` is what every dialect shares (the walk from a
+  ``Query`` to text and parameters, the safety rules, the semantics, ``output_type``);
+  ``sql/duckdb_dialect.py`` is DuckDB's spelling of it, plus ``compile_export``, which renders
+  each row as a CSV or JSONL line in SQL. A second dialect (BigQuery's GoogleSQL) is a module
+  beside it.
+- ``render.py``: the Arrow-batch renderer (``CsvEncoder``, ``JsonlEncoder``, ``LinesEncoder``,
+  ``csv_header``): record batches to the bytes of the file, for engines that hand over columns
+  rather than rendered lines (its docstring says how its bytes compare with DuckDB's lines).
+- ``gzip_sink.py``: ``GzipSink``, the gzip stream (isal or zlib) with its writer thread.
+- ``duckdb_engine.py``: ``run_export``, DuckDB over a local Parquet file from query to gzip
+  file, and ``DatasetMismatch``. An engine over another store is a module beside it.
+
+Importing this package loads DuckDB; only the process function does.
+"""
 
 from __future__ import annotations
 

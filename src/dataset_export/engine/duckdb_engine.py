@@ -7,9 +7,9 @@ the DB-API ``con.execute(...)`` path copies the whole result first), an encoder,
 batch.
 
 Rendering: by default (``render="duckdb"``) DuckDB renders each row as a finished CSV or JSONL
-line (``core.sql.compile_export``) in its own worker threads, and the Arrow buffer holding the
-lines is handed to gzip without a copy. ``render="arrow"`` streams the result columns and
-formats them with ``core.writers.CsvEncoder`` / ``JsonlEncoder`` instead (slower; kept as an
+line (``sql.duckdb_dialect.compile_export``) in its own worker threads, and the Arrow buffer
+holding the lines is handed to gzip without a copy. ``render="arrow"`` streams the result columns
+and formats them with ``render.CsvEncoder`` / ``JsonlEncoder`` instead (slower; kept as an
 engine-independent encoder that the tests cross-check against the DuckDB rendering).
 
 Memory: DuckDB runs under ``memory_limit`` and spills to ``temp_directory``;
@@ -43,15 +43,11 @@ from dataset_export.core.catalog import Column, ColumnType
 from dataset_export.core.errors import PermanentError, QueryRejected, public_detail
 from dataset_export.core.formats import ExportFormat
 from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query
-from dataset_export.core.sql import CompiledQuery, compile_export, compile_query
-from dataset_export.core.writers import (
-    Encoder,
-    GzipBackend,
-    GzipSink,
-    LinesEncoder,
-    csv_header,
-    encoder_for,
-)
+
+from .gzip_sink import GzipBackend, GzipSink
+from .render import Encoder, LinesEncoder, csv_header, encoder_for
+from .sql.compiler import CompiledQuery
+from .sql.duckdb_dialect import compile_export, compile_query
 
 SOURCE = "dataset"
 Render = Literal["duckdb", "arrow"]

@@ -1,20 +1,25 @@
-"""Compile a validated ``Query`` to DuckDB SQL text plus bound parameters.
+"""What every SQL dialect shares: the walk from a validated ``Query`` to SQL text and parameters.
+
+A dialect (``duckdb_dialect.py``; the next one beside it) subclasses ``SqlCompiler`` and spells
+identifiers, aggregates and the two text functions its way; the structure of the statement, the
+order in which parameters bind and the checks on every value are decided here once.
 
 Safety: the only words a customer can influence in the SQL text are catalog column names and
-validated output names (``[A-Za-z_][A-Za-z0-9_]*``, always double-quoted and re-checked here),
-the choice of operator or aggregate, and the number of ``?`` placeholders. Every value is a
-positional parameter (dates as ``datetime.date``), so no string a customer sends ever appears in
-the text. Columns are qualified with the source (``"dataset"."bed"``) so an alias that happens to
-equal a column name can never change what WHERE, GROUP BY or ORDER BY refer to.
+validated output names (``[A-Za-z_][A-Za-z0-9_]*``, always quoted and re-checked by
+``check_identifier``), the choice of operator or aggregate, and the number of ``?``
+placeholders. Every value is a positional parameter (dates as ``datetime.date``), so no string a
+customer sends ever appears in the text. Columns are qualified with the source
+(``"dataset"."bed"``) so an alias that happens to equal a column name can never change what
+WHERE, GROUP BY or ORDER BY refer to.
 
-Semantics:
+Semantics (the contract every dialect keeps):
 
 - Scopes are selected in order under their output names. When any scope aggregates, the plain
   scopes are the GROUP BY keys (a null key is a group of its own, as in SQL).
-- Aggregates: Avg ``avg``, Sum ``sum`` (integer sums are BIGINT, not DuckDB's HUGEINT), Min,
-  Max, Count ``count(col)`` (non-null values), CountDistinct ``count(DISTINCT col)`` (non-null
-  distinct values), Median ``median`` (a DOUBLE, the mean of the two middle values for an even
-  count, also for integer columns). Over no rows, Count is 0 and the others are null.
+- Aggregates: Avg, Sum (integer sums are 64-bit integers), Min, Max, Count (non-null values),
+  CountDistinct (non-null distinct values), Median (a double, the mean of the two middle values
+  for an even count, also for integer columns). Over no rows, Count is 0 and the others are
+  null. ``output_type`` is the logical type of each output column.
 - Null semantics are SQL's three-valued logic, which a customer reads as "a condition on a
   missing value is not met": ``equals``, ``notEquals``, ``in``, ``notIn``, comparisons,
   ``between``, ``contains`` and ``startsWith`` never match a null value (so ``notEquals`` and
@@ -26,25 +31,18 @@ Semantics:
 - ``orderBy`` sorts with ``NULLS LAST`` in both directions; an output name wins over a catalog
   column of the same name, as the query model decides. ``limit`` is ``LIMIT ?``; without
   ``orderBy`` which rows a limit keeps is unspecified.
-
-``compile_query`` gives the result as columns (for Arrow encoders and tests).
-``compile_export`` gives the same rows already rendered by the engine as CSV or JSONL lines, one
-VARCHAR column ``line`` per row, each ending in ``\\n``: DuckDB formats in its own worker threads,
-faster than formatting Arrow batches with pyarrow (at 2M rows about 1.5x for CSV, 2.5x for
-JSONL; see bench/engine_bench.py). Its CSV quotes a field only where needed (``,`` ``"`` CR LF)
-and prints doubles as DuckDB does (``784.0``, ``2150.5``, ``1e+20``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .catalog import Aggregate, Column, ColumnType, FilterOp
-from .formats import ExportFormat
-from .query import AllOf, AnyOf, Condition, FilterNode, Negation, Query, Scope
+from dataset_export.core.catalog import Aggregate, Column, ColumnType, FilterOp
+from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query, Scope
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -57,16 +55,6 @@ _COMPARISONS = {
     FilterOp.LTE: "<=",
 }
 
-_AGGREGATE_FUNCTIONS = {
-    Aggregate.AVG: "avg({})",
-    Aggregate.SUM: "sum({})",
-    Aggregate.MIN: "min({})",
-    Aggregate.MAX: "max({})",
-    Aggregate.COUNT: "count({})",
-    Aggregate.COUNT_DISTINCT: "count(DISTINCT {})",
-    Aggregate.MEDIAN: "median({})",
-}
-
 
 @dataclass(frozen=True)
 class CompiledQuery:
@@ -76,11 +64,11 @@ class CompiledQuery:
     params: list[object]
 
 
-def quote_identifier(name: str) -> str:
-    """``name`` double-quoted; ValueError unless it is a plain identifier (defence in depth)."""
+def check_identifier(name: str) -> str:
+    """``name`` itself; ValueError unless it is a plain identifier (defence in depth)."""
     if not _IDENTIFIER.fullmatch(name):
         raise ValueError(f"not a safe SQL identifier: {name!r}")
-    return f'"{name}"'
+    return name
 
 
 def output_type(scope: Scope) -> ColumnType:
@@ -95,23 +83,41 @@ def output_type(scope: Scope) -> ColumnType:
     return ColumnType.NUMBER
 
 
-class _Compiler:
+class SqlCompiler(ABC):
+    """Compiles one query over the table or view ``source``; one instance per statement."""
+
     def __init__(self, source: str) -> None:
-        self.source = quote_identifier(source)
+        self.source = self.quote_identifier(source)
         self.params: list[object] = []
 
+    # The dialect's spellings.
+
+    @abstractmethod
+    def quote_identifier(self, name: str) -> str:
+        """``name`` quoted as an identifier (after ``check_identifier``)."""
+
+    @abstractmethod
+    def aggregate(self, aggregate: Aggregate, column: Column, ref: str) -> str:
+        """The aggregate of ``column`` (referenced as ``ref``), typed as ``output_type`` says."""
+
+    @abstractmethod
+    def contains(self, ref: str, value: str) -> str:
+        """A literal, case-sensitive substring test of ``ref`` against the parameter ``value``."""
+
+    @abstractmethod
+    def starts_with(self, ref: str, value: str) -> str:
+        """A literal, case-sensitive prefix test of ``ref`` against the parameter ``value``."""
+
+    # The shared walk.
+
     def column(self, column: Column) -> str:
-        return f"{self.source}.{quote_identifier(column.name)}"
+        return f"{self.source}.{self.quote_identifier(column.name)}"
 
     def scope(self, scope: Scope) -> str:
         ref = self.column(scope.column)
         if scope.aggregate is None:
             return ref
-        expr = _AGGREGATE_FUNCTIONS[scope.aggregate].format(ref)
-        if scope.aggregate is Aggregate.SUM and scope.column.type is ColumnType.INTEGER:
-            # DuckDB sums integers as HUGEINT; BIGINT is what Arrow, CSV and JSON readers expect.
-            expr = f"CAST({expr} AS BIGINT)"
-        return expr
+        return self.aggregate(scope.aggregate, scope.column, ref)
 
     def bind(self, value: object) -> str:
         if isinstance(value, dt.datetime):  # a datetime is a date subclass: never bind one
@@ -138,9 +144,9 @@ class _Compiler:
             low, high = self.values(node.value)
             return f"{col} BETWEEN {self.bind(low)} AND {self.bind(high)}"
         if op is FilterOp.CONTAINS:
-            return f"contains({col}, {self.bind(node.value)})"
+            return self.contains(col, self.bind(node.value))
         if op is FilterOp.STARTS_WITH:
-            return f"starts_with({col}, {self.bind(node.value)})"
+            return self.starts_with(col, self.bind(node.value))
         if op is FilterOp.IS_NULL:
             if not isinstance(node.value, bool):
                 raise TypeError("isNull takes true or false")
@@ -184,6 +190,10 @@ class _Compiler:
             parts.append(f"LIMIT {self.bind(int(query.limit))}")
         return " ".join(parts)
 
+    def select_columns(self, query: Query) -> list[str]:
+        """One select item per scope, in order, under its output name."""
+        return [f"{self.scope(s)} AS {self.quote_identifier(s.output_name)}" for s in query.scopes]
+
     def compile(self, query: Query, select: Sequence[str]) -> CompiledQuery:
         if not query.scopes:
             raise ValueError("a query needs at least one scope")
@@ -191,60 +201,3 @@ class _Compiler:
         where = None if query.filter is None else self.filter(query.filter)
         sql = "SELECT " + ", ".join(select) + " " + self.tail(query, where=where)
         return CompiledQuery(sql=sql, params=self.params)
-
-
-def compile_query(query: Query, source: str = "dataset") -> CompiledQuery:
-    """The query as SQL over the table or view ``source``, one column per scope, in order."""
-    compiler = _Compiler(source)
-    select = [f"{compiler.scope(s)} AS {quote_identifier(s.output_name)}" for s in query.scopes]
-    return compiler.compile(query, select)
-
-
-def _csv_field(expr: str, kind: ColumnType) -> str:
-    """SQL rendering one value as an RFC 4180 field; NULL (empty under ``concat``) for null."""
-    if kind is ColumnType.STRING:
-        # Quote only where needed, like DuckDB's and Polars' writers; "" keeps '' apart from null.
-        special = " OR ".join(
-            f"contains({expr}, {c})" for c in ("','", "'\"'", "chr(10)", "chr(13)")
-        )
-        return (
-            f"CASE WHEN {special} THEN '\"' || replace({expr}, '\"', '\"\"') || '\"' "
-            f"WHEN {expr} = '' THEN '\"\"' ELSE {expr} END"
-        )
-    if kind is ColumnType.NUMBER:
-        # DuckDB prints the shortest text that reads back as the same double (2150.5, 784.0).
-        return f"CASE WHEN isfinite({expr}) THEN CAST({expr} AS VARCHAR) END"
-    # Integers as digits, dates as ISO-8601 (2025-01-31), booleans as true/false.
-    return f"CAST({expr} AS VARCHAR)"
-
-
-def _json_value(expr: str, kind: ColumnType) -> str:
-    if kind is ColumnType.NUMBER:
-        return f"CASE WHEN isfinite({expr}) THEN {expr} END"  # NaN and infinities become null
-    return expr
-
-
-def compile_export(query: Query, fmt: ExportFormat, source: str = "dataset") -> CompiledQuery:
-    """The query with each row rendered as one CSV or JSONL line (column ``line``, ends in LF).
-
-    CSV: fields as ``_csv_field`` renders them, no header (the writer adds it); in a one-column
-    export a null is ``""`` so that its row is not a blank line. JSONL: one object
-    per row, keys in scope order, numbers as numbers, non-finite numbers and nulls as ``null``,
-    dates as ISO-8601 strings, text escaped by DuckDB's ``to_json`` (non-ASCII kept as UTF-8).
-    """
-    compiler = _Compiler(source)
-    scopes = [
-        (compiler.scope(s), output_type(s), quote_identifier(s.output_name)) for s in query.scopes
-    ]
-    if fmt == ExportFormat.CSV:
-        fields = [_csv_field(expr, kind) for expr, kind, _ in scopes]
-        if len(fields) == 1:
-            # A lone null field would be a blank line, which many readers skip: write "".
-            fields = [f"coalesce({fields[0]}, '\"\"')"]
-        line = "concat(" + ", ',', ".join(fields) + ", chr(10))"
-    elif fmt == ExportFormat.JSONL:
-        members = ", ".join(f"{name} := {_json_value(expr, kind)}" for expr, kind, name in scopes)
-        line = f"concat(to_json(struct_pack({members})), chr(10))"
-    else:
-        raise ValueError(f"unknown export format {fmt!r}")
-    return compiler.compile(query, [f'{line} AS "line"'])
