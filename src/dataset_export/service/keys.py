@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ..core.apikeys import encrypt_key, new_api_key
+from ..core.apikeys import new_api_key
+from ..key_encryption import encrypt_key
 from .ports import Account, ApiKeyRecord, ExportStore
 
 

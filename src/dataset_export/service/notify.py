@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .. import logs
-from ..core.apikeys import KeyDecryptionError, decrypt_key
+from ..core.apikeys import KeyDecryptionError
 from ..core.delivery import AttemptOutcome, DeliveryConflict, DeliveryRecord, DeliveryState
 from ..core.errors import Conflict
 from ..core.jsontext import parse_preserving
@@ -29,6 +29,7 @@ from ..core.signing import (
     payload_signature,
     standard_webhook_headers,
 )
+from ..key_encryption import decrypt_key
 from .downloads import mint_link
 from .ports import ApiKeyRecord, Publisher
 
