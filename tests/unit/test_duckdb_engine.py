@@ -475,8 +475,12 @@ def test_output_errors_propagate_and_clean_up(tmp_path: Path, listings: Path) ->
     assert list(spill.iterdir()) == []
 
 
-def test_private_temp_directory_is_removed(tmp_path: Path, listings: Path) -> None:
+def test_private_temp_directory_is_removed(
+    tmp_path: Path, listings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without a temp_directory setting the engine's own spill directory is removed."""
+    # A temp root of its own: other exports on the machine make their directories in /tmp.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     before = set(os.listdir(tempfile.gettempdir()))
     export(listings, parse({"scopes": [{"column": "city", "aggregate": "CountDistinct"}]}), "csv")
     after = set(os.listdir(tempfile.gettempdir()))
