@@ -17,6 +17,28 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_PORTS = Ports.starting_at(int(os.environ.get("DWE_TEST_PORT_BASE", "28081")))
 
 
+class SessionLogs:
+    """The stack's logs as this test session wrote them: `make up` appends to a part's log
+    across runs, so what earlier sessions (or earlier code) wrote is left out."""
+
+    def __init__(self, logs_dir: Path) -> None:
+        self.logs_dir = logs_dir
+        self._start = {p.name: p.stat().st_size for p in logs_dir.glob("*.log")}
+
+    def paths(self) -> list[Path]:
+        """Every part's log file, sorted by name."""
+        return sorted(self.logs_dir.glob("*.log"))
+
+    def text(self, name: str) -> str:
+        """What this session appended to the log ``name`` (e.g. ``notify.log``)."""
+        with (self.logs_dir / name).open("rb") as log:
+            log.seek(self._start.get(name, 0))
+            return log.read().decode("utf-8", errors="replace")
+
+
+_session_logs: list[SessionLogs] = []
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
     """The whole local stack, as `make up` builds it, on the test ports."""
@@ -29,11 +51,18 @@ def stack() -> Iterator[StackInfo]:
         project="dwe-test",
         dataset_rows=20_000,
     )
+    _session_logs.append(SessionLogs(config.logs_dir))
     info = up(config)
     try:
         yield info
     finally:
         down(config)
+
+
+@pytest.fixture(scope="session")
+def stack_logs(stack: StackInfo) -> SessionLogs:
+    """The test stack's logs, limited to what this session wrote."""
+    return _session_logs[-1]
 
 
 @pytest.fixture(scope="session")

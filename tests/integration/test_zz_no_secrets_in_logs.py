@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from dataset_export.localstack.stack import StackInfo
+from tests.conftest import SessionLogs
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +32,9 @@ SECRETS = {
 CUSTOMER_SIDE = {"receiver.log"}
 
 
-def _json_lines(path: Path) -> list[dict[str, Any]]:
+def _json_lines(text: str) -> list[dict[str, Any]]:
     lines = []
-    for line in path.read_text("utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         if line.startswith("{"):
             try:
                 lines.append(json.loads(line))
@@ -43,7 +44,7 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def test_secrets_in_a_webhook_urls_query_and_path_reach_no_log(
-    stack: StackInfo, client: httpx.Client
+    stack: StackInfo, stack_logs: SessionLogs, client: httpx.Client
 ) -> None:
     """A webhook URL with secrets in its query and path is delivered; no stack log holds them."""
     query_secret = f"q{secrets.token_hex(12)}"
@@ -58,10 +59,9 @@ def test_secrets_in_a_webhook_urls_query_and_path_reach_no_log(
     response = client.post("/dataset/export", json=body)
     assert response.status_code == 201, response.text
     query_uuid = response.json()["queryUUID"]
-    logs_dir = Path(stack.config.logs_dir)
 
     def delivered_line() -> dict[str, Any] | None:
-        for entry in _json_lines(logs_dir / "notify.log"):
+        for entry in _json_lines(stack_logs.text("notify.log")):
             if entry.get("queryUUID") == query_uuid and entry["message"].startswith(
                 "webhook delivered"
             ):
@@ -77,12 +77,12 @@ def test_secrets_in_a_webhook_urls_query_and_path_reach_no_log(
         for p in Path(stack.env["EXPORT_WEBHOOK_DIR"]).glob("*.json")
     ]
     assert any(path_secret in r["path"] and query_secret in r["path"] for r in received)
-    logs = sorted(logs_dir.glob("*.log"))
+    logs = stack_logs.paths()
     assert {p.name for p in logs} > CUSTOMER_SIDE
     for path in logs:
         if path.name in CUSTOMER_SIDE:
             continue
-        text = path.read_text("utf-8", errors="replace")
+        text = stack_logs.text(path.name)
         assert query_secret not in text, f"the webhook URL's query secret is in {path.name}"
         assert path_secret not in text, f"the webhook URL's path secret is in {path.name}"
     # Our own line names the endpoint: scheme, host, port and path, the opaque segment and
@@ -90,12 +90,13 @@ def test_secrets_in_a_webhook_urls_query_and_path_reach_no_log(
     assert entry["webhook"] == f"{base}/hooks/[redacted]?key=[redacted]&tag=[redacted]"
 
 
-def test_retry_tick_lines_name_no_export(stack: StackInfo, client: httpx.Client) -> None:
+def test_retry_tick_lines_name_no_export(
+    stack: StackInfo, stack_logs: SessionLogs, client: httpx.Client
+) -> None:
     """A retry tick is about no single export: its summary line carries no queryUUID."""
-    notify_log = Path(stack.config.logs_dir) / "notify.log"
 
     def ticks() -> list[dict[str, Any]]:
-        lines = _json_lines(notify_log)
+        lines = _json_lines(stack_logs.text("notify.log"))
         return [e for e in lines if e["message"].startswith("retry tick sent")]
 
     if not ticks():  # run on its own: make the tick retry something
@@ -115,11 +116,11 @@ def test_retry_tick_lines_name_no_export(stack: StackInfo, client: httpx.Client)
     assert not stale, stale[:3]
 
 
-def test_stack_logs_hold_no_secrets(stack: StackInfo) -> None:
+def test_stack_logs_hold_no_secrets(stack: StackInfo, stack_logs: SessionLogs) -> None:
     """Every log file of the test stack is free of keys, signatures, tokens and signed URLs."""
-    logs = sorted(Path(stack.config.logs_dir).glob("*.log"))
+    logs = stack_logs.paths()
     assert {p.stem for p in logs} >= {"submit", "process", "notify"}
-    text = {p.name: p.read_text("utf-8", errors="replace") for p in logs}
+    text = {p.name: stack_logs.text(p.name) for p in logs}
     assert any("webhook delivered" in t for t in text.values()), "the stack delivered nothing"
     for name, content in text.items():
         for what, pattern in SECRETS.items():
