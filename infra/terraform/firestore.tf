@@ -1,19 +1,16 @@
-# Firestore (native mode, the (default) database the code's clients use). Collections: accounts,
+# Firestore (native mode): this deployment's own database, local.firestore_database
+# ("<prefix>-db" unless var.firestore_database names another, such as "(default)"). The
+# functions find it in EXPORT_FIRESTORE_DATABASE, so two deployments in one project (two
+# prefixes) keep their accounts, API keys and export records apart. Collections: accounts,
 # apiKeys, exports, idempotencyKeys, rateLimits. The queries are single-field (apiKeys.keyId ==,
 # exports.deliveryDueOn <= now ordered by deliveryDueOn), served by automatic single-field
 # indexes, so no composite index is declared.
-#
-# The code uses the project's (default) database, so two deployments in one project (two
-# prefixes) share it and its collections: the second sets create_firestore_database = false and
-# manage_firestore_fields = false, and the first keeps the TTL policies and index exemptions
-# below for both. Keep environments that must not share API keys and export records in
-# separate projects.
 
-resource "google_firestore_database" "default" {
+resource "google_firestore_database" "this" {
   count = var.create_firestore_database ? 1 : 0
 
   project     = var.project_id
-  name        = "(default)"
+  name        = local.firestore_database_id
   location_id = coalesce(var.firestore_location, var.region)
   type        = "FIRESTORE_NATIVE"
 
@@ -30,10 +27,8 @@ resource "google_firestore_database" "default" {
 # TTL fields are also exempted from indexing: monotonically increasing timestamps create index
 # hotspots, and nothing queries them.
 resource "google_firestore_field" "idempotency_keys_ttl" {
-  count = var.manage_firestore_fields ? 1 : 0
-
   project    = var.project_id
-  database   = local.firestore_scope
+  database   = local.firestore_database
   collection = "idempotencyKeys"
   field      = "expiresOn"
 
@@ -42,10 +37,8 @@ resource "google_firestore_field" "idempotency_keys_ttl" {
 }
 
 resource "google_firestore_field" "rate_limits_ttl" {
-  count = var.manage_firestore_fields ? 1 : 0
-
   project    = var.project_id
-  database   = local.firestore_scope
+  database   = local.firestore_database
   collection = "rateLimits"
   field      = "expiresOn"
 
@@ -55,10 +48,8 @@ resource "google_firestore_field" "rate_limits_ttl" {
 
 # The submitted query, kept verbatim for the webhook's payload echo: large, never queried.
 resource "google_firestore_field" "exports_dataset_json" {
-  count = var.manage_firestore_fields ? 1 : 0
-
   project    = var.project_id
-  database   = local.firestore_scope
+  database   = local.firestore_database
   collection = "exports"
   field      = "datasetJson"
 

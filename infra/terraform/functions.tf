@@ -23,6 +23,7 @@ locals {
         GOOGLE_CLOUD_PROJECT         = var.project_id
         EXPORT_ENV                   = "production"
         EXPORT_BUCKET                = google_storage_bucket.exports.name
+        EXPORT_FIRESTORE_DATABASE    = local.firestore_database
         EXPORT_REQUESTS_TOPIC        = google_pubsub_topic.requests.name
         EXPORT_READY_TOPIC           = google_pubsub_topic.ready.name
         EXPORT_PUBLIC_URL            = local.public_url
@@ -50,11 +51,12 @@ locals {
       invoker     = "pubsub_push"
       sizing      = var.process_function
       environment = {
-        GOOGLE_CLOUD_PROJECT = var.project_id
-        EXPORT_ENV           = "production"
-        EXPORT_BUCKET        = google_storage_bucket.exports.name
-        EXPORT_READY_TOPIC   = google_pubsub_topic.ready.name
-        EXPORT_DATASET_URI   = local.dataset_uri
+        GOOGLE_CLOUD_PROJECT      = var.project_id
+        EXPORT_ENV                = "production"
+        EXPORT_BUCKET             = google_storage_bucket.exports.name
+        EXPORT_FIRESTORE_DATABASE = local.firestore_database
+        EXPORT_READY_TOPIC        = google_pubsub_topic.ready.name
+        EXPORT_DATASET_URI        = local.dataset_uri
       }
       secrets = {}
       # A finished export announces itself on the ready topic.
@@ -105,10 +107,11 @@ locals {
       invoker     = "pubsub_push"
       sizing      = var.notify_function
       environment = {
-        GOOGLE_CLOUD_PROJECT = var.project_id
-        EXPORT_ENV           = "production"
-        EXPORT_BUCKET        = google_storage_bucket.exports.name
-        EXPORT_PUBLIC_URL    = local.public_url
+        GOOGLE_CLOUD_PROJECT      = var.project_id
+        EXPORT_ENV                = "production"
+        EXPORT_BUCKET             = google_storage_bucket.exports.name
+        EXPORT_FIRESTORE_DATABASE = local.firestore_database
+        EXPORT_PUBLIC_URL         = local.public_url
       }
       # Decrypts the customer's stored API key (the HMAC key of the webhook signatures) and
       # builds the webhook's 30-day download link.

@@ -2,8 +2,9 @@
 # pushes as. Every role is granted on the resource it is needed for (topic, subscription,
 # bucket, secret, service, repository), with one documented exception per kind of resource
 # that has no resource-level IAM:
-# - Firestore: roles/datastore.user on the project (Firestore has no per-collection IAM; the
-#   project holds only this service's database).
+# - Firestore: roles/datastore.user on the project, limited by an IAM condition to this
+#   deployment's database (Firestore has no IAM policy on a database, but the project-level
+#   grant can be conditioned on the database's resource name).
 # - Cloud Logging: roles/logging.logWriter on the project, for the build service account.
 #
 # The function runtimes write their logs and metrics through Cloud Run, which needs no role.
@@ -83,14 +84,21 @@ resource "google_storage_bucket_iam_member" "function_bucket_role" {
   member = google_service_account.function[each.value.function].member
 }
 
-# Accounts, API keys, exports, idempotency keys, rate counters, delivery claims. Project level:
-# Firestore has no resource-level IAM (the one exception for the functions).
+# Accounts, API keys, exports, idempotency keys, rate counters, delivery claims. Granted on the
+# project (Firestore has no IAM policy of its own on a database), but the condition limits it
+# to this deployment's database: a function of one deployment cannot read another's keys.
 resource "google_project_iam_member" "function_uses_firestore" {
   for_each = local.functions
 
   project = var.project_id
   role    = "roles/datastore.user"
   member  = google_service_account.function[each.key].member
+
+  condition {
+    title       = "${var.prefix}-firestore-database-only"
+    description = "Only the Firestore database of deployment ${var.prefix}"
+    expression  = "resource.name == \"projects/${var.project_id}/databases/${local.firestore_database}\""
+  }
 }
 
 # submit: anyone may call the API over HTTPS (the x-api-key header is the authentication).

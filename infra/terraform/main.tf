@@ -39,8 +39,14 @@ locals {
 
   bundle_dir = coalesce(var.bundle_dir, "${path.module}/../../build/bundles")
 
-  pubsub_agent    = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
-  firestore_scope = var.create_firestore_database ? google_firestore_database.default[0].name : "(default)"
+  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+  # This deployment's Firestore database: "<prefix>-db" (4-21 characters, a valid database ID
+  # for every valid prefix), or the one var.firestore_database names. local.firestore_database
+  # is the same ID, taken from the resource when this module creates it, so that what uses it
+  # (functions, fields, IAM) waits for the database.
+  firestore_database_id = coalesce(var.firestore_database, "${var.prefix}-db")
+  firestore_database    = var.create_firestore_database ? google_firestore_database.this[0].name : local.firestore_database_id
 
   services = toset([
     "artifactregistry.googleapis.com",

@@ -38,6 +38,11 @@ output "subscriptions" {
   value       = { for key, subscription in google_pubsub_subscription.push : key => subscription.name }
 }
 
+output "firestore_database" {
+  description = "ID of this deployment's Firestore database (EXPORT_FIRESTORE_DATABASE for exportctl keys create)."
+  value       = local.firestore_database
+}
+
 output "link_signing_key_secret" {
   description = "Secret Manager secret of the download links' signing key."
   value       = google_secret_manager_secret.this["link_signing_key"].secret_id

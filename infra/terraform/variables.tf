@@ -43,14 +43,23 @@ variable "firestore_location" {
   }
 }
 
-variable "create_firestore_database" {
-  description = "Create the (default) Firestore database. Set false when the project already has one in native mode (or import it: terraform import 'module.dataset_export.google_firestore_database.default[0]' 'projects/PROJECT/databases/(default)'), and in a second deployment in the same project."
-  type        = bool
-  default     = true
+variable "firestore_database" {
+  description = "ID of this deployment's Firestore database. Default (null): \"<prefix>-db\", so that each deployment in a project has its own. \"(default)\" uses the project's default database, which only one deployment in the project can then use."
+  type        = string
+  default     = null
+
+  validation {
+    # Firestore's rule for database IDs; config.py applies the same one to EXPORT_FIRESTORE_DATABASE.
+    condition = var.firestore_database == null || var.firestore_database == "(default)" || (
+      can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database)) &&
+      !can(regex("^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$", var.firestore_database))
+    )
+    error_message = "firestore_database must be null, \"(default)\" or a database ID: 4-63 lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen, not a UUID."
+  }
 }
 
-variable "manage_firestore_fields" {
-  description = "Manage the TTL policies and index exemptions of the Firestore collections. Set false in a second deployment (another prefix) in the same project: both use the (default) database, and the first one manages its fields."
+variable "create_firestore_database" {
+  description = "Create the Firestore database (local.firestore_database). Set false when it exists already, e.g. firestore_database = \"(default)\" in a project that has a native-mode default database (or import it: terraform import 'module.dataset_export.google_firestore_database.this[0]' 'projects/PROJECT/databases/(default)')."
   type        = bool
   default     = true
 }

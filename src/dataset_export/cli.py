@@ -1,9 +1,10 @@
 """``exportctl``: the operator's and customer's command line.
 
 Commands that talk to the stack read ``EXPORT_API_URL``, ``EXPORT_API_KEY`` and, for key
-administration, ``GOOGLE_CLOUD_PROJECT``, ``FIRESTORE_EMULATOR_HOST`` (local) and
-``EXPORT_KEY_ENCRYPTION_KEY``. Any of them missing from the environment is taken from the local
-stack's ``.local/stack.env`` when there is one. Results go to stdout; chatter goes to stderr.
+administration, ``GOOGLE_CLOUD_PROJECT``, ``EXPORT_FIRESTORE_DATABASE`` (default
+``(default)``), ``FIRESTORE_EMULATOR_HOST`` (local) and ``EXPORT_KEY_ENCRYPTION_KEY``. Any of
+them missing from the environment is taken from the local stack's ``.local/stack.env`` when
+there is one. Results go to stdout; chatter goes to stderr.
 """
 
 from __future__ import annotations
@@ -66,10 +67,15 @@ def _apply_stack_env(*names: str) -> None:
 
 
 def _store() -> Any:
-    _apply_stack_env("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")
+    _apply_stack_env("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "EXPORT_FIRESTORE_DATABASE")
     from .adapters.firestore_store import FirestoreStore
+    from .config import DEFAULT_FIRESTORE_DATABASE, firestore_database_problem
 
-    return FirestoreStore.for_project(_env("GOOGLE_CLOUD_PROJECT"))
+    database = os.environ.get("EXPORT_FIRESTORE_DATABASE", "").strip() or DEFAULT_FIRESTORE_DATABASE
+    problem = firestore_database_problem(database)
+    if problem:
+        raise CliError(problem)
+    return FirestoreStore.for_project(_env("GOOGLE_CLOUD_PROJECT"), database)
 
 
 def _kek() -> bytes:

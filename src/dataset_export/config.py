@@ -8,11 +8,32 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 LOCAL = "local"
 PRODUCTION = "production"
+
+#: The Firestore database used when EXPORT_FIRESTORE_DATABASE is not set: the project's own.
+DEFAULT_FIRESTORE_DATABASE = "(default)"
+#: Firestore's rule for a database ID: 4-63 characters, lowercase letters, digits and hyphens,
+#: a letter first, a letter or digit last, and not shaped like a UUID.
+FIRESTORE_DATABASE_ID = re.compile(r"[a-z][a-z0-9-]{2,61}[a-z0-9]")
+_UUID_LIKE = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
+
+
+def firestore_database_problem(database: str) -> str | None:
+    """Why ``database`` (the value of EXPORT_FIRESTORE_DATABASE) is not a database ID, or None."""
+    if database == DEFAULT_FIRESTORE_DATABASE:
+        return None
+    if FIRESTORE_DATABASE_ID.fullmatch(database) and not _UUID_LIKE.fullmatch(database):
+        return None
+    return (
+        f"EXPORT_FIRESTORE_DATABASE must be {DEFAULT_FIRESTORE_DATABASE} or a Firestore "
+        "database ID (4-63 lowercase letters, digits and hyphens, starting with a letter, "
+        f"not ending with a hyphen, not a UUID), got {database!r}"
+    )
 
 
 class ConfigError(RuntimeError):
@@ -29,6 +50,8 @@ class Settings:
     ready_topic: str
     dead_letter_topic: str
     exports_bucket: str
+    #: The Firestore database of this deployment (accounts, keys, exports, rate counters).
+    firestore_database: str
     dataset_uri: str
     key_encryption_key: bytes
     link_signing_key: bytes
@@ -90,6 +113,10 @@ class Settings:
         mode = env.get("EXPORT_ENV", PRODUCTION).strip() or PRODUCTION
         if mode not in (LOCAL, PRODUCTION):
             problems.append(f"EXPORT_ENV must be '{LOCAL}' or '{PRODUCTION}', got {mode!r}")
+        database = env.get("EXPORT_FIRESTORE_DATABASE", "").strip() or DEFAULT_FIRESTORE_DATABASE
+        database_problem = firestore_database_problem(database)
+        if database_problem:
+            problems.append(database_problem)
 
         def key32(name: str) -> bytes:
             # Secrets are optional here; each function states what it needs with require().
@@ -112,6 +139,7 @@ class Settings:
             ready_topic=env.get("EXPORT_READY_TOPIC", "export-ready"),
             dead_letter_topic=env.get("EXPORT_DEAD_LETTER_TOPIC", "export-dead-letter"),
             exports_bucket=need("EXPORT_BUCKET"),
+            firestore_database=database,
             dataset_uri=env.get("EXPORT_DATASET_URI", "").strip(),
             key_encryption_key=key32("EXPORT_KEY_ENCRYPTION_KEY"),
             link_signing_key=key32("EXPORT_LINK_SIGNING_KEY"),

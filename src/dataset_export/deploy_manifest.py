@@ -26,6 +26,9 @@ RETRY_TICK_PATH: Final = "/tick"
 #: Settings every function needs: ``Settings.from_env`` fails without the first and the third,
 #: and production must say it is production.
 COMMON_ENV: Final = frozenset({"GOOGLE_CLOUD_PROJECT", "EXPORT_ENV", "EXPORT_BUCKET"})
+#: The deployment's own Firestore database. Every function reads it, and each states so on its
+#: own (not in COMMON_ENV), so the wiring test fails when one of them stops reading it.
+FIRESTORE_ENV: Final = frozenset({"EXPORT_FIRESTORE_DATABASE"})
 
 #: Settings ``config.py`` reads that the cloud deployment deliberately leaves unset, and why.
 NOT_DEPLOYED: Final[Mapping[str, str]] = {
@@ -92,6 +95,7 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
             entry_point="submit",
             trigger="http",
             env=COMMON_ENV
+            | FIRESTORE_ENV
             | {
                 "EXPORT_REQUESTS_TOPIC",
                 "EXPORT_READY_TOPIC",
@@ -117,7 +121,7 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
             name="process",
             entry_point="process",
             trigger="pubsub",
-            env=COMMON_ENV | {"EXPORT_READY_TOPIC", "EXPORT_DATASET_URI"},
+            env=COMMON_ENV | FIRESTORE_ENV | {"EXPORT_READY_TOPIC", "EXPORT_DATASET_URI"},
             secrets=frozenset(),
             publishes=frozenset({"EXPORT_READY_TOPIC"}),
             pushes=(
@@ -157,7 +161,7 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
             name="notify",
             entry_point="notify",
             trigger="pubsub",
-            env=COMMON_ENV | {"EXPORT_PUBLIC_URL"},
+            env=COMMON_ENV | FIRESTORE_ENV | {"EXPORT_PUBLIC_URL"},
             secrets=frozenset({"EXPORT_KEY_ENCRYPTION_KEY", "EXPORT_LINK_SIGNING_KEY"}),
             publishes=frozenset(),
             pushes=(

@@ -26,10 +26,15 @@ from .service.process import ExportRunner, Writable
 from .service.submit import ExportService
 
 
+def _store(settings: Settings) -> FirestoreStore:
+    """The deployment's own Firestore database (EXPORT_FIRESTORE_DATABASE)."""
+    return FirestoreStore.for_project(settings.project, settings.firestore_database)
+
+
 def build_export_api(settings: Settings) -> ExportApi:
     """The HTTP API on Firestore, Pub/Sub, Cloud Storage and the system resolver."""
     settings.require("link_signing_key", "public_url")
-    store = FirestoreStore.for_project(settings.project)
+    store = _store(settings)
     service = ExportService(
         store=store,
         queue=PubSubPublisher(settings.project, settings.requests_topic, REQUEST_KIND),
@@ -75,7 +80,7 @@ def build_export_runner(settings: Settings) -> ExportRunner:
     settings.require("dataset_uri")
     client = storage.Client(project=settings.project)
     return ExportRunner(
-        store=FirestoreStore.for_project(settings.project),
+        store=_store(settings),
         storage=GcsExportStorage(client, settings.exports_bucket),
         ready=PubSubPublisher(settings.project, settings.ready_topic, READY_KIND),
         engine=_duckdb_engine,
@@ -97,7 +102,7 @@ def build_notifier(settings: Settings) -> Notifier:
     """The notify use case on Firestore and the safe webhook sender."""
     settings.require("key_encryption_key", "link_signing_key", "public_url")
     return Notifier(
-        store=FirestoreStore.for_project(settings.project),
+        store=_store(settings),
         sender=WebhookSender(
             resolve, allow_loopback=settings.is_local, verify=_webhook_tls(settings)
         ),

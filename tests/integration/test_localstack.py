@@ -24,6 +24,8 @@ from pathlib import Path
 import certifi
 import pytest
 
+from dataset_export.adapters.firestore_store import FirestoreStore
+from dataset_export.core.apikeys import key_hash, new_api_key
 from dataset_export.localstack import procs
 from dataset_export.localstack.envfile import read_env_file
 from dataset_export.localstack.parts import ALL_PARTS, PART_NAMES
@@ -44,6 +46,9 @@ PORTS = Ports.starting_at(int(os.environ.get("DWE_LOCALSTACK_TEST_PORT_BASE", "2
 SMALL_PORTS = Ports.starting_at(PORTS.submit + 100)
 OTHER_PORTS = Ports.starting_at(PORTS.submit + 200)
 PROJECT = "dwe-lstest"
+# A named Firestore database, as a deployment with a prefix has: the functions, exportctl (the
+# demo key) and stack.env must all use it.
+DATABASE = "dwe-lstest-db"
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -73,7 +78,7 @@ def _post(
 def _cli(
     command: str, state_dir: Path, ports: Ports, *options: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GOOGLE_CLOUD_PROJECT": PROJECT}
+    env = {**os.environ, "GOOGLE_CLOUD_PROJECT": PROJECT, "EXPORT_FIRESTORE_DATABASE": DATABASE}
     env.update({part.port_env: str(ports.of(part)) for part in ALL_PARTS})
     module = [sys.executable, "-m", "dataset_export.localstack"]
     return subprocess.run(
@@ -109,6 +114,7 @@ def full_config(tmp_path: Path) -> Iterator[StackConfig]:
         repo_root=REPO,
         ports=PORTS,
         project=PROJECT,
+        firestore_database=DATABASE,
         dataset_rows=2_000,
     )
     try:
@@ -117,7 +123,9 @@ def full_config(tmp_path: Path) -> Iterator[StackConfig]:
         down(config)  # also after a failed assertion: never leave a stack behind
 
 
-def test_up_is_complete_idempotent_and_down_stops_everything(full_config: StackConfig) -> None:
+def test_up_is_complete_idempotent_and_down_stops_everything(
+    full_config: StackConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = full_config
     info = up(config)
     assert set(info.started) == set(PART_NAMES)
@@ -190,6 +198,21 @@ def test_up_is_complete_idempotent_and_down_stops_everything(full_config: StackC
     assert env["EXPORT_API_KEY"]
     secrets = read_env_file(config.secrets_env_path)
     assert env["EXPORT_KEY_ENCRYPTION_KEY"] == secrets["EXPORT_KEY_ENCRYPTION_KEY"]
+
+    # The demo key is in the stack's named database, not in (default), and submit finds it
+    # there: an unknown export is a 404 for that key, where an unknown key would be a 403.
+    assert env["EXPORT_FIRESTORE_DATABASE"] == DATABASE
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", env["FIRESTORE_EMULATOR_HOST"])
+    demo_hash = key_hash(env["EXPORT_API_KEY"])
+    assert FirestoreStore.for_project(PROJECT, DATABASE).get_api_key(demo_hash) is not None
+    assert FirestoreStore.for_project(PROJECT).get_api_key(demo_hash) is None
+    for api_key, expected in ((env["EXPORT_API_KEY"], 404), (new_api_key().plaintext, 403)):
+        conn = http.client.HTTPConnection("127.0.0.1", PORTS.submit, timeout=10)
+        try:
+            conn.request("GET", "/dataset/export/unknown", headers={"x-api-key": api_key})
+            assert conn.getresponse().status == expected
+        finally:
+            conn.close()
 
     # Again, from another process: nothing restarted, same key, same PIDs.
     again = _cli("up", config.state_dir, PORTS)

@@ -136,6 +136,18 @@ def test_bad_key_encryption_key_is_one_line(
     assert "EXPORT_KEY_ENCRYPTION_KEY is not base64" in line
 
 
+def test_bad_firestore_database_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database ID Firestore would refuse is named before any key is made."""
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "p")
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("EXPORT_FIRESTORE_DATABASE", "Staging_DB")
+    line = _fails(capsys, "keys", "create", "--account", "a")
+    assert line.startswith("exportctl: EXPORT_FIRESTORE_DATABASE must be (default) or")
+    assert "got 'Staging_DB'" in line
+
+
 def test_os_error_is_one_line_naming_the_path(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -119,6 +120,18 @@ def test_settings_from_a_complete_environment() -> None:
     settings.require("key_encryption_key")
     with pytest.raises(ConfigError, match="EXPORT_LINK_SIGNING_KEY is not set"):
         settings.require("key_encryption_key", "link_signing_key")
+
+
+def test_settings_name_the_firestore_database() -> None:
+    """EXPORT_FIRESTORE_DATABASE chooses the database (unset: ``(default)``); a bad ID is named."""
+    base = {"GOOGLE_CLOUD_PROJECT": "p", "EXPORT_BUCKET": "b"}
+    assert Settings.from_env(base).firestore_database == "(default)"
+    named = {**base, "EXPORT_FIRESTORE_DATABASE": " staging-db "}
+    assert Settings.from_env(named).firestore_database == "staging-db"
+    for bad in ("Staging", "db", "staging-", "staging_db", "a" * 64, "default)"):
+        named_wrong = f"EXPORT_FIRESTORE_DATABASE .*got {re.escape(repr(bad))}"
+        with pytest.raises(ConfigError, match=named_wrong):
+            Settings.from_env({**base, "EXPORT_FIRESTORE_DATABASE": bad})
 
 
 def test_log_lines_are_cloud_logging_json_without_secrets() -> None:

@@ -15,6 +15,7 @@ import ast
 import datetime as dt
 import functools
 import inspect
+import itertools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import hcl2
 import pytest
 from hcl2.utils import SerializationOptions
 
+from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, Settings, firestore_database_problem
 from dataset_export.deploy_manifest import (
     COMMON_ENV,
     DEAD_LETTER_TOPIC,
@@ -119,9 +121,20 @@ class Terraform:
 
     def _expression(self, text: str, scope: Scope) -> Any:
         text = text.strip()
+        branches = _conditional(text)
+        if branches is not None:
+            condition, yes, no = branches
+            return self._expression(yes if self._expression(condition, scope) else no, scope)
         call = re.fullmatch(r"tostring\((.*)\)", text)
         if call:
             return str(self._expression(call[1], scope))
+        call = re.fullmatch(r"coalesce\((.*)\)", text)
+        if call:
+            for argument in _top_level_split(call[1], ","):
+                value = self._expression(argument, scope)
+                if value is not None and value != "":
+                    return value
+            raise Unevaluable(f"{text}: every argument is null or empty")
         loop = re.fullmatch(r'\{for (\w+) in keys\(local\.(\w+)\) : \1 => "(.*)"\}', text)
         if loop:
             keys = self.locals[loop[2]]
@@ -129,8 +142,8 @@ class Terraform:
                 k: self.evaluate(f"{loop[3]}", Scope(scope.variables, None, {loop[1]: k}))
                 for k in keys
             }
-        if re.fullmatch(r'"[^"$]*"', text):
-            return text[1:-1]
+        if text.startswith('"') and _string_end(text, 0) == len(text) - 1:
+            return self.evaluate(text[1:-1], scope)
         parts = [
             self._expression(p[1], scope) if isinstance(p, tuple) else p for p in _path_parts(text)
         ]
@@ -159,6 +172,8 @@ class Terraform:
                 key = rest[0]
                 rest = rest[1:]
                 inner = Scope(scope.variables, (str(key), self.for_each(body, scope)[key]))
+            elif "count" in body and rest and isinstance(rest[0], int):
+                rest = rest[1:]  # every instance of a counted resource has the same arguments
             if len(rest) == 1 and rest[0] in body:
                 return self.evaluate(body[str(rest[0])], inner)
         raise Unevaluable(".".join(map(str, parts)))
@@ -222,6 +237,76 @@ def _template_parts(value: str) -> Iterator[tuple[str, str | None]]:
             i += 1
     if literal or not value:
         yield "".join(literal), None
+
+
+def _string_end(text: str, start: int) -> int:
+    """The index of the quote that closes the string opening at ``text[start]``."""
+    i = start + 1
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == '"':
+            return i
+        if text.startswith("${", i):
+            i = _bracket_end(text, i + 1)
+        i += 1
+    raise Unevaluable(f"unterminated string in {text}")
+
+
+def _bracket_end(text: str, start: int) -> int:
+    """The index of the bracket that closes the one at ``text[start]`` (strings skipped)."""
+    closing = {"(": ")", "[": "]", "{": "}"}[text[start]]
+    i = start + 1
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            i = _string_end(text, i)
+        elif char in "([{":
+            i = _bracket_end(text, i)
+        elif char == closing:
+            return i
+        i += 1
+    raise Unevaluable(f"unbalanced {text[start]} in {text}")
+
+
+def _top_level(text: str) -> Iterator[tuple[int, str]]:
+    """``(index, char)`` of the characters outside strings and brackets."""
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            i = _string_end(text, i)
+        elif char in "([{":
+            i = _bracket_end(text, i)
+        else:
+            yield i, char
+        i += 1
+
+
+def _top_level_split(text: str, separator: str) -> list[str]:
+    """``text`` split at the separators outside strings and brackets."""
+    cuts = [i for i, char in _top_level(text) if char == separator]
+    bounds = [-1, *cuts, len(text)]
+    return [text[a + 1 : b].strip() for a, b in itertools.pairwise(bounds)]
+
+
+def _conditional(text: str) -> tuple[str, str, str] | None:
+    """``(condition, true, false)`` of ``condition ? true : false``, or None."""
+    marks = [(i, char) for i, char in _top_level(text) if char in "?:"]
+    if not marks or marks[0][1] != "?":
+        return None
+    depth = 0
+    for i, char in marks[1:]:
+        if char == "?":
+            depth += 1
+        elif depth:
+            depth -= 1
+        else:
+            question = marks[0][0]
+            return text[:question].strip(), text[question + 1 : i].strip(), text[i + 1 :].strip()
+    return None
 
 
 def _path_parts(text: str) -> list[str | int | tuple[str, str]]:
@@ -911,11 +996,11 @@ def test_submit_signs_urls_as_itself_and_may_read_exports() -> None:
 
 
 def test_no_primitive_or_broad_project_roles() -> None:
-    """Project-level grants are limited to Firestore, build logs and the conditional source read."""
+    """Project-level grants: Firestore and the source read, each limited by a condition; logs."""
     allowed = {"roles/datastore.user", "roles/logging.logWriter", "roles/storage.objectViewer"}
     for name, body in terraform().of_type("google_project_iam_member").items():
         assert body["role"] in allowed, name
-        if body["role"] == "roles/storage.objectViewer":
+        if body["role"] != "roles/logging.logWriter":
             assert "condition" in body, f"{name} must be limited by a condition"
     for entry in functions_map().values():
         assert all(
@@ -975,6 +1060,95 @@ def test_firestore_ttl_policies_cover_the_expiring_collections() -> None:
     }
     source = Path(firestore_store.__file__).read_text("utf-8")
     assert source.count('"expiresOn"') >= 2
+
+
+# --- Firestore: one database per deployment ------------------------------------------------
+
+#: Database IDs, and whether Firestore takes them (4-63 characters of a-z, 0-9 and hyphens, a
+#: letter first, no hyphen last, not UUID-like; or "(default)").
+DATABASE_IDS = {
+    "(default)": True,
+    "export-db": True,
+    "a-db": True,
+    "default": True,
+    "a" * 63: True,
+    "abc": False,
+    "a" * 64: False,
+    "": False,
+    "Export-db": False,
+    "(DEFAULT)": False,
+    "1abc": False,
+    "abc-": False,
+    "ab_c": False,
+    "af8fad5b-d9cb-469f-a165-70867728950e": False,
+}
+
+
+def test_every_function_uses_the_database_the_module_makes() -> None:
+    """Each function is given the database this module creates, whose fields it also manages."""
+    tf = terraform()
+    for spec in SPECS:
+        assert "EXPORT_FIRESTORE_DATABASE" in spec.env, spec.name
+        environment = function_entry(spec)["environment"]
+        assert environment["EXPORT_FIRESTORE_DATABASE"] == "${local.firestore_database}"
+    database = tf.of_type("google_firestore_database")["this"]
+    assert database["name"] == "${local.firestore_database_id}"
+    assert database["count"] == "${var.create_firestore_database ? 1 : 0}"
+    # Functions, fields and IAM wait for the database: the local is its name when it is made.
+    assert "google_firestore_database.this[0].name" in tf.locals["firestore_database"]
+    for name, body in tf.of_type("google_firestore_field").items():
+        assert body["database"] == "${local.firestore_database}", name
+    assert tf.evaluate("${local.firestore_database}") == "export-db"
+    existing = Scope({"create_firestore_database": False})
+    assert tf.evaluate("${local.firestore_database}", existing) == "export-db"
+
+
+def test_the_code_defaults_to_the_projects_database_which_terraform_can_choose() -> None:
+    """config.py defaults to ``(default)``; Terraform always sets the variable, to that if asked."""
+    tf = terraform()
+    assert config_facts().field_env["firestore_database"] == "EXPORT_FIRESTORE_DATABASE"
+    assert DEFAULT_FIRESTORE_DATABASE == "(default)"
+    minimal = {"GOOGLE_CLOUD_PROJECT": "p", "EXPORT_BUCKET": "b"}
+    assert Settings.from_env(minimal).firestore_database == DEFAULT_FIRESTORE_DATABASE
+    assert tf.default("firestore_database") is None
+    assert tf.evaluate("${local.firestore_database}", Scope({"prefix": "staging"})) == "staging-db"
+    chosen = Scope({"firestore_database": DEFAULT_FIRESTORE_DATABASE, "prefix": "staging"})
+    assert tf.evaluate("${local.firestore_database}", chosen) == DEFAULT_FIRESTORE_DATABASE
+
+
+@pytest.mark.parametrize("directory", ["", "examples/simple"])
+def test_terraform_and_the_code_accept_the_same_database_ids(directory: str) -> None:
+    """var.firestore_database's validation and config.py's check agree on every sample ID."""
+    variable = _load(TERRAFORM / directory).variables["firestore_database"]
+    assert variable["default"] is None
+    condition = str(_one(variable["validation"])["condition"])
+    assert "var.firestore_database == null" in condition
+    assert f'var.firestore_database == "{DEFAULT_FIRESTORE_DATABASE}"' in condition
+    id_rule, uuid_rule = re.findall(r'regex\("\^(.*?)\$", var\.firestore_database\)', condition)
+    assert f'!can(regex("^{uuid_rule}$"' in condition
+    for value, valid in DATABASE_IDS.items():
+        in_terraform = value == DEFAULT_FIRESTORE_DATABASE or bool(
+            re.fullmatch(id_rule, value) and not re.fullmatch(uuid_rule, value)
+        )
+        assert in_terraform == valid, f"Terraform on {value!r}"
+        assert (firestore_database_problem(value) is None) == valid, f"config.py on {value!r}"
+
+
+def test_firestore_access_is_limited_to_the_deployments_database() -> None:
+    """roles/datastore.user is conditioned on this deployment's database, so two never share."""
+    tf = terraform()
+    grant = tf.of_type("google_project_iam_member")["function_uses_firestore"]
+    assert grant["role"] == "roles/datastore.user"
+    expression = _one(grant["condition"])["expression"]
+    for prefix in ("export", "staging"):
+        scope = Scope({"prefix": prefix, "project_id": "my-project"})
+        assert tf.evaluate(expression, scope) == (
+            f'resource.name == "projects/my-project/databases/{prefix}-db"'
+        )
+    chosen = Scope({"firestore_database": "(default)", "project_id": "my-project"})
+    assert tf.evaluate(expression, chosen) == (
+        'resource.name == "projects/my-project/databases/(default)"'
+    )
 
 
 def test_exports_outlive_their_download_links() -> None:
@@ -1132,6 +1306,7 @@ NAME_ARGUMENT = {
     "google_monitoring_alert_policy": "display_name",
     "google_cloud_scheduler_job": "name",
     "google_artifact_registry_repository": "repository_id",
+    "google_firestore_database": "name",
 }
 #: Resources that are not named (bindings, objects inside a prefixed parent) or are the
 #: project's own, shared by every deployment in it, and why.
@@ -1140,8 +1315,7 @@ UNNAMED = {
     "google_secret_manager_secret_version": "a version of a prefixed secret",
     "google_monitoring_dashboard": "named inside dashboard_json: checked below",
     "google_project_service": "APIs are enabled per project",
-    "google_firestore_database": "the (default) database the code uses, shared",
-    "google_firestore_field": "fields of the shared database (manage_firestore_fields)",
+    "google_firestore_field": "fields inside the deployment's own database",
     "google_project_iam_audit_config": "the project's audit settings (off by default)",
 }
 
@@ -1196,6 +1370,9 @@ def test_names_fit_google_clouds_rules_at_the_longest_prefix() -> None:
         assert "google" not in bucket
     for name in functions_map():
         assert len(deployed_name(name, scope)) <= 49  # Cloud Run service names
+    for shortest_or_longest in (Scope({"prefix": "a"}), scope):
+        database = tf.evaluate("${local.firestore_database_id}", shortest_or_longest)
+        assert firestore_database_problem(database) is None, database
     public_url = str(tf.locals["public_url"])
     assert public_url.endswith('.cloudfunctions.net/${var.prefix}-submit")}')
     assert deployed_name("submit") == "export-submit"

@@ -78,9 +78,10 @@ class FirestoreStore:
         self._db = client
 
     @classmethod
-    def for_project(cls, project: str) -> FirestoreStore:
-        """A store on the project's default database (the emulator when FIRESTORE_EMULATOR_HOST)."""
-        return cls(firestore.Client(project=project))
+    def for_project(cls, project: str, database: str | None = None) -> FirestoreStore:
+        """A store on one database of the project, by default its ``(default)`` database (on the
+        emulator when FIRESTORE_EMULATOR_HOST is set)."""
+        return cls(firestore.Client(project=project, database=database))
 
     def get_account(self, account_id: str) -> Account | None:
         """The account, or None."""

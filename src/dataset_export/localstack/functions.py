@@ -40,6 +40,7 @@ def function_env(config: StackConfig, keys: Mapping[str, str]) -> dict[str, str]
         "EXPORT_ENV": "local",
         "PUBSUB_EMULATOR_HOST": config.host(PUBSUB),
         "FIRESTORE_EMULATOR_HOST": config.host(FIRESTORE),
+        "EXPORT_FIRESTORE_DATABASE": config.firestore_database,
         "STORAGE_EMULATOR_HOST": config.url(GCS),
         "EXPORT_REQUESTS_TOPIC": REQUESTS_TOPIC,
         "EXPORT_READY_TOPIC": READY_TOPIC,

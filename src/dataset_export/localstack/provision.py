@@ -29,12 +29,13 @@ class PushSubscription:
     dead_letter: bool = True
 
 
-def warm_up_firestore(project: str) -> None:
-    """One write and delete: the emulator's first real request takes seconds longer than its
-    `GET /` readiness answer, and that delay belongs to `up`, not to the first test."""
+def warm_up_firestore(project: str, database: str) -> None:
+    """One write and delete in the stack's database: the emulator's first real request takes
+    seconds longer than its `GET /` readiness answer, and that delay belongs to `up`, not to the
+    first test."""
     from google.cloud import firestore
 
-    client: Any = firestore.Client(project=project)
+    client: Any = firestore.Client(project=project, database=database)
     try:
         doc = client.collection("_localstack").document(f"warmup-{uuid.uuid4().hex}")
         doc.set({"ok": True})

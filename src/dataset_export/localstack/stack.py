@@ -169,7 +169,7 @@ class _Up:
             try:
                 from dataset_export.localstack.provision import warm_up_firestore
 
-                warm_up_firestore(self.config.project)
+                warm_up_firestore(self.config.project, self.config.firestore_database)
             except Exception as exc:
                 raise self._failure(part, f"failed its warm-up write ({exc})") from exc
         self.say_safely(f"{part.short} ready on 127.0.0.1:{port} ({elapsed(started_at)})")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, firestore_database_problem
 from dataset_export.localstack import procs
 from dataset_export.localstack.envfile import read_env_file, write_env_file
 from dataset_export.localstack.parts import ALL_PARTS, BY_NAME, PART_NAMES, Part
@@ -125,6 +126,8 @@ class StackConfig:
     repo_root: Path
     ports: Ports = field(default_factory=Ports)
     project: str = DEFAULT_PROJECT
+    #: The Firestore database the functions and exportctl use (EXPORT_FIRESTORE_DATABASE).
+    firestore_database: str = DEFAULT_FIRESTORE_DATABASE
     dataset_rows: int = DEFAULT_DATASET_ROWS
     #: Names from PART_NAMES to start; the others are left alone.
     parts: frozenset[str] = frozenset(PART_NAMES)
@@ -148,8 +151,9 @@ class StackConfig:
         environ: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> StackConfig:
-        """The configuration the CLI uses: DWE_*_PORT, GOOGLE_CLOUD_PROJECT, DWE_DATASET_ROWS,
-        and for development DWE_EXPORTCTL and DWE_FUNCTIONS_DIR."""
+        """The configuration the CLI uses: DWE_*_PORT, GOOGLE_CLOUD_PROJECT,
+        EXPORT_FIRESTORE_DATABASE, DWE_DATASET_ROWS, and for development DWE_EXPORTCTL and
+        DWE_FUNCTIONS_DIR."""
         env = os.environ if environ is None else environ
         repo = find_repo_root(cwd)
         rows_raw = env.get("DWE_DATASET_ROWS", "").strip()
@@ -162,6 +166,8 @@ class StackConfig:
             repo_root=repo,
             ports=Ports.from_env(env),
             project=env.get("GOOGLE_CLOUD_PROJECT", "").strip() or DEFAULT_PROJECT,
+            firestore_database=env.get("EXPORT_FIRESTORE_DATABASE", "").strip()
+            or DEFAULT_FIRESTORE_DATABASE,
             dataset_rows=int(rows_raw) if rows_raw else DEFAULT_DATASET_ROWS,
             exportctl=Path(exportctl).resolve() if exportctl else None,
             functions_dir=Path(functions_dir).resolve() if functions_dir else None,
@@ -177,6 +183,9 @@ class StackConfig:
             )
         if self.dataset_rows <= 0:
             raise StackError("dataset_rows must be positive")
+        problem = firestore_database_problem(self.firestore_database)
+        if problem:
+            raise StackError(problem)
 
     def enabled(self, part: Part) -> bool:
         """True when `up` should start this part."""

@@ -17,8 +17,8 @@ module "dataset_export" {
   region                    = var.region
   prefix                    = var.prefix
   firestore_location        = var.firestore_location
+  firestore_database        = var.firestore_database
   create_firestore_database = var.create_firestore_database
-  manage_firestore_fields   = var.manage_firestore_fields
   notification_channels     = var.notification_channels
   operator_members          = var.operator_members
   deletion_protection       = var.deletion_protection

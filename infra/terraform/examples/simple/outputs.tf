@@ -18,6 +18,11 @@ output "key_encryption_key_secret" {
   value       = module.dataset_export.key_encryption_key_secret
 }
 
+output "firestore_database" {
+  description = "Firestore database of this deployment (EXPORT_FIRESTORE_DATABASE for exportctl keys create)."
+  value       = module.dataset_export.firestore_database
+}
+
 output "dashboard_url" {
   description = "The Cloud Monitoring dashboard."
   value       = module.dataset_export.dashboard_url

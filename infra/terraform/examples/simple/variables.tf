@@ -41,14 +41,22 @@ variable "firestore_location" {
   }
 }
 
-variable "create_firestore_database" {
-  description = "Create the (default) Firestore database; false when the project already has one in native mode."
-  type        = bool
-  default     = true
+variable "firestore_database" {
+  description = "Firestore database ID of this deployment. Default: \"<prefix>-db\"; \"(default)\" for the project's default database."
+  type        = string
+  default     = null
+
+  validation {
+    condition = var.firestore_database == null || var.firestore_database == "(default)" || (
+      can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database)) &&
+      !can(regex("^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$", var.firestore_database))
+    )
+    error_message = "firestore_database must be null, \"(default)\" or a database ID: 4-63 lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen, not a UUID."
+  }
 }
 
-variable "manage_firestore_fields" {
-  description = "Manage the Firestore TTL policies; false in a second deployment (another prefix) in the same project."
+variable "create_firestore_database" {
+  description = "Create the Firestore database; false when it exists already (e.g. the project's native-mode (default) database)."
   type        = bool
   default     = true
 }
