@@ -32,16 +32,16 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 setup: $(STAMP)
 
 up: setup
-	$(PY) -m dataset_export.localstack up
+	$(PY) -m dataset_export_tools.localstack up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m dataset_export.localstack down; else echo "nothing to stop"; fi
+	@if [ -x $(PY) ]; then $(PY) -m dataset_export_tools.localstack down; else echo "nothing to stop"; fi
 
 status: setup
-	$(PY) -m dataset_export.localstack status
+	$(PY) -m dataset_export_tools.localstack status
 
 run: up
-	$(PY) -m dataset_export.demo
+	$(PY) -m dataset_export_tools.demo
 
 $(CHECKOV_STAMP):
 	$(PYTHON) -m venv $(CHECKOV_VENV)
@@ -50,7 +50,7 @@ $(CHECKOV_STAMP):
 
 # Reproducible, content-addressed function bundles for Terraform (build/bundles/).
 bundle: setup
-	$(PY) -m dataset_export.bundle
+	$(PY) -m dataset_export_tools.bundle
 
 # Not part of `make test`: 10M rows through the real process code into the GCS emulator.
 bench: setup

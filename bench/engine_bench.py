@@ -136,7 +136,7 @@ def measure(args: argparse.Namespace, parquet: Path, case: str, fmt: str, path: 
 
 def ensure_dataset(rows: int, cache: Path) -> Path:
     """The cached dataset of ``rows`` rows, generated on first use."""
-    from dataset_export.dataset.generate import generate_dataset
+    from dataset_export_tools.dataset.generate import generate_dataset
 
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"listings_{rows}.parquet"

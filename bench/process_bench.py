@@ -122,7 +122,7 @@ def main() -> None:
     import duckdb
     import pyarrow
 
-    from dataset_export.localstack.stack import Ports, StackConfig, down, up
+    from dataset_export_tools.localstack.stack import Ports, StackConfig, down, up
 
     config = StackConfig(
         state_dir=REPO / ".local" / "bench-stack", repo_root=REPO,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset_export.localstack.stack import Ports, StackConfig, StackInfo, down, up
+from dataset_export_tools.localstack.stack import Ports, StackConfig, StackInfo, down, up
 
 REPO = Path(__file__).resolve().parents[1]
 # Ports apart from `make up`'s defaults, so tests can run while a developer's stack is up.

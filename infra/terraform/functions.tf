@@ -1,6 +1,6 @@
 # The three functions, described once in local.functions: the functions, their service
 # accounts, their push subscriptions and the IAM they need all come from this map.
-# src/dataset_export/deploy_manifest.py is the code's side of the same table;
+# src/dataset_export_tools/deploy_manifest.py is the code's side of the same table;
 # tests/unit/test_terraform_wiring.py reads both and fails when they differ.
 #
 # Each function is built by Cloud Build from its content-addressed bundle (a code change is a

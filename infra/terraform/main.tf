@@ -1,6 +1,7 @@
 # Dataset Webhook Export on Google Cloud: three Cloud Functions (2nd gen) around Pub/Sub,
 # Firestore and Cloud Storage. The contract this module implements is
-# src/dataset_export/deploy_manifest.py; tests/unit/test_terraform_wiring.py checks the two agree.
+# src/dataset_export_tools/deploy_manifest.py; tests/unit/test_terraform_wiring.py checks the two
+# agree.
 #
 #   client -HTTPS-> PREFIX-submit -> topic PREFIX-requests -push-> PREFIX-process
 #   PREFIX-process -> gzip object in the exports bucket -> topic PREFIX-ready -push-> PREFIX-notify

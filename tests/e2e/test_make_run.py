@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset_export.localstack.stack import StackInfo
+from dataset_export_tools.localstack.stack import StackInfo
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 def test_demo_runs_the_seed_export_end_to_end(stack: StackInfo) -> None:
     """The demo submits the seed's export; the webhook arrives verified and the file is shown."""
     result = subprocess.run(
-        [sys.executable, "-m", "dataset_export.demo", "--stack-env", str(stack.env_file)],
+        [sys.executable, "-m", "dataset_export_tools.demo", "--stack-env", str(stack.env_file)],
         capture_output=True,
         text=True,
         timeout=240,

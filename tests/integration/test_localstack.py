@@ -26,10 +26,10 @@ import pytest
 
 from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.core.apikeys import key_hash, new_api_key
-from dataset_export.localstack import procs
-from dataset_export.localstack.envfile import read_env_file
-from dataset_export.localstack.parts import ALL_PARTS, PART_NAMES
-from dataset_export.localstack.stack import (
+from dataset_export_tools.localstack import procs
+from dataset_export_tools.localstack.envfile import read_env_file
+from dataset_export_tools.localstack.parts import ALL_PARTS, PART_NAMES
+from dataset_export_tools.localstack.stack import (
     Ports,
     StackConfig,
     StackError,
@@ -80,7 +80,7 @@ def _cli(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GOOGLE_CLOUD_PROJECT": PROJECT, "EXPORT_FIRESTORE_DATABASE": DATABASE}
     env.update({part.port_env: str(ports.of(part)) for part in ALL_PARTS})
-    module = [sys.executable, "-m", "dataset_export.localstack"]
+    module = [sys.executable, "-m", "dataset_export_tools.localstack"]
     return subprocess.run(
         [*module, command, "--state-dir", str(state_dir), *options],
         cwd=REPO,

@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from dataset_export.http_api import openapi_document
-from dataset_export.localstack.stack import StackInfo
+from dataset_export_tools.localstack.stack import StackInfo
 
 from ..conftest import TEST_PORTS
 

@@ -28,9 +28,9 @@ import pytest
 from google.cloud import pubsub_v1, storage
 
 from dataset_export.adapters.firestore_store import FirestoreStore
-from dataset_export.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
-from dataset_export.demo import SEED_DATASET
-from dataset_export.localstack.stack import StackInfo
+from dataset_export_tools.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
+from dataset_export_tools.demo import SEED_DATASET
+from dataset_export_tools.localstack.stack import StackInfo
 
 pytestmark = pytest.mark.integration
 

@@ -24,10 +24,10 @@ from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.adapters.pubsub_publisher import PubSubPublisher
 from dataset_export.core.apikeys import looks_like_key
 from dataset_export.core.catalog import RENTAL_LISTINGS
-from dataset_export.demo import SEED_DATASET, SEED_DATASET_FILE
 from dataset_export.http_api import BODY_TIMEOUT_SECONDS, ExportApi, HttpRequest
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.submit import ExportService
+from dataset_export_tools.demo import SEED_DATASET, SEED_DATASET_FILE
 
 pytestmark = pytest.mark.integration
 

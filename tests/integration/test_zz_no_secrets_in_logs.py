@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dataset_export.localstack.stack import StackInfo
+from dataset_export_tools.localstack.stack import StackInfo
 from tests.conftest import SessionLogs
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
-from dataset_export.demo import SEED_DATASET
 from dataset_export.http_api import ExportApi, HttpRequest, HttpResponse
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.submit import ExportService
 from dataset_export.testing import FakeQueue, FakeResolver, InMemoryStore
+from dataset_export_tools.demo import SEED_DATASET
 
 KEK = os.urandom(32)
 SEED_BODY: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib.metadata as md
@@ -18,10 +19,15 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from dataset_export import bundle
-from dataset_export.deploy_manifest import FUNCTIONS, FunctionSpec
+from dataset_export_tools import bundle
+from dataset_export_tools.deploy_manifest import FUNCTIONS, FunctionSpec
 
 REPO = Path(__file__).resolve().parents[2]
+RUNTIME = REPO / "src" / "dataset_export"
+TOOLS = REPO / "src" / "dataset_export_tools"
+#: Code that must never ship in a function bundle: the tools package (local stack, dataset
+#: generator, demo, operator CLI, bundler, deploy manifest) and the fakes of the tests.
+TOOLING_SOURCES = (*sorted(TOOLS.rglob("*.py")), RUNTIME / "testing.py")
 SPECS = sorted(FUNCTIONS.values(), key=lambda s: s.name)
 IDS = [s.name for s in SPECS]
 #: Imported only when present: httpx loads its command line (the httpx[cli] extra) if these
@@ -63,6 +69,42 @@ print(json.dumps({
     "site_files": sorted(files),
 }))
 """
+
+
+def _runtime_package_files() -> list[str]:
+    """The deployed package's files as a bundle names them (sources only, no bytecode)."""
+    return [
+        f"dataset_export/{path.relative_to(RUNTIME).as_posix()}"
+        for path in sorted(RUNTIME.rglob("*"))
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.suffix not in {".pyc", ".pyo"}
+        and path.name != "testing.py"
+    ]
+
+
+def _definitions(source: bytes) -> set[str]:
+    """The public names a module defines at its top level: classes, functions, constants."""
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {name for name in names if not name.startswith("_")}
+
+
+def _imported_roots(source: bytes) -> set[str]:
+    """The top-level packages a module imports by absolute name, lazily imported ones too."""
+    roots = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.partition(".")[0])
+    return roots
 
 
 @functools.cache
@@ -127,14 +169,35 @@ def test_bundle_holds_main_requirements_and_the_package_only(
         requirements = REPO / "functions" / spec.name / "requirements.txt"
         assert archive.read("requirements.txt") == requirements.read_bytes()
     assert {"dataset_export/__init__.py", "dataset_export/openapi.json"} <= set(names)
-    assert "dataset_export/deploy_manifest.py" in names
-    assert all(
-        n in {"main.py", "requirements.txt"} or n.startswith("dataset_export/") for n in names
-    )
+    assert set(names) == {"main.py", "requirements.txt"} | set(_runtime_package_files())
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
-    assert not [n for n in names if "/localstack/" in n or n.endswith("/bundle.py")]
     assert {i.date_time for i in infos} == {bundle.ZIP_EPOCH}
     assert {i.external_attr >> 16 for i in infos} == {0o100644}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_no_bundle_holds_tooling_or_fake_code(
+    spec: FunctionSpec, bundles: dict[str, bundle.Bundle]
+) -> None:
+    """No local-stack, generator, demo, CLI or fake module ships, nor an import or copy of one."""
+    tooling_definitions = set().union(*(_definitions(p.read_bytes()) for p in TOOLING_SOURCES))
+    tooling_definitions.discard("main")
+    # The check has teeth: the stack, the generator, the demo, the CLI and the fakes are in it.
+    wanted = {"up", "generate_dataset", "SEED_DATASET", "CliError", "build_all", "InMemoryStore"}
+    assert wanted <= tooling_definitions
+    tooling_paths = {p.relative_to(TOOLS).as_posix() for p in TOOLS.rglob("*.py")}
+    with zipfile.ZipFile(bundles[spec.name].path) as archive:
+        modules = {n: archive.read(n) for n in archive.namelist() if n.endswith(".py")}
+    packaged = {n.removeprefix("dataset_export/") for n in modules if n != "main.py"}
+    assert not [n for n in modules if n.startswith("dataset_export_tools/")]
+    stray = sorted((packaged & tooling_paths) - {"__init__.py"})
+    assert not stray, f"tooling modules in the bundle: {stray}"
+    assert not packaged & {"testing.py", "fakes.py"}
+    for name, source in modules.items():
+        imported = _imported_roots(source) & {"dataset_export_tools", "tests", "fakes"}
+        assert not imported, f"{name} imports {sorted(imported)}"
+        copied = _definitions(source) & tooling_definitions
+        assert not copied, f"{name} defines tooling's {sorted(copied)}"
 
 
 def _probe(spec: FunctionSpec, archive: Path, into: Path) -> dict[str, object]:
@@ -206,6 +269,7 @@ def test_extracted_bundle_imports_and_exposes_its_entry_point(
     assert isinstance(modules, list)
     for forbidden in spec.forbidden:
         assert forbidden not in modules, f"{spec.name} loads {forbidden}"
+    assert not [m for m in modules if m.partition(".")[0] in {"dataset_export_tools", "fakes"}]
     site_files = report["site_files"]
     assert isinstance(site_files, list)
     owners = _file_owners()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dataset_export.cli import main
-from dataset_export.demo import SEED_DATASET_FILE
-from dataset_export.localstack.envfile import write_env_file
+from dataset_export_tools.cli import main
+from dataset_export_tools.demo import SEED_DATASET_FILE
+from dataset_export_tools.localstack.envfile import write_env_file
 
 WEBHOOK = "https://example.com/hook"
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS, ColumnType
-from dataset_export.dataset import generate
-from dataset_export.dataset.generate import (
+from dataset_export_tools.dataset import generate
+from dataset_export_tools.dataset.generate import (
     CHUNK_ROWS,
     MAX_ROWS,
     PROPERTY_TYPES,
@@ -22,7 +22,7 @@ from dataset_export.dataset.generate import (
     generate_dataset,
     main,
 )
-from dataset_export.dataset.metros import METROS
+from dataset_export_tools.dataset.metros import METROS
 
 SMALL = 20_000
 SAMPLE = 200_000

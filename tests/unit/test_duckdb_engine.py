@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from dataset_export.core.catalog import RENTAL_LISTINGS, ColumnType
 from dataset_export.core.errors import PermanentError, QueryRejected
 from dataset_export.core.query import Query, parse_dataset
-from dataset_export.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
-from dataset_export.demo import SEED_DATASET
 from dataset_export.engine import DatasetMismatch, EngineSettings, ExportStats, run_export
 from dataset_export.engine.sql.compiler import output_type
 from dataset_export.engine.sql.duckdb_dialect import compile_query
+from dataset_export_tools.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
+from dataset_export_tools.demo import SEED_DATASET
 from tests.unit.test_sql import assert_same_values, datasets, value_pools
 
 RENDERS = ("duckdb", "arrow")

@@ -6,7 +6,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from dataset_export.localstack.envfile import read_env_file, write_env_file
+from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
 
 VALUES = {"EXPORT_API_URL": "http://127.0.0.1:18081", "ODD": 'it\'s $HOME; `x` "y"'}
 

@@ -19,7 +19,7 @@ from google.cloud import storage
 from dataset_export.adapters.gcs_storage import UrlSigner
 from dataset_export.core.errors import Forbidden
 from dataset_export.core.links import LinkExpired, make_token, verify_token
-from dataset_export.localstack.provision import write_signer_key
+from dataset_export_tools.localstack.provision import write_signer_key
 
 KEY = b"s" * 32
 NOW = dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.UTC)

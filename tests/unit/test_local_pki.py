@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dataset_export.config import ConfigError, Settings
-from dataset_export.localstack.pki import ensure_loopback_pki
+from dataset_export_tools.localstack.pki import ensure_loopback_pki
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 

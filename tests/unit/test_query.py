@@ -10,7 +10,7 @@ import pytest
 from dataset_export.core.catalog import RENTAL_LISTINGS, Aggregate, FilterOp
 from dataset_export.core.errors import InvalidRequest
 from dataset_export.core.query import AllOf, AnyOf, Condition, Negation, parse_dataset
-from dataset_export.demo import SEED_DATASET
+from dataset_export_tools.demo import SEED_DATASET
 
 
 def parse(dataset: Any, max_rows: int = 1_000_000) -> Any:

@@ -34,10 +34,10 @@ from dataset_export.core.query import (
     Scope,
     parse_dataset,
 )
-from dataset_export.dataset.generate import generate_dataset
-from dataset_export.demo import SEED_DATASET
 from dataset_export.engine.sql.compiler import output_type
 from dataset_export.engine.sql.duckdb_dialect import compile_export, compile_query, quote_identifier
+from dataset_export_tools.dataset.generate import generate_dataset
+from dataset_export_tools.demo import SEED_DATASET
 
 INFINITIES = (float("inf"), -float("inf"))
 # Columns given nulls in the property-test file (the catalog only declares building_name).

@@ -2,7 +2,7 @@
 
 Three sources are compared, none of them trusted alone: the code (``config.py`` and the
 functions' ``main.py`` and ``wiring.py`` builders, read with ``ast``), the deployment contract
-(``dataset_export.deploy_manifest``) and the HCL (read with python-hcl2). The module describes
+(``dataset_export_tools.deploy_manifest``) and the HCL (read with python-hcl2). The module describes
 its functions in one map, ``local.functions``, from which the functions, their service
 accounts, push subscriptions and IAM are made with ``for_each``: the tests read that map, and
 check that the resources take each value from it. Renaming an environment variable, secret,
@@ -28,7 +28,7 @@ import pytest
 from hcl2.utils import SerializationOptions
 
 from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, Settings, firestore_database_problem
-from dataset_export.deploy_manifest import (
+from dataset_export_tools.deploy_manifest import (
     COMMON_ENV,
     DEAD_LETTER_TOPIC,
     FUNCTIONS,
@@ -1014,14 +1014,14 @@ def test_retry_tick_is_scheduled_onto_the_tick_topic() -> None:
     target = _one(job["pubsub_target"])
     assert topic_name(target["topic_name"]) == RETRY_TICK_TOPIC
     assert target["attributes"] == {"kind": RETRY_TICK_KIND}
-    from dataset_export.localstack import scheduler
+    from dataset_export_tools.localstack import scheduler
 
     assert scheduler.TICK_KIND == RETRY_TICK_KIND
 
 
 def test_local_stack_mirrors_the_manifest_subscriptions() -> None:
     """The emulator stack creates the same subscriptions with the same delivery limits."""
-    from dataset_export.localstack import provisioning
+    from dataset_export_tools.localstack import provisioning
 
     pushes = {p.subscription: p for s in SPECS for p in s.pushes}
     assert pushes[provisioning.PROCESS_SUBSCRIPTION].topic == provisioning.REQUESTS_TOPIC
@@ -1169,7 +1169,7 @@ def test_exports_outlive_their_download_links() -> None:
 
 def test_bundle_objects_read_the_manifest_the_bundler_writes() -> None:
     """One bundle object per function, uploaded from the manifest ``make bundle`` writes."""
-    from dataset_export import bundle
+    from dataset_export_tools import bundle
 
     tf = terraform()
     bundles = _load(TERRAFORM / "modules" / "bundles")

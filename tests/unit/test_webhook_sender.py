@@ -19,7 +19,7 @@ import pytest
 
 from dataset_export.adapters.webhook_sender import USER_AGENT, WebhookSender
 from dataset_export.core.urlpolicy import HostNotFound
-from dataset_export.localstack.pki import issue_pki
+from dataset_export_tools.localstack.pki import issue_pki
 
 HOST = "hooks.example.test"
 BODY = b'{"queryUUID":"q-1"}'

@@ -1,11 +1,14 @@
 """Reproducible, content-addressed deploy bundles of the three Cloud Functions.
 
-``python -m dataset_export.bundle`` (``make bundle``) writes ``build/bundles/<name>-<sha256>.zip``
-for each function: its ``main.py``, its ``requirements.txt`` and a copy of the ``dataset_export``
-package (without the local-stack and developer tools), plus ``build/bundles/manifest.json``,
-which Terraform reads to upload each zip under its content-addressed name. The same sources give
-the same bytes on every machine (sorted entries, fixed timestamps and modes, stored rather than
-deflated so no zlib version matters), so a redeploy happens exactly when the code changed.
+``python -m dataset_export_tools.bundle`` (``make bundle``) writes
+``build/bundles/<name>-<sha256>.zip`` for each function: its ``main.py``, its ``requirements.txt``
+and the whole ``dataset_export`` package, plus ``build/bundles/manifest.json``, which Terraform
+reads to upload each zip under its content-addressed name. ``dataset_export`` holds only what the
+functions run (the local stack, generator, demo, CLI and this bundler live in
+``dataset_export_tools``), so nothing is picked out by name but the test fakes, which move out
+next; the bytecode caches the interpreter writes are left behind. The same sources give the same
+bytes on every machine (sorted entries, fixed timestamps and modes, stored rather than deflated
+so no zlib version matters), so a redeploy happens exactly when the code changed.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from .deploy_manifest import FUNCTIONS
 PACKAGE = "dataset_export"
 #: The earliest timestamp a zip entry can carry: every entry gets it.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-#: Parts of the package the functions never import (developer and local-stack tools).
-EXCLUDED_DIRS = frozenset({"__pycache__", "localstack", "dataset"})
-EXCLUDED_FILES = frozenset({"bundle.py", "cli.py", "demo.py", "testing.py"})
-EXCLUDED_SUFFIXES = frozenset({".pyc", ".pyo"})
+#: What the interpreter writes beside the sources (never part of a bundle).
+BYTECODE_DIR = "__pycache__"
+BYTECODE_SUFFIXES = frozenset({".pyc", ".pyo"})
+#: The test fakes, until they leave the package.
+FAKES = "testing.py"
 MANIFEST = "manifest.json"
 
 
@@ -46,18 +50,16 @@ class Bundle:
 
 
 def repo_root() -> Path:
-    """The repository holding this package's sources (``src/dataset_export`` -> root)."""
+    """The repository holding these sources (``src/dataset_export_tools`` -> root)."""
     return Path(__file__).resolve().parents[2]
 
 
 def _package_files(package_dir: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(package_dir.rglob("*")):
         relative = path.relative_to(package_dir)
-        if not path.is_file() or EXCLUDED_DIRS.intersection(relative.parts[:-1]):
+        if not path.is_file() or BYTECODE_DIR in relative.parts[:-1]:
             continue
-        if relative.name in EXCLUDED_FILES and len(relative.parts) == 1:
-            continue
-        if path.suffix in EXCLUDED_SUFFIXES:
+        if path.suffix in BYTECODE_SUFFIXES or relative.as_posix() == FAKES:
             continue
         yield f"{PACKAGE}/{relative.as_posix()}", path
 
@@ -127,7 +129,9 @@ def build_all(root: Path, out_dir: Path, names: Sequence[str] = ()) -> list[Bund
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the bundles; print one line per zip."""
-    parser = argparse.ArgumentParser(prog="python -m dataset_export.bundle", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m dataset_export_tools.bundle", description=__doc__
+    )
     parser.add_argument("names", nargs="*", help="functions to bundle (default: all)")
     parser.add_argument("--root", type=Path, default=None, help="repository root")
     parser.add_argument("--out", type=Path, default=None, help="default: <root>/build/bundles")

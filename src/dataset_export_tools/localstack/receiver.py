@@ -1,6 +1,6 @@
 """A demo webhook receiver: stores every POST as a JSON file and answers 200 "OK".
 
-    python -m dataset_export.localstack.receiver --port 18084 --out .local/webhooks \\
+    python -m dataset_export_tools.localstack.receiver --port 18084 --out .local/webhooks \\
         [--tls-cert server.pem --tls-key server-key.pem]
 
 With a certificate it serves HTTPS (the local stack gives it one from its own CA, see
@@ -157,7 +157,8 @@ def make_server(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dataset_export.localstack.receiver", description=__doc__.split("\n")[0]
+        prog="python -m dataset_export_tools.localstack.receiver",
+        description=__doc__.split("\n")[0],
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help="directory for the JSON files")

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, firestore_database_problem
-from dataset_export.localstack import procs
-from dataset_export.localstack.envfile import read_env_file, write_env_file
-from dataset_export.localstack.parts import ALL_PARTS, BY_NAME, PART_NAMES, Part
+from dataset_export_tools.localstack import procs
+from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
+from dataset_export_tools.localstack.parts import ALL_PARTS, BY_NAME, PART_NAMES, Part
 
 DEFAULT_PROJECT = "dwe-local"
 DEFAULT_DATASET_ROWS = 1_000_000

@@ -15,10 +15,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from dataset_export.localstack import procs
-from dataset_export.localstack.envfile import read_env_file, write_env_file
-from dataset_export.localstack.parts import BY_NAME, GCS, RECEIVER
-from dataset_export.localstack.state import (
+from dataset_export_tools.localstack import procs
+from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
+from dataset_export_tools.localstack.parts import BY_NAME, GCS, RECEIVER
+from dataset_export_tools.localstack.state import (
     DATASET_FILE,
     SIGNER_KEY_FILE,
     Echo,
@@ -61,7 +61,7 @@ def ensure_keys(config: StackConfig, say: Echo) -> dict[str, str]:
         write_env_file(path, values, header="Local-stack secrets: keep this file private.")
     signer = config.state_dir / SIGNER_KEY_FILE
     if not signer.exists():
-        from dataset_export.localstack.provision import write_signer_key
+        from dataset_export_tools.localstack.provision import write_signer_key
 
         write_signer_key(signer, config.project)
         say(f"generated a local URL-signing service-account key in {signer}")
@@ -72,7 +72,7 @@ def ensure_keys(config: StackConfig, say: Echo) -> dict[str, str]:
 
 def create_pubsub(config: StackConfig, say: Echo) -> None:
     """The topics and the push subscriptions to the functions, as in production."""
-    from dataset_export.localstack.provision import PushSubscription, ensure_pubsub
+    from dataset_export_tools.localstack.provision import PushSubscription, ensure_pubsub
 
     t0 = time.monotonic()
     ports = config.ports
@@ -118,7 +118,7 @@ def create_pubsub(config: StackConfig, say: Echo) -> None:
 
 def create_buckets(config: StackConfig, say: Echo) -> None:
     """The exports and datasets buckets."""
-    from dataset_export.localstack.provision import ensure_buckets
+    from dataset_export_tools.localstack.provision import ensure_buckets
 
     t0 = time.monotonic()
     names = [config.exports_bucket, config.datasets_bucket]
@@ -133,7 +133,7 @@ def prepare_dataset(config: StackConfig, env: Mapping[str, str], say: Echo) -> N
         _generate_dataset(config, path, env, say)
     if not config.enabled(GCS):
         return
-    from dataset_export.localstack.provision import upload_if_changed
+    from dataset_export_tools.localstack.provision import upload_if_changed
 
     t0 = time.monotonic()
     bucket = config.datasets_bucket

@@ -1,8 +1,8 @@
 """The deployment's contract with the code: what each Cloud Function is, reads and talks to.
 
-One table, used by the bundle builder (``dataset_export.bundle``), checked against the code and
-against ``infra/terraform`` by ``tests/unit/test_terraform_wiring.py``, and usable by the
-functions themselves at cold start (``FUNCTIONS[name].env``). Topic and subscription names are
+One table, used by the bundle builder (``dataset_export_tools.bundle``) and checked against the
+code and against ``infra/terraform`` by ``tests/unit/test_terraform_wiring.py``. It is tooling:
+the functions do not import it, and it is not in their bundles. Topic and subscription names are
 the ones the local stack creates, so the emulators and Google Cloud are wired alike.
 """
 

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from dataset_export.localstack import emulators, functions, pki, procs, provisioning
-from dataset_export.localstack.envfile import read_env_file, write_env_file
-from dataset_export.localstack.parts import (
+from dataset_export_tools.localstack import emulators, functions, pki, procs, provisioning
+from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
+from dataset_export_tools.localstack.parts import (
     ALL_PARTS,
     BY_NAME,
     EMULATORS,
@@ -33,8 +33,8 @@ from dataset_export.localstack.parts import (
     SERVERS,
     Part,
 )
-from dataset_export.localstack.provisioning import API_KEY_VAR
-from dataset_export.localstack.state import (
+from dataset_export_tools.localstack.provisioning import API_KEY_VAR
+from dataset_export_tools.localstack.state import (
     Echo,
     PartStatus,
     Ports,
@@ -167,7 +167,7 @@ class _Up:
             raise self._failure(part, why)
         if part is FIRESTORE:
             try:
-                from dataset_export.localstack.provision import warm_up_firestore
+                from dataset_export_tools.localstack.provision import warm_up_firestore
 
                 warm_up_firestore(self.config.project, self.config.firestore_database)
             except Exception as exc:

@@ -85,7 +85,7 @@ RECEIVER = Part(
     "the demo webhook receiver",
     "DWE_RECEIVER_PORT",
     18084,
-    "dataset_export.localstack.receiver",
+    "dataset_export_tools.localstack.receiver",
     "any_https",
 )
 
@@ -95,7 +95,7 @@ SCHEDULER = Part(
     "the local retry scheduler (Cloud Scheduler's stand-in)",
     "DWE_SCHEDULER_PORT",
     18088,
-    "dataset_export.localstack.scheduler",
+    "dataset_export_tools.localstack.scheduler",
     "any_http",
 )
 

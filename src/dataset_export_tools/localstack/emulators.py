@@ -14,8 +14,8 @@ import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from dataset_export.localstack.parts import FIRESTORE, GCS, PUBSUB, Part
-from dataset_export.localstack.state import StackConfig, StackError
+from dataset_export_tools.localstack.parts import FIRESTORE, GCS, PUBSUB, Part
+from dataset_export_tools.localstack.state import StackConfig, StackError
 
 GCLOUD_SDK_ROOT = Path("/usr/lib/google-cloud-sdk")
 FIRESTORE_MAIN_CLASS = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"

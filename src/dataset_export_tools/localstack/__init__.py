@@ -1,5 +1,5 @@
 """The local stack: Pub/Sub, Firestore and GCS emulators, the three functions and a demo
-webhook receiver, on 127.0.0.1 (`python -m dataset_export.localstack up|down|status`).
+webhook receiver, on 127.0.0.1 (`python -m dataset_export_tools.localstack up|down|status`).
 
 For tests::
 
@@ -9,9 +9,9 @@ For tests::
     down(config)
 """
 
-from dataset_export.localstack.envfile import read_env_file, write_env_file
-from dataset_export.localstack.parts import PART_NAMES, Part
-from dataset_export.localstack.stack import (
+from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
+from dataset_export_tools.localstack.parts import PART_NAMES, Part
+from dataset_export_tools.localstack.stack import (
     PartStatus,
     Ports,
     StackConfig,

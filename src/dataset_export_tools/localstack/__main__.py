@@ -1,4 +1,4 @@
-"""python -m dataset_export.localstack up|down|status [--state-dir DIR]
+"""python -m dataset_export_tools.localstack up|down|status [--state-dir DIR]
 
 Exit status: 0 on success; 1 when `up` or `down` failed; for `status`, 3 when a part is not
 running and answering (as LSB init scripts do, so scripts can test it).
@@ -11,8 +11,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from dataset_export.localstack.parts import PART_NAMES
-from dataset_export.localstack.stack import StackConfig, StackError, down, status, up
+from dataset_export_tools.localstack.parts import PART_NAMES
+from dataset_export_tools.localstack.stack import StackConfig, StackError, down, status, up
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
         help="where pids/, logs/, data/, webhooks/ and stack.env live (default: <repo>/.local)",
     )
     parser = argparse.ArgumentParser(
-        prog="python -m dataset_export.localstack",
+        prog="python -m dataset_export_tools.localstack",
         description="Run the Dataset Webhook Export stack locally on emulators.",
         epilog="Ports: DWE_SUBMIT_PORT .. DWE_SCHEDULER_PORT (18081-18088); project: "
         "GOOGLE_CLOUD_PROJECT (dwe-local); dataset size: DWE_DATASET_ROWS (1000000).",

@@ -68,8 +68,8 @@ def _apply_stack_env(*names: str) -> None:
 
 def _store() -> Any:
     _apply_stack_env("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "EXPORT_FIRESTORE_DATABASE")
-    from .adapters.firestore_store import FirestoreStore
-    from .config import DEFAULT_FIRESTORE_DATABASE, firestore_database_problem
+    from dataset_export.adapters.firestore_store import FirestoreStore
+    from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, firestore_database_problem
 
     database = os.environ.get("EXPORT_FIRESTORE_DATABASE", "").strip() or DEFAULT_FIRESTORE_DATABASE
     problem = firestore_database_problem(database)
@@ -104,7 +104,7 @@ def cmd_dataset_generate(args: argparse.Namespace) -> int:
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     """Create an account's API key; the key alone goes to stdout, once."""
-    from .service.keys import create_api_key
+    from dataset_export.service.keys import create_api_key
 
     plaintext, record = create_api_key(
         _store(), args.account, kek=_kek(), query_builder=not args.no_subscription
@@ -120,7 +120,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     """Revoke a key by its id."""
-    from .service.keys import revoke_api_key
+    from dataset_export.service.keys import revoke_api_key
 
     if not revoke_api_key(_store(), args.key_id):
         raise CliError(f"no API key with id '{args.key_id}'")

@@ -9,8 +9,8 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
-from dataset_export.localstack import pki
-from dataset_export.localstack.parts import (
+from dataset_export_tools.localstack import pki
+from dataset_export_tools.localstack.parts import (
     BY_NAME,
     FIRESTORE,
     GCS,
@@ -19,7 +19,7 @@ from dataset_export.localstack.parts import (
     SCHEDULER,
     Part,
 )
-from dataset_export.localstack.provisioning import (
+from dataset_export_tools.localstack.provisioning import (
     DEAD_LETTER_TOPIC,
     KEK_VAR,
     LINK_KEY_VAR,
@@ -27,7 +27,12 @@ from dataset_export.localstack.provisioning import (
     REQUESTS_TOPIC,
     TICK_TOPIC,
 )
-from dataset_export.localstack.state import SIGNER_KEY_FILE, StackConfig, StackError, scripts_dir
+from dataset_export_tools.localstack.state import (
+    SIGNER_KEY_FILE,
+    StackConfig,
+    StackError,
+    scripts_dir,
+)
 
 # Cloud Scheduler ticks every minute; locally every few seconds, so retries show up quickly.
 TICK_SECONDS = 5
@@ -66,12 +71,12 @@ def command_factory(
         port = str(config.ports.of(part))
         if part is SCHEDULER:
             env = {**os.environ, **function_env}
-            module = "dataset_export.localstack.scheduler"
+            module = "dataset_export_tools.localstack.scheduler"
             args = ["--port", port, "--project", config.project, "--topic", TICK_TOPIC]
             return [sys.executable, "-m", module, *args, "--interval", str(TICK_SECONDS)], env
         if part is RECEIVER:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            module = "dataset_export.localstack.receiver"
+            module = "dataset_export_tools.localstack.receiver"
             out = str(config.webhooks_dir)
             tls = config.tls_dir
             cmd = [sys.executable, "-m", module, "--port", port, "--out", out]

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dataset_export.dataset.metros import METROS, Metro
+from dataset_export_tools.dataset.metros import METROS, Metro
 
 DEFAULT_SEED = 20261127
 DEFAULT_ROW_GROUP_ROWS = 131_072
@@ -559,7 +559,7 @@ def generate_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m dataset_export.dataset.generate --rows N --out PATH``."""
+    """Command line: ``python -m dataset_export_tools.dataset.generate --rows N --out PATH``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, required=True, help="number of listings")
     parser.add_argument("--out", type=Path, required=True, help="Parquet file to write")

@@ -75,8 +75,12 @@ def _settled_delivery(client: httpx.Client, query_uuid: str) -> dict[str, Any]:
 
 
 def _show_webhook(webhook: dict[str, Any], api_key: str) -> None:
-    from .core.jsontext import parse_preserving
-    from .core.signing import body_signature, payload_signature, standard_webhook_headers
+    from dataset_export.core.jsontext import parse_preserving
+    from dataset_export.core.signing import (
+        body_signature,
+        payload_signature,
+        standard_webhook_headers,
+    )
 
     headers = webhook["headers"]
     raw = webhook["body"].encode("utf-8")
