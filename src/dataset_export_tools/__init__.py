@@ -10,4 +10,7 @@ function bundle holds. This package builds, runs and operates it, and imports ``
 - ``cli``: ``exportctl``, the operator CLI (API keys, datasets, submit/wait/download);
 - ``bundle``: the functions' reproducible deploy zips (``make bundle``);
 - ``deploy_manifest``: each function's contract with ``infra/terraform``.
+
+The in-memory fakes of the service's ports are not here but in ``tests/fakes.py``, beside the
+tests that use them.
 """

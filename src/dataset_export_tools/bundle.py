@@ -5,8 +5,8 @@
 and the whole ``dataset_export`` package, plus ``build/bundles/manifest.json``, which Terraform
 reads to upload each zip under its content-addressed name. ``dataset_export`` holds only what the
 functions run (the local stack, generator, demo, CLI and this bundler live in
-``dataset_export_tools``), so nothing is picked out by name but the test fakes, which move out
-next; the bytecode caches the interpreter writes are left behind. The same sources give the same
+``dataset_export_tools``, the fakes in ``tests/``), so nothing is picked out by name; only the
+bytecode caches the interpreter writes are left behind. The same sources give the same
 bytes on every machine (sorted entries, fixed timestamps and modes, stored rather than deflated
 so no zlib version matters), so a redeploy happens exactly when the code changed.
 """
@@ -31,8 +31,6 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 #: What the interpreter writes beside the sources (never part of a bundle).
 BYTECODE_DIR = "__pycache__"
 BYTECODE_SUFFIXES = frozenset({".pyc", ".pyo"})
-#: The test fakes, until they leave the package.
-FAKES = "testing.py"
 MANIFEST = "manifest.json"
 
 
@@ -59,7 +57,7 @@ def _package_files(package_dir: Path) -> Iterator[tuple[str, Path]]:
         relative = path.relative_to(package_dir)
         if not path.is_file() or BYTECODE_DIR in relative.parts[:-1]:
             continue
-        if path.suffix in BYTECODE_SUFFIXES or relative.as_posix() == FAKES:
+        if path.suffix in BYTECODE_SUFFIXES:
             continue
         yield f"{PACKAGE}/{relative.as_posix()}", path
 

@@ -16,8 +16,8 @@ from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.http_api import ExportApi, HttpRequest, HttpResponse
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.submit import ExportService
-from dataset_export.testing import FakeQueue, FakeResolver, InMemoryStore
 from dataset_export_tools.demo import SEED_DATASET
+from tests.fakes import FakeQueue, FakeResolver, InMemoryStore
 
 KEK = os.urandom(32)
 SEED_BODY: dict[str, Any] = {

@@ -27,7 +27,7 @@ RUNTIME = REPO / "src" / "dataset_export"
 TOOLS = REPO / "src" / "dataset_export_tools"
 #: Code that must never ship in a function bundle: the tools package (local stack, dataset
 #: generator, demo, operator CLI, bundler, deploy manifest) and the fakes of the tests.
-TOOLING_SOURCES = (*sorted(TOOLS.rglob("*.py")), RUNTIME / "testing.py")
+TOOLING_SOURCES = (*sorted(TOOLS.rglob("*.py")), REPO / "tests" / "fakes.py")
 SPECS = sorted(FUNCTIONS.values(), key=lambda s: s.name)
 IDS = [s.name for s in SPECS]
 #: Imported only when present: httpx loads its command line (the httpx[cli] extra) if these
@@ -79,7 +79,6 @@ def _runtime_package_files() -> list[str]:
         if path.is_file()
         and "__pycache__" not in path.parts
         and path.suffix not in {".pyc", ".pyo"}
-        and path.name != "testing.py"
     ]
 
 

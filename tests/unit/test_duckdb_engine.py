@@ -399,7 +399,7 @@ def test_the_runner_fails_an_export_the_engine_refuses_on_its_first_delivery(
     """Process over the real engine: a stored surrogate filter ends 'failed' at once, acked."""
     from dataset_export.core.records import ExportRecord, ExportStatus
     from dataset_export.service.process import ExportRunner
-    from dataset_export.testing import FakeQueue, InMemoryExportStorage, InMemoryStore
+    from tests.fakes import FakeQueue, InMemoryExportStorage, InMemoryStore
 
     store, storage, ready = InMemoryStore(), InMemoryExportStorage(), FakeQueue()
     dataset = {

@@ -13,7 +13,7 @@ from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.errors import PermanentError, QueryRejected, TransientError
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.service.process import MAX_RUN_ATTEMPTS, ExportRunner, LeaseLost, object_name
-from dataset_export.testing import FakeQueue, InMemoryExportStorage, InMemoryStore
+from tests.fakes import FakeQueue, InMemoryExportStorage, InMemoryStore
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 QUERY_UUID = "7b4f2c1e-0000-4000-8000-000000000001"

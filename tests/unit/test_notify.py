@@ -18,7 +18,7 @@ from dataset_export.core.jsstringify import js_stringify
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.notify import Notifier, Redelivery
-from dataset_export.testing import FakeQueue, FakeSender, InMemoryStore
+from tests.fakes import FakeQueue, FakeSender, InMemoryStore
 
 KEK = b"k" * 32
 LINK_KEY = b"l" * 32

@@ -34,7 +34,7 @@ from dataset_export.http_api import ExportApi, HttpRequest
 from dataset_export.key_encryption import decrypt_key, encrypt_key
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.notify import Notifier
-from dataset_export.testing import FakeSender, InMemoryStore
+from tests.fakes import FakeSender, InMemoryStore
 
 from .conftest import SEED_BODY, World
 

@@ -1,7 +1,7 @@
 """The small interfaces the service layer needs from the outside world.
 
-Google adapters implement them in ``dataset_export.adapters``; in-memory fakes for tests live in
-``dataset_export.testing``.
+Google adapters implement them in ``dataset_export.adapters``; the in-memory fakes of the unit
+tests live outside the deployed package, in ``tests/fakes.py``.
 """
 
 from __future__ import annotations

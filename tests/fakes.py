@@ -1,4 +1,8 @@
-"""In-memory fakes of the service's ports, shipped for tests (the real ones need Google)."""
+"""In-memory fakes of the service's ports for the unit tests (the real ones need Google).
+
+They live beside the tests, outside the deployed package (``dataset_export``), so no function
+bundle carries them.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ import datetime as dt
 import zlib
 from collections.abc import Mapping, Sequence
 
-from .core.delivery import AttemptOutcome, DeliveryRecord
-from .core.errors import TransientError
-from .core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
-from .core.records import ExportRecord, ExportStatus
-from .core.urlpolicy import HostNotFound
-from .service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
-from .service.process import (
+from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord
+from dataset_export.core.errors import TransientError
+from dataset_export.core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
+from dataset_export.core.records import ExportRecord, ExportStatus
+from dataset_export.core.urlpolicy import HostNotFound
+from dataset_export.service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
+from dataset_export.service.process import (
     Claim,
     ExportResult,
     LeaseLost,
