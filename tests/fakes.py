@@ -1,17 +1,20 @@
 """In-memory fakes of the service's ports for the unit tests (the real ones need Google).
 
 They live beside the tests, outside the deployed package (``dataset_export``), so no function
-bundle carries them.
+bundle carries them. ``tests/contract/`` runs one suite on ``InMemoryStore`` and on
+``FirestoreStore`` over the emulator, so the fake store cannot drift from the real one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
 
-from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord
+from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
 from dataset_export.core.errors import TransientError
 from dataset_export.core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from dataset_export.core.records import ExportRecord, ExportStatus
@@ -25,9 +28,35 @@ from dataset_export.service.process import (
     ObjectInfo,
 )
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _writes_export(
+    method: Callable[Concatenate[InMemoryStore, str, _P], _R],
+) -> Callable[Concatenate[InMemoryStore, str, _P], _R]:
+    """Move the export's version when the write changed it, as Firestore's update time moves
+    on every change to the document (and stays when a write changes nothing)."""
+
+    @functools.wraps(method)
+    def write(self: InMemoryStore, query_uuid: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        before = self.exports.get(query_uuid)
+        before = dataclasses.replace(before) if before else None
+        try:
+            return method(self, query_uuid, *args, **kwargs)
+        finally:
+            if self.exports.get(query_uuid) != before:
+                self.versions[query_uuid] = self.versions.get(query_uuid, 0) + 1
+
+    return write
+
 
 class InMemoryStore:
-    """``ExportStore`` in dictionaries."""
+    """``ExportStore``, ``LifecycleStore`` and ``DeliveryStore`` in dictionaries.
+
+    ``tests/contract`` runs the same tests on it and on ``FirestoreStore``: where they disagree,
+    this is what changes.
+    """
 
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
@@ -69,12 +98,14 @@ class InMemoryStore:
         if record.query_uuid in self.exports:
             raise AlreadyExists(record.query_uuid)
         self.exports[record.query_uuid] = dataclasses.replace(record)
+        self.versions[record.query_uuid] = self.versions.get(record.query_uuid, 0) + 1
 
     def get_export(self, query_uuid: str) -> ExportRecord | None:
         """The export, or None."""
         record = self.exports.get(query_uuid)
         return dataclasses.replace(record) if record else None
 
+    @_writes_export
     def mark_queued(self, query_uuid: str, message_id: str) -> None:
         """Record the published message."""
         record = self.exports.get(query_uuid)
@@ -83,6 +114,7 @@ class InMemoryStore:
             if record.status is ExportStatus.SUBMITTING:
                 record.status = ExportStatus.QUEUED
 
+    @_writes_export
     def delete_export(self, query_uuid: str) -> None:
         """Remove an export."""
         self.exports.pop(query_uuid, None)
@@ -116,23 +148,29 @@ class InMemoryStore:
             return None
         return record, self.deliveries.get(query_uuid), self.versions.get(query_uuid, 0)
 
+    @_writes_export
     def save_delivery(self, query_uuid: str, delivery: DeliveryRecord, version: object) -> bool:
         """Compare-and-set on the version number."""
         if self.versions.get(query_uuid, 0) != version:
             return False
         # Round-trip through the stored form, as Firestore does (timestamps to milliseconds).
         self.deliveries[query_uuid] = DeliveryRecord.from_document(delivery.to_document())
-        self.versions[query_uuid] = self.versions.get(query_uuid, 0) + 1
         self.exports[query_uuid].delivery = delivery.to_document()
         return True
 
     def due_deliveries(self, now: dt.datetime, limit: int) -> list[str]:
-        """Deliveries that are due or whose lease ran out."""
-        due = [uuid for uuid, d in self.deliveries.items() if d.is_due(now) or d.lease_expired(now)]
-        return due[:limit]
+        """Deliveries due by ``now`` (an in-flight one when its lease ran out), most overdue
+        first, as Firestore's query on ``deliveryDueOn`` orders them (ties by id)."""
+        due = sorted(
+            (moment, query_uuid)
+            for query_uuid, delivery in self.deliveries.items()
+            if (moment := _due_on(delivery)) is not None and moment <= now
+        )
+        return [query_uuid for _, query_uuid in due[:limit]]
 
     # --- the export's lifecycle (process function) -------------------------------------------
 
+    @_writes_export
     def claim_export(
         self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
     ) -> Claim:
@@ -159,6 +197,7 @@ class InMemoryStore:
             raise LeaseLost(f"export {query_uuid} is no longer leased to {worker}")
         return record
 
+    @_writes_export
     def record_progress(
         self, query_uuid: str, worker: str, rows: int, lease_expires_on: dt.datetime
     ) -> None:
@@ -166,6 +205,7 @@ class InMemoryStore:
         record = self._owned(query_uuid, worker)
         record.rows_written, record.lease_expires_on = rows, lease_expires_on
 
+    @_writes_export
     def complete_export(self, query_uuid: str, worker: str, result: ExportResult) -> None:
         """Mark the export ``succeeded``; raise ``LeaseLost`` if not ours."""
         record = self._owned(query_uuid, worker)
@@ -176,12 +216,14 @@ class InMemoryStore:
         record.completed_on = result.completed_on
         record.lease_owner = record.lease_expires_on = None
 
+    @_writes_export
     def release_export(self, query_uuid: str, worker: str, error: dict[str, str]) -> None:
         """Record a failed attempt and free the lease; raise ``LeaseLost`` if not ours."""
         record = self._owned(query_uuid, worker)
         record.last_error = dict(error)
         record.lease_owner = record.lease_expires_on = None
 
+    @_writes_export
     def fail_export(self, query_uuid: str, code: str, message: str, now: dt.datetime) -> bool:
         """Mark a not-yet-finished export ``failed``; False if it had already finished."""
         record = self.exports.get(query_uuid)
@@ -192,9 +234,19 @@ class InMemoryStore:
         record.lease_owner = record.lease_expires_on = None
         return True
 
+    @_writes_export
     def mark_ready_published(self, query_uuid: str, now: dt.datetime) -> None:
         """Remember that notify was told."""
         self.exports[query_uuid].ready_published_on = now
+
+
+def _due_on(delivery: DeliveryRecord) -> dt.datetime | None:
+    """When the retry tick should pick the delivery up (``FirestoreStore``'s ``deliveryDueOn``)."""
+    if delivery.state in (DeliveryState.PENDING, DeliveryState.RETRYING):
+        return delivery.next_attempt_on
+    if delivery.state is DeliveryState.DELIVERING:
+        return delivery.lease_until
+    return None
 
 
 class InMemoryUpload:

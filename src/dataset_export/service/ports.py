@@ -1,7 +1,8 @@
 """The small interfaces the service layer needs from the outside world.
 
 Google adapters implement them in ``dataset_export.adapters``; the in-memory fakes of the unit
-tests live outside the deployed package, in ``tests/fakes.py``.
+tests live outside the deployed package, in ``tests/fakes.py``, and ``tests/contract/`` runs one
+suite on the fake store and on the Firestore store so the two behave alike.
 """
 
 from __future__ import annotations
