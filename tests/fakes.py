@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
-from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
+from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord
 from dataset_export.core.errors import TransientError
 from dataset_export.core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from dataset_export.core.records import ExportRecord, ExportStatus
@@ -164,7 +164,7 @@ class InMemoryStore:
         due = sorted(
             (moment, query_uuid)
             for query_uuid, delivery in self.deliveries.items()
-            if (moment := _due_on(delivery)) is not None and moment <= now
+            if (moment := delivery.due_on) is not None and moment <= now
         )
         return [query_uuid for _, query_uuid in due[:limit]]
 
@@ -238,15 +238,6 @@ class InMemoryStore:
     def mark_ready_published(self, query_uuid: str, now: dt.datetime) -> None:
         """Remember that notify was told."""
         self.exports[query_uuid].ready_published_on = now
-
-
-def _due_on(delivery: DeliveryRecord) -> dt.datetime | None:
-    """When the retry tick should pick the delivery up (``FirestoreStore``'s ``deliveryDueOn``)."""
-    if delivery.state in (DeliveryState.PENDING, DeliveryState.RETRYING):
-        return delivery.next_attempt_on
-    if delivery.state is DeliveryState.DELIVERING:
-        return delivery.lease_until
-    return None
 
 
 class InMemoryUpload:

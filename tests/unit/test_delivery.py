@@ -297,6 +297,18 @@ def test_not_due_before_its_time() -> None:
         record.start_attempt(T0 + S)
 
 
+def test_due_on_is_the_next_attempt_or_the_lease_expiry_until_final() -> None:
+    """Waiting: the next attempt's time; in flight: the lease's end; delivered or failed: None."""
+    pending = DeliveryRecord.new(T0)
+    assert pending.due_on == T0
+    in_flight = pending.start_attempt(T0, lease=dt.timedelta(minutes=2))
+    assert in_flight.due_on == T0 + 120 * S
+    retrying = in_flight.record_outcome(fail(500), T0 + S, FixedRandom(0.5))
+    assert retrying.due_on == retrying.next_attempt_on == T0 + S + RETRY_DELAYS[0]
+    assert in_flight.record_outcome(fail(200), T0 + S, FixedRandom(0.5)).due_on is None
+    assert in_flight.record_outcome(fail(410), T0 + S, FixedRandom(0.5)).due_on is None
+
+
 def test_record_outcome_needs_an_attempt() -> None:
     """An outcome without a started attempt is a conflict."""
     with pytest.raises(DeliveryConflict, match="no attempt in progress"):

@@ -9,7 +9,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from ..core.delivery import DeliveryRecord, DeliveryState
+from ..core.delivery import DeliveryRecord
 from ..core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from ..core.records import ExportRecord, ExportStatus
 from ..service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
@@ -343,11 +343,7 @@ class FirestoreStore:
 
     def save_delivery(self, query_uuid: str, delivery: DeliveryRecord, version: object) -> bool:
         """Write ``delivery`` if the document is still at ``version``; False otherwise."""
-        due: dt.datetime | None = None
-        if delivery.state in (DeliveryState.PENDING, DeliveryState.RETRYING):
-            due = delivery.next_attempt_on
-        elif delivery.state is DeliveryState.DELIVERING:
-            due = delivery.lease_until  # picked up by the tick if its worker dies
+        due = delivery.due_on
         update = {
             "delivery": delivery.to_document(),
             "deliveryState": delivery.state.value,

@@ -333,6 +333,16 @@ class DeliveryRecord:
             return False
         return self.next_attempt_on is None or _aware(now, "now") >= self.next_attempt_on
 
+    @property
+    def due_on(self) -> dt.datetime | None:
+        """When the retry tick should take the delivery up: the next attempt's time, or an
+        in-flight attempt's lease expiry (its worker may have died); None once final."""
+        if self.state in (DeliveryState.PENDING, DeliveryState.RETRYING):
+            return self.next_attempt_on
+        if self.state is DeliveryState.DELIVERING:
+            return self.lease_until
+        return None
+
     def lease_expired(self, now: dt.datetime) -> bool:
         """Whether an in-flight attempt's lease ran out (its worker presumably died)."""
         return (
