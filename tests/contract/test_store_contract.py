@@ -78,7 +78,7 @@ def new_export(store: Store, **changes: Any) -> ExportRecord:
     record = ExportRecord(
         query_uuid=str(uuid.uuid4()),
         account_id="acme",
-        key_hash="ab" * 32,
+        key_hash="hash-of-key-1",
         key_id="key_1",
         name="Seattle Rental Data Export",
         format="csv",
@@ -126,7 +126,7 @@ def test_an_account_is_absent_until_put_and_a_put_replaces_it(store: Store) -> N
 
 def test_an_api_key_is_found_by_hash_and_its_hash_is_taken_once(store: Store) -> None:
     """A key reads back by its hash; a second key with that hash is ``AlreadyExists``."""
-    key = ApiKeyRecord("cd" * 32, "key_1", "acme", "ciphertext", T0)
+    key = ApiKeyRecord("hash-of-key-1", "key_1", "acme", "ciphertext", T0)
     assert store.get_api_key(key.key_hash) is None
     store.create_api_key(key)
     assert store.get_api_key(key.key_hash) == key
@@ -137,8 +137,8 @@ def test_an_api_key_is_found_by_hash_and_its_hash_is_taken_once(store: Store) ->
 
 def test_revoking_marks_the_key_with_that_id_only(store: Store) -> None:
     """``revoke_api_key`` sets ``revoked_on`` on the key with the id, and is False for none."""
-    first = ApiKeyRecord("01" * 32, "key_1", "acme", "c1", T0)
-    second = ApiKeyRecord("02" * 32, "key_2", "acme", "c2", T0)
+    first = ApiKeyRecord("hash-of-key-a", "key_1", "acme", "c1", T0)
+    second = ApiKeyRecord("hash-of-key-b", "key_2", "acme", "c2", T0)
     store.create_api_key(first)
     store.create_api_key(second)
     assert store.revoke_api_key("key_1", T0 + MINUTE) is True
