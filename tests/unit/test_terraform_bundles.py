@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset_export import bundle
+from dataset_export_tools import bundle
 from dataset_export_tools.deploy_manifest import FUNCTIONS
 
 REPO = Path(__file__).resolve().parents[2]
