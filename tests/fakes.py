@@ -19,14 +19,16 @@ from dataset_export.core.errors import TransientError
 from dataset_export.core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.core.urlpolicy import HostNotFound
-from dataset_export.service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
-from dataset_export.service.process import (
+from dataset_export.service.ports import (
+    Account,
+    AlreadyExists,
+    ApiKeyRecord,
     Claim,
     ExportResult,
-    LeaseLost,
-    ObjectAlreadyExists,
+    IdempotencyRecord,
     ObjectInfo,
 )
+from dataset_export.service.process import LeaseLost, ObjectAlreadyExists
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

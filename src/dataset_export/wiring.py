@@ -22,7 +22,8 @@ from .events import READY_KIND, REQUEST_KIND
 from .http_api import ExportApi
 from .service.downloads import Downloads
 from .service.notify import Notifier, Redelivery
-from .service.process import ExportRunner, Writable
+from .service.ports import Writable
+from .service.process import ExportRunner
 from .service.submit import ExportService
 
 

@@ -24,15 +24,19 @@ import pytest
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
 from dataset_export.core.lifecycle import ClaimVerdict
 from dataset_export.core.records import ExportRecord, ExportStatus
-from dataset_export.service.notify import DeliveryStore
 from dataset_export.service.ports import (
     Account,
     AlreadyExists,
     ApiKeyRecord,
+    DeliveryStore,
+    ExportReader,
+    ExportResult,
     ExportStore,
     IdempotencyRecord,
+    KeyReader,
+    LifecycleStore,
 )
-from dataset_export.service.process import ExportResult, LeaseLost, LifecycleStore
+from dataset_export.service.process import LeaseLost
 from tests.fakes import InMemoryStore
 
 T0 = dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.UTC)
@@ -65,8 +69,8 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
 
 
 def test_the_contract_calls_every_method_of_the_store_ports() -> None:
-    """Each method of ``ExportStore``, ``LifecycleStore`` and ``DeliveryStore`` is tested here."""
-    ports = (ExportStore, LifecycleStore, DeliveryStore)
+    """Each method of the store ports (and the reads they share) is tested here."""
+    ports = (ExportReader, KeyReader, ExportStore, LifecycleStore, DeliveryStore)
     methods = {name for port in ports for name in vars(port) if not name.startswith("_")}
     assert {"create_export", "claim_export", "save_delivery"} <= methods
     source = Path(__file__).read_text("utf-8")

@@ -12,8 +12,15 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from ..core.delivery import DeliveryRecord
 from ..core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from ..core.records import ExportRecord, ExportStatus
-from ..service.ports import Account, AlreadyExists, ApiKeyRecord, IdempotencyRecord
-from ..service.process import Claim, ExportResult, LeaseLost
+from ..service.ports import (
+    Account,
+    AlreadyExists,
+    ApiKeyRecord,
+    Claim,
+    ExportResult,
+    IdempotencyRecord,
+)
+from ..service.process import LeaseLost
 from .errors import google_errors
 
 ACCOUNTS = "accounts"

@@ -21,7 +21,8 @@ import requests
 from google.api_core import exceptions as gexc
 
 from ..core.errors import TransientError
-from ..service.process import ObjectAlreadyExists, ObjectInfo
+from ..service.ports import ObjectInfo
+from ..service.process import ObjectAlreadyExists
 from .errors import google_errors
 
 log = logging.getLogger(__name__)

@@ -5,28 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from ..core.errors import NotFound
 from ..core.links import LINK_LIFETIME, download_url, make_token, verify_token
 from ..core.records import ExportRecord, ExportStatus
+from .ports import ExportReader, UrlSigner
 
 # Long enough to start a large download; short enough that a leaked URL soon goes stale.
 SIGNED_URL_LIFETIME = dt.timedelta(minutes=15)
-
-
-class ExportReader(Protocol):
-    """Reads export records."""
-
-    def get_export(self, query_uuid: str) -> ExportRecord | None:
-        """The export, or None."""
-
-
-class UrlSigner(Protocol):
-    """Makes short-lived signed GET URLs for objects in the exports bucket."""
-
-    def sign(self, name: str, lifetime: dt.timedelta) -> str:
-        """A signed URL for ``name`` valid for ``lifetime``."""
 
 
 @dataclass(frozen=True)

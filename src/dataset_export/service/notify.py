@@ -12,9 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from .. import logs
 from ..core.apikeys import KeyDecryptionError
@@ -31,7 +30,7 @@ from ..core.signing import (
 )
 from ..key_encryption import decrypt_key
 from .downloads import mint_link
-from .ports import ApiKeyRecord, Publisher
+from .ports import DeliveryStore, Publisher, Sender
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +38,6 @@ _CLAIM_RETRIES = 5
 DUE_BATCH = 50
 # The next tick comes a minute later; notify's timeout is 540 s.
 TICK_BUDGET = dt.timedelta(seconds=240)
-
-
-class DeliveryStore(Protocol):
-    """Export records with their delivery state, written with compare-and-set."""
-
-    def load_delivery(
-        self, query_uuid: str
-    ) -> tuple[ExportRecord, DeliveryRecord | None, object] | None:
-        """The export, its delivery (None before the first attempt) and a version token."""
-
-    def save_delivery(self, query_uuid: str, delivery: DeliveryRecord, version: object) -> bool:
-        """Write ``delivery`` if the document is still at ``version``; False otherwise."""
-
-    def due_deliveries(self, now: dt.datetime, limit: int) -> list[str]:
-        """Exports whose delivery is due (or whose in-flight attempt's lease ran out)."""
-
-    def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
-        """The key record with this hash, or None."""
-
-
-class Sender(Protocol):
-    """Sends one POST (``adapters.webhook_sender.WebhookSender``)."""
-
-    def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptOutcome:
-        """POST ``body``; never raises for HTTP or network failures."""
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,21 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ..core.catalog import Catalog
 from ..core.errors import ExportError, InvalidRequest, PermanentError, TransientError, public_detail
 from ..core.jsontext import parse_standard
-from ..core.lifecycle import DEFAULT_LEASE, ClaimDecision, ClaimVerdict
-from ..core.query import Query, parse_dataset
+from ..core.lifecycle import DEFAULT_LEASE, ClaimVerdict
+from ..core.query import parse_dataset
 from ..core.records import ExportRecord, ExportStatus, iso_z
-from .ports import Publisher
+from .ports import (
+    ExportEngine,
+    ExportResult,
+    ExportStorage,
+    LifecycleStore,
+    ObjectInfo,
+    Publisher,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,108 +49,6 @@ class LeaseLost(TransientError):
 
 class ObjectAlreadyExists(Exception):
     """The export's object is already there: an earlier run finished its upload."""
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What Cloud Storage reports about a finished object."""
-
-    name: str
-    size: int
-    crc32c: str | None
-    md5: str | None
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """A finished export, ready to record."""
-
-    object_name: str
-    rows: int
-    size_bytes: int
-    crc32c: str | None
-    md5: str | None
-    started_on: dt.datetime
-    completed_on: dt.datetime
-
-
-class Writable(Protocol):
-    """Where the engine writes the gzip stream."""
-
-    def write(self, data: bytes, /) -> int:
-        """Append bytes."""
-
-
-class Upload(Writable, Protocol):
-    """A resumable upload: nothing is visible until ``commit``; ``abort`` leaves nothing."""
-
-    def commit(self) -> ObjectInfo:
-        """Finish the upload; raise ``ObjectAlreadyExists`` if the object is already there."""
-
-    def abort(self) -> None:
-        """Give the upload up; no object appears."""
-
-
-class ExportStorage(Protocol):
-    """The exports bucket."""
-
-    def open_upload(self, name: str, *, metadata: dict[str, str]) -> Upload:
-        """Start a resumable upload of ``name`` (``application/gzip``, no Content-Encoding)."""
-
-    def stat(self, name: str) -> ObjectInfo | None:
-        """The object's size and checksums, or None."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A claim's decision and the export as it stands after it (None: no such export)."""
-
-    decision: ClaimDecision
-    record: ExportRecord | None
-
-
-class LifecycleStore(Protocol):
-    """The export record's transitions, each guarded by a precondition."""
-
-    def get_export(self, query_uuid: str) -> ExportRecord | None:
-        """The export, or None."""
-
-    def claim_export(
-        self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
-    ) -> Claim:
-        """Apply ``decide_claim``; on RUN the record is ``running`` under this worker's lease."""
-
-    def record_progress(
-        self, query_uuid: str, worker: str, rows: int, lease_expires_on: dt.datetime
-    ) -> None:
-        """Store rows written so far and renew the lease; raise ``LeaseLost`` if not ours."""
-
-    def complete_export(self, query_uuid: str, worker: str, result: ExportResult) -> None:
-        """Mark the export ``succeeded``; raise ``LeaseLost`` if not ours."""
-
-    def release_export(self, query_uuid: str, worker: str, error: dict[str, str]) -> None:
-        """Record a failed attempt (``lastError``) and free the lease; ``LeaseLost`` if not ours."""
-
-    def fail_export(self, query_uuid: str, code: str, message: str, now: dt.datetime) -> bool:
-        """Mark a not-yet-finished export ``failed``; False if it had already finished."""
-
-    def mark_ready_published(self, query_uuid: str, now: dt.datetime) -> None:
-        """Remember that notify was told."""
-
-
-class ExportEngine(Protocol):
-    """Runs a query and writes the gzip file (``engine.duckdb_engine.run_export``)."""
-
-    def __call__(
-        self,
-        parquet_path: str,
-        query: Query,
-        fmt: str,
-        out: Writable,
-        *,
-        on_progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Write the export; return the number of data rows."""
 
 
 def object_name(query_uuid: str, fmt: str) -> str:
