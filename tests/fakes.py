@@ -15,20 +15,23 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord
-from dataset_export.core.errors import TransientError
+from dataset_export.core.errors import (
+    AlreadyExists,
+    HostNotFound,
+    LeaseLost,
+    ObjectAlreadyExists,
+    TransientError,
+)
 from dataset_export.core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from dataset_export.core.records import ExportRecord, ExportStatus
-from dataset_export.core.urlpolicy import HostNotFound
 from dataset_export.service.ports import (
     Account,
-    AlreadyExists,
     ApiKeyRecord,
     Claim,
     ExportResult,
     IdempotencyRecord,
     ObjectInfo,
 )
-from dataset_export.service.process import LeaseLost, ObjectAlreadyExists
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .core.errors import ConfigError
+
 LOCAL = "local"
 PRODUCTION = "production"
 
@@ -34,10 +36,6 @@ def firestore_database_problem(database: str) -> str | None:
         "database ID (4-63 lowercase letters, digits and hyphens, starting with a letter, "
         f"not ending with a hyphen, not a UUID), got {database!r}"
     )
-
-
-class ConfigError(RuntimeError):
-    """The environment is missing a setting or holds a malformed one."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import logs
 from .core.errors import (
-    ClientError,
+    HttpError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -90,7 +90,7 @@ def _json(status: int, body: Any, **headers: str) -> HttpResponse:
     )
 
 
-def _error(exc: ClientError) -> HttpResponse:
+def _error(exc: HttpError) -> HttpResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_seconds)
@@ -221,7 +221,7 @@ class ExportApi:
     def _answer(self, request: HttpRequest) -> HttpResponse:
         try:
             return self._route(request)
-        except ClientError as exc:
+        except HttpError as exc:  # a 4xx, or a 503 the service raised itself
             return _error(exc)
         except TransientError:
             log.exception("dependency unavailable")

@@ -16,7 +16,8 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .core.apikeys import KeyDecryptionError, key_hash
+from .core.apikeys import key_hash
+from .core.errors import KeyDecryptionError
 
 _NONCE_BYTES = 12
 

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 import pytest
 
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
+from dataset_export.core.errors import AlreadyExists, LeaseLost
 from dataset_export.core.lifecycle import ClaimVerdict
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.service.ports import (
     Account,
-    AlreadyExists,
     ApiKeyRecord,
     DeliveryStore,
     ExportReader,
@@ -36,7 +36,6 @@ from dataset_export.service.ports import (
     KeyReader,
     LifecycleStore,
 )
-from dataset_export.service.process import LeaseLost
 from tests.fakes import InMemoryStore
 
 T0 = dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.UTC)

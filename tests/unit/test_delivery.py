@@ -16,13 +16,13 @@ from dataset_export.core.delivery import (
     RETRY_DELAYS,
     Attempt,
     AttemptOutcome,
-    DeliveryConflict,
     DeliveryRecord,
     DeliveryState,
     decide,
     next_delay,
     parse_retry_after,
 )
+from dataset_export.core.errors import DeliveryConflict
 
 T0 = dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.UTC)
 S = dt.timedelta(seconds=1)

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataset_export.core.catalog import RENTAL_LISTINGS, ColumnType
-from dataset_export.core.errors import PermanentError, QueryRejected
+from dataset_export.core.errors import DatasetMismatch, PermanentError, QueryRejected
 from dataset_export.core.query import Query, parse_dataset
-from dataset_export.engine import DatasetMismatch, EngineSettings, ExportStats, run_export
+from dataset_export.engine import EngineSettings, ExportStats, run_export
 from dataset_export.engine.sql.compiler import output_type
 from dataset_export.engine.sql.duckdb_dialect import compile_query
 from dataset_export_tools.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset

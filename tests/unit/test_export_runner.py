@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
-from dataset_export.core.errors import PermanentError, QueryRejected, TransientError
+from dataset_export.core.errors import LeaseLost, PermanentError, QueryRejected, TransientError
 from dataset_export.core.records import ExportRecord, ExportStatus
-from dataset_export.service.process import MAX_RUN_ATTEMPTS, ExportRunner, LeaseLost, object_name
+from dataset_export.service.process import MAX_RUN_ATTEMPTS, ExportRunner, object_name
 from tests.fakes import FakeQueue, InMemoryExportStorage, InMemoryStore
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)

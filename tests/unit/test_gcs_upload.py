@@ -13,9 +13,8 @@ import pytest
 import requests
 from google.api_core import exceptions as gexc
 
-from dataset_export.adapters.gcs_storage import BytePipe, GcsUpload, UploadAborted
-from dataset_export.core.errors import TransientError
-from dataset_export.service.process import ObjectAlreadyExists
+from dataset_export.adapters.gcs_storage import BytePipe, GcsUpload
+from dataset_export.core.errors import ObjectAlreadyExists, TransientError, UploadAborted
 
 SESSION = "https://storage.example/upload/storage/v1/b/exports/o?upload_id=abc"
 

@@ -17,8 +17,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from dataset_export.adapters.gcs_storage import UrlSigner
-from dataset_export.core.errors import Forbidden
-from dataset_export.core.links import LinkExpired, make_token, verify_token
+from dataset_export.core.errors import Forbidden, LinkExpired
+from dataset_export.core.links import make_token, verify_token
 from dataset_export_tools.localstack.provision import write_signer_key
 
 KEY = b"s" * 32

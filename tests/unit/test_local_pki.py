@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dataset_export.config import ConfigError, Settings
+from dataset_export.config import Settings
+from dataset_export.core.errors import ConfigError
 from dataset_export_tools.localstack.pki import ensure_loopback_pki
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)

@@ -25,9 +25,10 @@ from cloudevents.http import CloudEvent
 
 from dataset_export import logs
 from dataset_export.adapters.webhook_sender import WebhookSender
-from dataset_export.config import ConfigError, Settings
-from dataset_export.core.apikeys import KeyDecryptionError, key_hash, looks_like_key, new_api_key
+from dataset_export.config import Settings
+from dataset_export.core.apikeys import key_hash, looks_like_key, new_api_key
 from dataset_export.core.delivery import AttemptOutcome
+from dataset_export.core.errors import ConfigError, KeyDecryptionError
 from dataset_export.core.jsontext import dump_preserving, parse_preserving
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.http_api import ExportApi, HttpRequest

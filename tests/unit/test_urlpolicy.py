@@ -13,10 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataset_export.core.errors import InvalidWebhookURL
+from dataset_export.core.errors import HostNotFound, InvalidWebhookURL
 from dataset_export.core.urlpolicy import (
     MAX_URL_LENGTH,
-    HostNotFound,
     WebhookTarget,
     address_allowed,
     address_problem,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from dataset_export.adapters.webhook_sender import USER_AGENT, WebhookSender
-from dataset_export.core.urlpolicy import HostNotFound
+from dataset_export.core.errors import HostNotFound
 from dataset_export_tools.localstack.pki import issue_pki
 
 HOST = "hooks.example.test"

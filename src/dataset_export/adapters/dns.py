@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from ..core.errors import TransientError
-from ..core.urlpolicy import HostNotFound
+from ..core.errors import HostNotFound, TransientError
 
 RESOLVE_TIMEOUT_S = 5.0
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dns")

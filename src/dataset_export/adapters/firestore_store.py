@@ -10,17 +10,16 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from ..core.delivery import DeliveryRecord
+from ..core.errors import AlreadyExists, LeaseLost
 from ..core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from ..core.records import ExportRecord, ExportStatus
 from ..service.ports import (
     Account,
-    AlreadyExists,
     ApiKeyRecord,
     Claim,
     ExportResult,
     IdempotencyRecord,
 )
-from ..service.process import LeaseLost
 from .errors import google_errors
 
 ACCOUNTS = "accounts"

@@ -20,9 +20,8 @@ import google_crc32c
 import requests
 from google.api_core import exceptions as gexc
 
-from ..core.errors import TransientError
+from ..core.errors import ObjectAlreadyExists, TransientError, UploadAborted
 from ..service.ports import ObjectInfo
-from ..service.process import ObjectAlreadyExists
 from .errors import google_errors
 
 log = logging.getLogger(__name__)
@@ -40,10 +39,6 @@ def _is_precondition_failure(exc: BaseException) -> bool:
         return True
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None) == 412
-
-
-class UploadAborted(Exception):
-    """Raised inside the request body so the connection drops before the body's end."""
 
 
 class BytePipe:

@@ -33,8 +33,8 @@ import httpcore
 import httpx
 
 from ..core.delivery import AttemptOutcome, parse_retry_after
-from ..core.errors import InvalidWebhookURL, TransientError
-from ..core.urlpolicy import HostNotFound, Resolver, WebhookTarget, check_webhook_url
+from ..core.errors import HostNotFound, InvalidWebhookURL, TransientError
+from ..core.urlpolicy import Resolver, WebhookTarget, check_webhook_url
 from ..core.urlpolicy import address_allowed as _address_allowed
 from . import dns
 
@@ -55,10 +55,6 @@ _RESERVED_HEADERS: Final = frozenset(
     }
 )
 _DEADLINE_SLACK: Final = 0.05
-
-
-class _DeadlineExceeded(Exception):
-    """Raised inside the transport when the total deadline has passed."""
 
 
 def _seconds(value: float) -> str:

@@ -5,7 +5,7 @@ because signing a webhook needs the key itself, an AES-256-GCM ciphertext of it 
 key-encryption key that production takes from Secret Manager. The ciphertext is bound to the
 hash (associated data), so a ciphertext copied onto another key's record does not decrypt. The
 cipher needs the ``cryptography`` package, so it lives outside the pure core, in
-``dataset_export.key_encryption``; its failure, ``KeyDecryptionError``, is defined here.
+``dataset_export.key_encryption``; its failure is ``core.errors.KeyDecryptionError``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ from dataclasses import dataclass
 
 KEY_PREFIX = "dwe"
 _KEY_SHAPE = re.compile(r"dwe_[a-z2-7]{10}_[A-Za-z0-9_-]{43}")
-
-
-class KeyDecryptionError(Exception):
-    """A stored key ciphertext did not decrypt (wrong key-encryption key or tampered)."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from dataset_export.core.errors import DeliveryConflict
 from dataset_export.core.records import iso_z
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
     "Attempt",
     "AttemptOutcome",
     "Decision",
-    "DeliveryConflict",
     "DeliveryRecord",
     "DeliveryState",
     "decide",
@@ -294,10 +294,6 @@ def decide(
         f"in {_span(next_on - now)} at {iso_z(next_on)}"
     )
     return Decision(DeliveryState.RETRYING, next_on, reason)
-
-
-class DeliveryConflict(ValueError):
-    """A transition that the record's current state does not allow (e.g. a second claim)."""
 
 
 @dataclass(frozen=True)

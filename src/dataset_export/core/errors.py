@@ -1,9 +1,48 @@
 """One exception tree for the whole service.
 
-``ExportError`` is the root. ``PermanentError`` means retrying cannot help: record it and
-acknowledge the message. ``TransientError`` means a retry may succeed: raise it so Pub/Sub
-redelivers. Client-facing errors carry an HTTP status, a stable ``code`` and, where it applies,
-the request ``field`` that was wrong, so every message names what was wrong and where.
+Our exception hierarchy (``[HTTP n]``: also an ``HttpError``, rendered with that status):
+
+* ExportError                     everything this service raises on purpose
+  x TransientError                a retry may cure it: raised, so Pub/Sub redelivers
+    + LeaseLost                   another worker took the export over; stop writing
+    + UploadAborted               the export gave its upload up mid-body
+    + ServiceUnavailable          [HTTP 503] a dependency is down; nothing was created
+  x PermanentError                no retry cures it: recorded and acknowledged, with ``code``
+    + ConfigError                 a setting is missing or malformed
+    + QueryRejected               the query engine refused the query itself
+    + DatasetMismatch             the dataset file does not fit the catalog
+    + AlreadyExists               a create found the document already there
+      - ObjectAlreadyExists       the export's object is already in the bucket
+    + DeliveryConflict            a delivery transition its current state does not allow
+    + KeyDecryptionError          a stored API key does not decrypt
+    + HostNotFound                a webhook host name does not resolve
+    + ClientError                 [HTTP 4xx] a request the client must change
+      - InvalidRequest            [HTTP 400]
+        · InvalidWebhookURL       [HTTP 400]
+      - Forbidden                 [HTTP 403]
+      - NotFound                  [HTTP 404]
+      - MethodNotAllowed          [HTTP 405]
+      - Conflict                  [HTTP 409]
+        · IdempotencyConflict     [HTTP 409]
+      - LinkExpired               [HTTP 410]
+      - PayloadTooLarge           [HTTP 413]
+      - UnsupportedMediaType      [HTTP 415]
+      - IdempotencyKeyReused      [HTTP 422]
+      - RateLimited               [HTTP 429]
+  x HttpError                     how an error renders to HTTP: ``status``, ``code``, ``field``
+                                  (the base of ClientError and ServiceUnavailable)
+
+Two axes, kept apart: *retry or not* is the Transient/Permanent branch an error sits on (what
+the functions' entry points act on), *how it renders* is ``HttpError`` (what the HTTP API acts
+on). A 503 is therefore transient and still answers ``{"error": {"code":
+"service_unavailable", ...}}``. Every client-facing message names what was wrong and, through
+``field``, where.
+
+Google's transient failures become ``TransientError`` in one place, ``adapters/errors.py``; an
+adapter maps only the failures that mean something to its own operation (a conflict on create
+is ``AlreadyExists``). Private exceptions that never leave their module are not part of the
+tree, and neither are the tooling's (``StackError``, ``CliError``, ``BundleError``: the local
+stack, the operator CLI and the bundler never run in a deployed function).
 """
 
 from __future__ import annotations
@@ -29,6 +68,9 @@ class ExportError(Exception):
     """Root of every error this service raises on purpose."""
 
 
+# --- retry or not ----------------------------------------------------------------------------
+
+
 class TransientError(ExportError):
     """A failure that a retry may cure (a dependency unavailable, a timeout)."""
 
@@ -39,17 +81,76 @@ class PermanentError(ExportError):
     code: str = "export_failed"
 
 
+class LeaseLost(TransientError):
+    """Another worker took the export over; this one must stop writing."""
+
+
+class UploadAborted(TransientError):
+    """Raised inside an upload's request body so the connection drops before the body's end."""
+
+
+class ConfigError(PermanentError):
+    """The environment is missing a setting or holds a malformed one."""
+
+    code = "invalid_configuration"
+
+
 class QueryRejected(PermanentError):
     """The query engine refused the query itself (invalid input, binding, conversion)."""
 
     code = "query_rejected"
 
 
-class ClientError(PermanentError):
-    """A request the client must change; rendered as ``{"error": {code, message, field?}}``."""
+class DatasetMismatch(PermanentError):
+    """The dataset file lacks a column the query needs, or holds it with another type."""
 
-    status: int = 400
-    code: str = "invalid_request"
+    code = "dataset_mismatch"
+
+
+class AlreadyExists(PermanentError):
+    """A create found the document already there (exactly one creator wins)."""
+
+    code = "already_exists"
+
+
+class ObjectAlreadyExists(AlreadyExists):
+    """The export's object is already there: an earlier run finished its upload."""
+
+
+class DeliveryConflict(PermanentError):
+    """A transition that the delivery's current state does not allow (e.g. a second claim)."""
+
+    code = "delivery_conflict"
+
+
+class KeyDecryptionError(PermanentError):
+    """A stored key ciphertext did not decrypt (wrong key-encryption key or tampered)."""
+
+    code = "key_decryption_failed"
+
+
+class HostNotFound(PermanentError):
+    """Raised by a resolver when the host name does not resolve (an answer, not an outage).
+
+    Submit turns it into a 400 naming ``webhookURL``; the webhook sender counts it as a failed
+    attempt, and the delivery schedule, not this class, decides whether to try again.
+    """
+
+    code = "host_not_found"
+
+
+# --- how it renders to HTTP ------------------------------------------------------------------
+
+
+class HttpError(ExportError):
+    """An error the HTTP API answers with ``status`` and ``{"error": {code, message, field?}}``.
+
+    Not a branch of its own for retrying: every concrete one is also a ``TransientError`` or a
+    ``PermanentError``.
+    """
+
+    status: int = 500
+    code: str = "internal"
 
     def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -64,6 +165,20 @@ class ClientError(PermanentError):
         if self.field is not None:
             error["field"] = self.field
         return {"error": error}
+
+
+class ServiceUnavailable(HttpError, TransientError):
+    """503: a dependency (the queue, the database) is unavailable; nothing was created."""
+
+    status = 503
+    code = "service_unavailable"
+
+
+class ClientError(HttpError, PermanentError):
+    """A request the client must change (4xx)."""
+
+    status = 400
+    code = "invalid_request"
 
 
 class InvalidRequest(ClientError):
@@ -117,6 +232,13 @@ class IdempotencyConflict(Conflict):
     code = "idempotency_in_progress"
 
 
+class LinkExpired(ClientError):
+    """410: the download link is past its expiry."""
+
+    status = 410
+    code = "link_expired"
+
+
 class PayloadTooLarge(ClientError):
     """413: the request body exceeds the size limit."""
 
@@ -147,10 +269,3 @@ class RateLimited(ClientError):
     def __init__(self, message: str, *, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
-
-
-class ServiceUnavailable(ClientError):
-    """503: a dependency (the queue, the database) is unavailable; nothing was created."""
-
-    status = 503
-    code = "service_unavailable"

@@ -16,18 +16,11 @@ import json
 import re
 from urllib.parse import quote
 
-from .errors import ClientError, Forbidden
+from .errors import Forbidden, LinkExpired
 
 LINK_LIFETIME = dt.timedelta(days=30)
 _VERSION = "1"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCII)
-
-
-class LinkExpired(ClientError):
-    """410: the download link is past its expiry."""
-
-    status = 410
-    code = "link_expired"
 
 
 def _b64(data: bytes) -> str:

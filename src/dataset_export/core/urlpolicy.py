@@ -27,11 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from dataset_export.core.errors import InvalidWebhookURL
+from dataset_export.core.errors import HostNotFound, InvalidWebhookURL
 
 __all__ = [
     "MAX_URL_LENGTH",
-    "HostNotFound",
     "Resolver",
     "WebhookTarget",
     "address_allowed",
@@ -49,10 +48,6 @@ _MAX_HOST_LENGTH: Final = 253
 _FIELD: Final = "webhookURL"
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 _LOOPBACK_NAME_ADDRESSES: Final = ("127.0.0.1", "::1")
-
-
-class HostNotFound(Exception):
-    """Raised by a :data:`Resolver` when the host name does not resolve."""
 
 
 @dataclass(frozen=True)

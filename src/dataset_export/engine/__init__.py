@@ -13,13 +13,14 @@ policies; everything here may use DuckDB, pyarrow, numpy, threads and isal. Layo
   rather than rendered lines (its docstring says how its bytes compare with DuckDB's lines).
 - ``gzip_sink.py``: ``GzipSink``, the gzip stream (isal or zlib) with its writer thread.
 - ``duckdb_engine.py``: ``run_export``, DuckDB over a local Parquet file from query to gzip
-  file, and ``DatasetMismatch``. An engine over another store is a module beside it.
+  file (a dataset that does not fit raises ``core.errors.DatasetMismatch``). An engine over
+  another store is a module beside it.
 
 Importing this package loads DuckDB; only the process function does.
 """
 
 from __future__ import annotations
 
-from .duckdb_engine import DatasetMismatch, EngineSettings, ExportStats, run_export
+from .duckdb_engine import EngineSettings, ExportStats, run_export
 
-__all__ = ["DatasetMismatch", "EngineSettings", "ExportStats", "run_export"]
+__all__ = ["EngineSettings", "ExportStats", "run_export"]

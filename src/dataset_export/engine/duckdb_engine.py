@@ -40,7 +40,7 @@ from typing import Any, BinaryIO, Literal
 import duckdb
 
 from dataset_export.core.catalog import Column, ColumnType
-from dataset_export.core.errors import PermanentError, QueryRejected, public_detail
+from dataset_export.core.errors import DatasetMismatch, QueryRejected, public_detail
 from dataset_export.core.formats import ExportFormat
 from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query
 
@@ -65,12 +65,6 @@ _ACCEPTED_TYPES: dict[ColumnType, Callable[[str], bool]] = {
     ColumnType.DATE: lambda t: t == "DATE",
     ColumnType.BOOLEAN: lambda t: t == "BOOLEAN",
 }
-
-
-class DatasetMismatch(PermanentError):
-    """The dataset file lacks a column the query needs, or holds it with another type."""
-
-    code = "dataset_mismatch"
 
 
 # Errors of the query itself: the same query fails the same way on every retry.

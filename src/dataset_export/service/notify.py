@@ -16,9 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import logs
-from ..core.apikeys import KeyDecryptionError
-from ..core.delivery import AttemptOutcome, DeliveryConflict, DeliveryRecord, DeliveryState
-from ..core.errors import Conflict
+from ..core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
+from ..core.errors import Conflict, DeliveryConflict, KeyDecryptionError
 from ..core.jsontext import parse_preserving
 from ..core.records import ExportRecord, ExportStatus, iso_z
 from ..core.signing import (

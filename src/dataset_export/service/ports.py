@@ -33,11 +33,6 @@ from ..core.lifecycle import ClaimDecision
 from ..core.query import Query
 from ..core.records import ExportRecord
 
-
-class AlreadyExists(Exception):
-    """A create found the document already there (exactly one creator wins)."""
-
-
 # --- values ----------------------------------------------------------------------------------
 
 

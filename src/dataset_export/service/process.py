@@ -22,7 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core.catalog import Catalog
-from ..core.errors import ExportError, InvalidRequest, PermanentError, TransientError, public_detail
+from ..core.errors import (
+    ExportError,
+    InvalidRequest,
+    LeaseLost,
+    ObjectAlreadyExists,
+    PermanentError,
+    TransientError,
+    public_detail,
+)
 from ..core.jsontext import parse_standard
 from ..core.lifecycle import DEFAULT_LEASE, ClaimVerdict
 from ..core.query import parse_dataset
@@ -41,14 +49,6 @@ log = logging.getLogger(__name__)
 MAX_RUN_ATTEMPTS = 5
 # Rows are not re-capped here: the limit was checked at submit time under that day's setting.
 _NO_CAP = 2**62
-
-
-class LeaseLost(TransientError):
-    """Another worker took the export over; this one must stop writing."""
-
-
-class ObjectAlreadyExists(Exception):
-    """The export's object is already there: an earlier run finished its upload."""
 
 
 def object_name(query_uuid: str, fmt: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..core.apikeys import key_hash, looks_like_key
 from ..core.catalog import Catalog
 from ..core.errors import (
+    AlreadyExists,
     Forbidden,
     IdempotencyConflict,
     IdempotencyKeyReused,
@@ -25,7 +26,7 @@ from ..core.errors import (
 from ..core.records import ExportRecord, ExportStatus
 from ..core.request import parse_export_request
 from ..core.urlpolicy import Resolver, check_webhook_url
-from .ports import AlreadyExists, ApiKeyRecord, ExportStore, IdempotencyRecord, Publisher
+from .ports import ApiKeyRecord, ExportStore, IdempotencyRecord, Publisher
 
 log = logging.getLogger(__name__)
 
