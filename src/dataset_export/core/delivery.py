@@ -41,10 +41,10 @@ from enum import StrEnum
 from typing import Any, Final
 
 from dataset_export.core.errors import DeliveryConflict
+from dataset_export.core.lifecycle import DEFAULT_LEASE
 from dataset_export.core.records import iso_z
 
 __all__ = [
-    "DEFAULT_LEASE",
     "JITTER",
     "MAX_ATTEMPTS",
     "MAX_RETRY_AFTER",
@@ -90,11 +90,6 @@ MAX_ATTEMPTS: Final = 1 + len(RETRY_DELAYS)
 JITTER: Final = 0.2
 MIN_TOTAL_SPAN: Final = dt.timedelta(hours=24)
 MAX_RETRY_AFTER: Final = dt.timedelta(hours=24)
-DEFAULT_LEASE: Final = dt.timedelta(minutes=2)
-"""How long an attempt may stay ``delivering`` before another worker may call it abandoned.
-
-Comfortably above the sender's worst case (DNS 5 s + total timeout 15 s) plus two writes.
-"""
 
 _RETRYABLE_4XX: Final = frozenset({408, 429})
 _MS = dt.timedelta(milliseconds=1)

@@ -12,10 +12,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from .records import ExportStatus
 
-DEFAULT_LEASE = dt.timedelta(minutes=2)
+DEFAULT_LEASE: Final = dt.timedelta(minutes=2)
+"""How long a worker holds a claim before another may take over: an export run (renewed by
+every progress write, a few seconds apart) and a webhook attempt (``core.delivery``: its worst
+case, DNS 5 s + the 15 s total timeout plus two writes, is well inside it)."""
 
 
 class ClaimVerdict(StrEnum):
