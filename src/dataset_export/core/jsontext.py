@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,11 +79,61 @@ def parse_preserving(text: str | bytes) -> Any:
     )
 
 
-def dump_preserving(value: Any) -> str:
-    """Write compact JSON, numbers exactly as parsed, non-ASCII text as is."""
+@dataclass(frozen=True)
+class JsonStyle:
+    """How :func:`write_json` writes the leaves and orders an object's keys."""
+
+    number: Callable[[JsonNumber | int | float], str]  # a JsonNumber, an int (not bool), a float
+    string: Callable[[str], str]  # a string value or an object key, quotes included
+    order: Callable[[list[str]], Iterable[str]]  # an object's keys (all str) in writing order
+
+
+def write_json(value: Any, style: JsonStyle) -> str:
+    """Write ``value`` (``parse_preserving``'s output, or plain JSON values) compactly in ``style``.
+
+    The one walker of this code base: :func:`dump_preserving` and ``jsstringify.js_stringify``
+    differ only in their style.
+    """
     parts: list[str] = []
-    _dump(value, parts)
+    _walk(value, style, parts)
     return "".join(parts)
+
+
+def _walk(value: Any, style: JsonStyle, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, JsonNumber):  # a str: before the strings
+        out.append(style.number(value))
+    elif isinstance(value, str):
+        out.append(style.string(value))
+    elif isinstance(value, int | float):
+        out.append(style.number(value))
+    elif isinstance(value, Mapping):
+        keys = list(value)
+        for key in keys:
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be strings, got {type(key).__name__}")
+        out.append("{")
+        for i, key in enumerate(style.order(keys)):
+            if i:
+                out.append(",")
+            out.append(style.string(key))
+            out.append(":")
+            _walk(value[key], style, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _walk(item, style, out)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def _quote(text: str) -> str:
@@ -91,40 +141,20 @@ def _quote(text: str) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 
-def _dump(value: Any, out: list[str]) -> None:
+def _literal(value: JsonNumber | int | float) -> str:
     if isinstance(value, JsonNumber):
-        out.append(str.__str__(value))
-    elif isinstance(value, str):
-        out.append(_quote(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
-        out.append(int.__repr__(value))
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} is not valid JSON")
-        out.append(float.__repr__(value))
-    elif isinstance(value, Mapping):
-        out.append("{")
-        for i, (key, item) in enumerate(value.items()):
-            if not isinstance(key, str):
-                raise TypeError(f"object keys must be strings, got {type(key).__name__}")
-            if i:
-                out.append(",")
-            out.append(_quote(key))
-            out.append(":")
-            _dump(item, out)
-        out.append("}")
-    elif isinstance(value, list | tuple):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _dump(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"cannot write {type(value).__name__} as JSON")
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not valid JSON")
+    return float.__repr__(value)
+
+
+PRESERVING = JsonStyle(number=_literal, string=_quote, order=list)
+"""Numbers exactly as parsed, keys in their order, non-ASCII text as is."""
+
+
+def dump_preserving(value: Any) -> str:
+    """Write compact JSON, numbers exactly as parsed, non-ASCII text as is."""
+    return write_json(value, PRESERVING)

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from .jsontext import JsonNumber
+from .jsontext import JsonNumber, JsonStyle, write_json
 
-__all__ = ["js_number", "js_quote", "js_stringify", "order_keys_like_js"]
+__all__ = ["JAVASCRIPT", "js_number", "js_quote", "js_stringify", "order_keys_like_js"]
 
 # The grammar of a JSON number (RFC 8259), ASCII digits only.
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
@@ -53,9 +53,7 @@ _SHORT_ESCAPES = {
 
 def js_stringify(value: object) -> str:
     """Return exactly what ``JSON.stringify(JSON.parse(dump_preserving(value)))`` returns."""
-    parts: list[str] = []
-    _write(value, parts)
-    return "".join(parts)
+    return write_json(value, JAVASCRIPT)
 
 
 def js_number(value: JsonNumber | int | float) -> str:
@@ -148,36 +146,5 @@ def _format_double(x: float) -> str:
     return sign + digits[0] + "." + digits[1:] + exp
 
 
-def _write(value: object, out: list[str]) -> None:
-    if isinstance(value, JsonNumber):
-        out.append(js_number(value))
-    elif isinstance(value, str):
-        out.append(js_quote(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int | float):
-        out.append(js_number(value))
-    elif isinstance(value, Mapping):
-        out.append("{")
-        first = True
-        for key in order_keys_like_js(list(value)):
-            if not first:
-                out.append(",")
-            first = False
-            out.append(js_quote(key))
-            out.append(":")
-            _write(value[key], out)
-        out.append("}")
-    elif isinstance(value, list | tuple):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _write(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"cannot stringify {type(value).__name__} as JSON")
+JAVASCRIPT = JsonStyle(number=js_number, string=js_quote, order=order_keys_like_js)
+"""``JSON.stringify`` of what ``JSON.parse`` made of the text."""
