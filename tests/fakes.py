@@ -20,17 +20,17 @@ from dataset_export.core.errors import (
     HostNotFound,
     LeaseLost,
     ObjectAlreadyExists,
+    PreconditionFailed,
     TransientError,
 )
-from dataset_export.core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.service.ports import (
     Account,
     ApiKeyRecord,
-    Claim,
     ExportResult,
     IdempotencyRecord,
     ObjectInfo,
+    VersionedExport,
 )
 
 _P = ParamSpec("_P")
@@ -57,8 +57,10 @@ def _writes_export(
 
 
 class InMemoryStore:
-    """``ExportStore``, ``LifecycleStore`` and ``DeliveryStore`` in dictionaries.
+    """Every store port (``ExportStore``, ``LifecycleStore``, ``DeliveryStore``) in dictionaries.
 
+    Each export has a version number that every change to it moves on, as Firestore's update time
+    does, so the compare-and-set writes (``write_claim``, ``save_delivery``) fail as they would.
     ``tests/contract`` runs the same tests on it and on ``FirestoreStore``: where they disagree,
     this is what changes.
     """
@@ -175,22 +177,29 @@ class InMemoryStore:
 
     # --- the export's lifecycle (process function) -------------------------------------------
 
-    @_writes_export
-    def claim_export(
-        self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
-    ) -> Claim:
-        """Apply ``decide_claim``; on RUN the record is ``running`` under this worker's lease."""
-        record = self.exports.get(query_uuid)
+    def read_for_claim(self, query_uuid: str) -> VersionedExport | None:
+        """The export and its version number, or None."""
+        record = self.get_export(query_uuid)
         if record is None:
-            return Claim(ClaimDecision(ClaimVerdict.DONE, "export record is gone"), None)
-        decision = decide_claim(record.status, record.lease_expires_on, now)
-        if decision.verdict is ClaimVerdict.RUN:
-            record.status = ExportStatus.RUNNING
-            record.lease_owner, record.lease_expires_on = worker, now + lease
-            record.run_attempts = (record.run_attempts or 0) + 1
-            record.rows_written = 0
-            record.started_on = record.started_on or now
-        return Claim(decision, dataclasses.replace(record))
+            return None
+        return VersionedExport(record, self.versions.get(query_uuid, 0))
+
+    def write_claim(self, record: ExportRecord, *, if_version: object) -> None:
+        """Store the claim if the export is still at ``if_version`` (compare-and-set)."""
+        if (
+            record.query_uuid not in self.exports
+            or self.versions.get(record.query_uuid, 0) != if_version
+        ):
+            raise PreconditionFailed(f"export {record.query_uuid} changed since read")
+        self._store_claim(record.query_uuid, record)
+
+    @_writes_export
+    def _store_claim(self, query_uuid: str, record: ExportRecord) -> None:
+        stored = self.exports[query_uuid]
+        stored.status = record.status
+        stored.lease_owner, stored.lease_expires_on = record.lease_owner, record.lease_expires_on
+        stored.run_attempts, stored.rows_written = record.run_attempts, record.rows_written
+        stored.started_on = record.started_on
 
     def _owned(self, query_uuid: str, worker: str) -> ExportRecord:
         record = self.exports.get(query_uuid)

@@ -21,9 +21,10 @@ from typing import Any, Protocol
 
 import pytest
 
+from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
-from dataset_export.core.errors import AlreadyExists, LeaseLost
-from dataset_export.core.lifecycle import ClaimVerdict
+from dataset_export.core.errors import AlreadyExists, LeaseLost, PreconditionFailed
+from dataset_export.core.lifecycle import ClaimVerdict, claimed
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.service.ports import (
     Account,
@@ -36,7 +37,8 @@ from dataset_export.service.ports import (
     KeyReader,
     LifecycleStore,
 )
-from tests.fakes import InMemoryStore
+from dataset_export.service.process import Claim, ExportRunner
+from tests.fakes import FakeQueue, InMemoryExportStorage, InMemoryStore
 
 T0 = dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.UTC)
 LEASE = dt.timedelta(minutes=2)
@@ -71,7 +73,7 @@ def test_the_contract_calls_every_method_of_the_store_ports() -> None:
     """Each method of the store ports (and the reads they share) is tested here."""
     ports = (ExportReader, KeyReader, ExportStore, LifecycleStore, DeliveryStore)
     methods = {name for port in ports for name in vars(port) if not name.startswith("_")}
-    assert {"create_export", "claim_export", "save_delivery"} <= methods
+    assert {"create_export", "write_claim", "save_delivery"} <= methods
     source = Path(__file__).read_text("utf-8")
     assert sorted(m for m in methods if f"store.{m}(" not in source) == []
 
@@ -113,6 +115,28 @@ def result(query_uuid: str) -> ExportResult:
         started_on=T0,
         completed_on=T0 + MINUTE,
     )
+
+
+def _no_engine(*args: Any, **kwargs: Any) -> int:
+    """A claim never runs the export."""
+    raise AssertionError("the claim ran the export")
+
+
+def run_claim(store: Store, query_uuid: str, worker: str, now: dt.datetime) -> Claim:
+    """Claim as the process function does: ``ExportRunner.claim`` (decide, then a guarded
+    ``write_claim`` over ``read_for_claim``'s version) on this store."""
+    runner = ExportRunner(
+        store=store,
+        storage=InMemoryExportStorage(),
+        ready=FakeQueue(),
+        engine=_no_engine,
+        dataset_path=lambda: "unused.parquet",
+        catalog=RENTAL_LISTINGS,
+        clock=lambda: now,
+        lease=LEASE,
+        worker=worker,
+    )
+    return runner.claim(query_uuid)
 
 
 # --- accounts and API keys (submit, exportctl keys) ----------------------------------------
@@ -187,7 +211,7 @@ def test_mark_queued_moves_only_a_submitting_export_to_queued(store: Store) -> N
     assert (after.status, after.queued_message_id) == (ExportStatus.QUEUED, "m-1")
     # process may claim the export before submit records the publish: it stays running.
     running = new_export(store, status=ExportStatus.SUBMITTING)
-    store.claim_export(running.query_uuid, "w1", T0, LEASE)
+    run_claim(store, running.query_uuid, "w1", T0)
     store.mark_queued(running.query_uuid, "m-2")
     after = stored(store, running.query_uuid)
     assert (after.status, after.queued_message_id) == (ExportStatus.RUNNING, "m-2")
@@ -220,10 +244,41 @@ def test_requests_are_counted_per_key_and_window(store: Store) -> None:
 # --- the export's lifecycle (process) -------------------------------------------------------
 
 
+def test_a_claim_is_read_with_a_version_and_written_only_over_that_version(store: Store) -> None:
+    """``write_claim`` over ``read_for_claim``'s version stores the claim; over a stale one it
+    raises ``PreconditionFailed`` and changes nothing."""
+    record = new_export(store)
+    first = store.read_for_claim(record.query_uuid)
+    assert first is not None
+    assert first.record == stored(store, record.query_uuid)
+    store.write_claim(claimed(first.record, "w1", T0, LEASE), if_version=first.version)
+    after = stored(store, record.query_uuid)
+    assert (after.status, after.lease_owner, after.run_attempts) == (ExportStatus.RUNNING, "w1", 1)
+    with pytest.raises(PreconditionFailed):
+        store.write_claim(claimed(first.record, "w2", T0, LEASE), if_version=first.version)
+    assert stored(store, record.query_uuid) == after
+    assert store.read_for_claim(str(uuid.uuid4())) is None
+
+
+def test_any_change_to_the_export_makes_a_read_for_claim_stale(store: Store) -> None:
+    """A write between the read and the claim (here submit's ``mark_queued``) moves the version."""
+    record = new_export(store, status=ExportStatus.SUBMITTING)
+    read = store.read_for_claim(record.query_uuid)
+    assert read is not None
+    store.mark_queued(record.query_uuid, "m-1")
+    with pytest.raises(PreconditionFailed):
+        store.write_claim(claimed(read.record, "w1", T0, LEASE), if_version=read.version)
+    assert stored(store, record.query_uuid).status is ExportStatus.QUEUED
+    again = store.read_for_claim(record.query_uuid)
+    assert again is not None
+    store.write_claim(claimed(again.record, "w1", T0, LEASE), if_version=again.version)
+    assert stored(store, record.query_uuid).status is ExportStatus.RUNNING
+
+
 def test_claiming_a_queued_export_runs_it_under_the_workers_lease(store: Store) -> None:
     """A queued export is claimed: running, leased to the worker, attempt 1, no rows yet."""
     record = new_export(store)
-    claim = store.claim_export(record.query_uuid, "w1", T0, LEASE)
+    claim = run_claim(store, record.query_uuid, "w1", T0)
     assert claim.decision.verdict is ClaimVerdict.RUN
     assert not claim.decision.takeover
     for after in (claim.record, stored(store, record.query_uuid)):
@@ -236,7 +291,7 @@ def test_claiming_a_queued_export_runs_it_under_the_workers_lease(store: Store) 
 def test_a_submitting_export_can_be_claimed(store: Store) -> None:
     """The request may arrive before submit marks the export queued: it runs all the same."""
     record = new_export(store, status=ExportStatus.SUBMITTING)
-    claim = store.claim_export(record.query_uuid, "w1", T0, LEASE)
+    claim = run_claim(store, record.query_uuid, "w1", T0)
     assert claim.decision.verdict is ClaimVerdict.RUN
     assert stored(store, record.query_uuid).status is ExportStatus.RUNNING
 
@@ -244,9 +299,9 @@ def test_a_submitting_export_can_be_claimed(store: Store) -> None:
 def test_a_live_lease_makes_a_second_claim_busy_and_changes_nothing(store: Store) -> None:
     """While the lease lives another worker's claim is BUSY and the record stays the first's."""
     record = new_export(store)
-    store.claim_export(record.query_uuid, "w1", T0, LEASE)
+    run_claim(store, record.query_uuid, "w1", T0)
     before = stored(store, record.query_uuid)
-    claim = store.claim_export(record.query_uuid, "w2", T0 + LEASE - MINUTE, LEASE)
+    claim = run_claim(store, record.query_uuid, "w2", T0 + LEASE - MINUTE)
     assert claim.decision.verdict is ClaimVerdict.BUSY
     assert claim.record == before
     assert stored(store, record.query_uuid) == before
@@ -255,8 +310,8 @@ def test_a_live_lease_makes_a_second_claim_busy_and_changes_nothing(store: Store
 def test_an_expired_lease_is_taken_over_and_the_old_worker_loses_it(store: Store) -> None:
     """At the lease's expiry another worker takes over; the first one's writes are LeaseLost."""
     record = new_export(store)
-    store.claim_export(record.query_uuid, "w1", T0, LEASE)
-    claim = store.claim_export(record.query_uuid, "w2", T0 + LEASE, LEASE)
+    run_claim(store, record.query_uuid, "w1", T0)
+    claim = run_claim(store, record.query_uuid, "w2", T0 + LEASE)
     assert claim.decision.verdict is ClaimVerdict.RUN
     assert claim.decision.takeover
     after = stored(store, record.query_uuid)
@@ -274,18 +329,18 @@ def test_an_expired_lease_is_taken_over_and_the_old_worker_loses_it(store: Store
 def test_progress_shows_rows_and_renews_the_lease(store: Store) -> None:
     """``record_progress`` stores the rows and the new expiry, which keeps others out."""
     record = new_export(store)
-    store.claim_export(record.query_uuid, "w1", T0, LEASE)
+    run_claim(store, record.query_uuid, "w1", T0)
     store.record_progress(record.query_uuid, "w1", 5000, T0 + MINUTE + LEASE)
     after = stored(store, record.query_uuid)
     assert (after.rows_written, after.lease_expires_on) == (5000, T0 + MINUTE + LEASE)
-    busy = store.claim_export(record.query_uuid, "w2", T0 + LEASE, LEASE)
+    busy = run_claim(store, record.query_uuid, "w2", T0 + LEASE)
     assert busy.decision.verdict is ClaimVerdict.BUSY
 
 
 def test_completing_records_the_result_frees_the_lease_and_ends_the_claims(store: Store) -> None:
     """The result's fields are stored, the lease is gone, and any later claim is DONE."""
     record = new_export(store)
-    store.claim_export(record.query_uuid, "w1", T0, LEASE)
+    run_claim(store, record.query_uuid, "w1", T0)
     store.complete_export(record.query_uuid, "w1", result(record.query_uuid))
     after = stored(store, record.query_uuid)
     assert after.status is ExportStatus.SUCCEEDED
@@ -294,7 +349,7 @@ def test_completing_records_the_result_frees_the_lease_and_ends_the_claims(store
     assert (after.crc32c, after.md5) == ("AAAAAA==", "1B2M2Y8AsgTpgAmY7PhCfg==")
     assert after.completed_on == T0 + MINUTE
     assert (after.lease_owner, after.lease_expires_on) == (None, None)
-    claim = store.claim_export(record.query_uuid, "w2", T0 + 10 * LEASE, LEASE)
+    claim = run_claim(store, record.query_uuid, "w2", T0 + 10 * LEASE)
     assert claim.decision.verdict is ClaimVerdict.DONE
     assert claim.record == after
     with pytest.raises(LeaseLost):
@@ -304,13 +359,13 @@ def test_completing_records_the_result_frees_the_lease_and_ends_the_claims(store
 def test_a_released_attempt_shows_its_error_and_is_claimed_again_at_once(store: Store) -> None:
     """``release_export`` keeps it running with ``last_error`` and no lease; a retry takes it."""
     record = new_export(store)
-    store.claim_export(record.query_uuid, "w1", T0, LEASE)
+    run_claim(store, record.query_uuid, "w1", T0)
     error = {"code": "transient_error", "message": "attempt 1 of 5 failed", "at": "t"}
     store.release_export(record.query_uuid, "w1", error)
     after = stored(store, record.query_uuid)
     assert (after.status, after.last_error) == (ExportStatus.RUNNING, error)
     assert (after.lease_owner, after.lease_expires_on) == (None, None)
-    claim = store.claim_export(record.query_uuid, "w2", T0 + dt.timedelta(seconds=1), LEASE)
+    claim = run_claim(store, record.query_uuid, "w2", T0 + dt.timedelta(seconds=1))
     assert claim.decision.verdict is ClaimVerdict.RUN
     assert claim.decision.takeover
     assert stored(store, record.query_uuid).run_attempts == 2
@@ -328,11 +383,9 @@ def test_failing_an_unfinished_export_records_it_once(store: Store) -> None:
     assert after.completed_on == T0
     assert store.fail_export(record.query_uuid, "other", "again", T0 + MINUTE) is False
     assert stored(store, record.query_uuid) == after
-    assert store.claim_export(record.query_uuid, "w1", T0, LEASE).decision.verdict is (
-        ClaimVerdict.DONE
-    )
+    assert run_claim(store, record.query_uuid, "w1", T0).decision.verdict is (ClaimVerdict.DONE)
     done = new_export(store)
-    store.claim_export(done.query_uuid, "w1", T0, LEASE)
+    run_claim(store, done.query_uuid, "w1", T0)
     store.complete_export(done.query_uuid, "w1", result(done.query_uuid))
     assert store.fail_export(done.query_uuid, "late", "too late", T0) is False
     assert stored(store, done.query_uuid).status is ExportStatus.SUCCEEDED
@@ -342,7 +395,7 @@ def test_failing_an_unfinished_export_records_it_once(store: Store) -> None:
 def test_failing_a_running_export_takes_its_lease_away(store: Store) -> None:
     """A failed export has no lease; its worker can no longer complete it."""
     record = new_export(store)
-    store.claim_export(record.query_uuid, "w1", T0, LEASE)
+    run_claim(store, record.query_uuid, "w1", T0)
     assert store.fail_export(record.query_uuid, "too_many_attempts", "gave up", T0) is True
     after = stored(store, record.query_uuid)
     assert (after.status, after.lease_owner, after.lease_expires_on) == (
@@ -357,7 +410,7 @@ def test_failing_a_running_export_takes_its_lease_away(store: Store) -> None:
 def test_an_unknown_export_cannot_be_claimed_or_written(store: Store) -> None:
     """A claim of an export that is gone is DONE without a record; writes are LeaseLost."""
     gone = str(uuid.uuid4())
-    claim = store.claim_export(gone, "w1", T0, LEASE)
+    claim = run_claim(store, gone, "w1", T0)
     assert (claim.decision.verdict, claim.record) == (ClaimVerdict.DONE, None)
     with pytest.raises(LeaseLost):
         store.record_progress(gone, "w1", 1, T0 + LEASE)
@@ -377,7 +430,7 @@ def test_the_ready_message_is_remembered(store: Store) -> None:
 def succeeded_export(store: Store) -> ExportRecord:
     """An export that finished, as notify finds it."""
     record = new_export(store)
-    store.claim_export(record.query_uuid, "w1", T0, LEASE)
+    run_claim(store, record.query_uuid, "w1", T0)
     store.complete_export(record.query_uuid, "w1", result(record.query_uuid))
     return stored(store, record.query_uuid)
 

@@ -4,6 +4,7 @@ one file per export however often Pub/Sub delivers, nothing lost when a worker d
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import io
@@ -14,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -28,6 +30,12 @@ import pytest
 from google.cloud import pubsub_v1, storage
 
 from dataset_export.adapters.firestore_store import FirestoreStore
+from dataset_export.config import Settings
+from dataset_export.core.errors import PreconditionFailed
+from dataset_export.core.lifecycle import DEFAULT_LEASE, ClaimVerdict, claimed
+from dataset_export.core.records import ExportRecord, ExportStatus
+from dataset_export.service.process import ExportRunner
+from dataset_export.wiring import build_export_runner
 from dataset_export_tools.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
 from dataset_export_tools.demo import SEED_DATASET
 from dataset_export_tools.localstack.stack import StackInfo
@@ -205,6 +213,74 @@ def test_duplicate_delivery_makes_no_second_file_or_ready_message(
         ) == 1
     finally:
         subscriber.delete_subscription(request={"subscription": tap})
+
+
+def unpublished_export(store: FirestoreStore) -> str:
+    """A queued export in Firestore whose request was never published: only the test claims it."""
+    query_uuid = str(uuid.uuid4())
+    store.create_export(
+        ExportRecord(
+            query_uuid=query_uuid, account_id="claim-itest", key_hash="h", key_id="k",
+            name="claim", format="csv", webhook_url="https://hooks.example/x",
+            dataset_json='{"scopes":[{"column":"city"}]}', status=ExportStatus.QUEUED,
+            requested_on=dt.datetime.now(dt.UTC),
+        )
+    )  # fmt: skip
+    return query_uuid
+
+
+def test_racing_claims_let_exactly_one_worker_run(stack_env: dict[str, str]) -> None:
+    """Eight runners claim one queued export at once: one runs it, the seven others see BUSY."""
+    project = stack_env["GOOGLE_CLOUD_PROJECT"]
+    query_uuid = unpublished_export(FirestoreStore.for_project(project))
+    base = build_export_runner(Settings.from_env(stack_env))
+    runners = [
+        dataclasses.replace(base, store=FirestoreStore.for_project(project), worker=f"race-{i}")
+        for i in range(8)
+    ]
+    barrier = threading.Barrier(len(runners))
+    verdicts: dict[str, ClaimVerdict] = {}
+
+    def race(runner: ExportRunner) -> None:
+        barrier.wait()
+        verdicts[runner.worker] = runner.claim(query_uuid).decision.verdict
+
+    threads = [threading.Thread(target=race, args=(r,)) for r in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    winners = [w for w, v in verdicts.items() if v is ClaimVerdict.RUN]
+    assert len(verdicts) == 8
+    assert len(winners) == 1
+    assert sorted(v.value for v in verdicts.values()) == ["busy"] * 7 + ["run"]
+    record = FirestoreStore.for_project(project).get_export(query_uuid)
+    assert record is not None
+    assert (record.status, record.lease_owner, record.run_attempts) == (
+        ExportStatus.RUNNING,
+        winners[0],
+        1,
+    )
+
+
+def test_a_claim_written_over_a_stale_read_fails_its_precondition(
+    stack_env: dict[str, str],
+) -> None:
+    """Firestore refuses a claim whose read is no longer current, and keeps the first claim."""
+    store = FirestoreStore.for_project(stack_env["GOOGLE_CLOUD_PROJECT"])
+    query_uuid = unpublished_export(store)
+    read = store.read_for_claim(query_uuid)
+    assert read is not None
+    now = dt.datetime.now(dt.UTC)
+    store.write_claim(claimed(read.record, "first", now, DEFAULT_LEASE), if_version=read.version)
+    with pytest.raises(PreconditionFailed):
+        store.write_claim(
+            claimed(read.record, "second", now, DEFAULT_LEASE), if_version=read.version
+        )
+    record = store.get_export(query_uuid)
+    assert record is not None
+    assert (record.lease_owner, record.run_attempts) == ("first", 1)
+    assert store.read_for_claim(str(uuid.uuid4())) is None
 
 
 def test_dead_lettered_request_marks_the_export_failed(

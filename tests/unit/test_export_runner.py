@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
-from dataset_export.core.errors import LeaseLost, PermanentError, QueryRejected, TransientError
+from dataset_export.core.errors import (
+    LeaseLost,
+    PermanentError,
+    PreconditionFailed,
+    QueryRejected,
+    TransientError,
+)
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.service.process import MAX_RUN_ATTEMPTS, ExportRunner, object_name
 from tests.fakes import FakeQueue, InMemoryExportStorage, InMemoryStore
@@ -274,6 +280,48 @@ def test_a_worker_that_lost_its_lease_leaves_the_record_alone() -> None:
     assert record.lease_owner == "w2"
     assert record.lease_expires_on is not None
     assert record.last_error is None
+
+
+def test_a_claim_that_loses_the_race_reads_again_and_decides_on_what_won() -> None:
+    """Another worker claims between our read and our write: our write fails, we see BUSY."""
+    runner, store, _, _, engine = make_runner(queued())
+    rival = dataclasses.replace(runner, worker="w2")
+    read_for_claim = store.read_for_claim
+    reads = 0
+
+    def read_then_lose(query_uuid: str) -> Any:
+        nonlocal reads
+        reads += 1
+        read = read_for_claim(query_uuid)
+        if reads == 1:
+            assert rival.claim(query_uuid).record is not None  # w2 writes after our read
+        return read
+
+    store.read_for_claim = read_then_lose  # type: ignore[method-assign]
+    with pytest.raises(TransientError, match="being run by another worker"):
+        runner.handle(QUERY_UUID)
+    record = store.exports[QUERY_UUID]
+    assert reads == 3  # ours, w2's, then ours again after the failed precondition
+    assert (record.lease_owner, record.run_attempts) == ("w2", 1)
+    assert engine.calls == 0
+
+
+def test_a_claim_that_keeps_losing_gives_the_message_back() -> None:
+    """When every guarded claim write fails, the runner stops after a few reads: LeaseLost."""
+    runner, store, _, _, engine = make_runner(queued())
+    writes = 0
+
+    def always_stale(record: ExportRecord, *, if_version: object) -> None:
+        nonlocal writes
+        writes += 1
+        raise PreconditionFailed("changed since read")
+
+    store.write_claim = always_stale  # type: ignore[method-assign]
+    with pytest.raises(LeaseLost, match="too many concurrent updates"):
+        runner.handle(QUERY_UUID)
+    assert writes == 5
+    assert store.exports[QUERY_UUID].status is ExportStatus.QUEUED
+    assert engine.calls == 0
 
 
 def test_a_query_the_engine_refuses_fails_at_once_with_its_code() -> None:

@@ -10,15 +10,14 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from ..core.delivery import DeliveryRecord
-from ..core.errors import AlreadyExists, LeaseLost
-from ..core.lifecycle import ClaimDecision, ClaimVerdict, decide_claim
+from ..core.errors import AlreadyExists, LeaseLost, PreconditionFailed
 from ..core.records import ExportRecord, ExportStatus
 from ..service.ports import (
     Account,
     ApiKeyRecord,
-    Claim,
     ExportResult,
     IdempotencyRecord,
+    VersionedExport,
 )
 from .errors import google_errors
 
@@ -225,8 +224,10 @@ class FirestoreStore:
         return int((snap.to_dict() or {}).get("count", 1))
 
     # --- export lifecycle (process function) -------------------------------------------------
-    # Each transition reads the document and writes with a precondition on its update time: no
-    # contended transactions (slow on the emulator), and still exactly one winner per race.
+    # Each transition writes with a precondition on the document's update time: no contended
+    # transactions (slow on the emulator), and still exactly one winner per race. The claim's
+    # decision is the runner's (service/process.py); the other transitions only check that the
+    # lease is still the worker's, or that the export has not finished, before they write.
 
     def _export_ref(self, query_uuid: str) -> Any:
         return self._db.collection(EXPORTS).document(query_uuid)
@@ -238,32 +239,30 @@ class FirestoreStore:
             return False
         return True
 
-    def claim_export(
-        self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
-    ) -> Claim:
-        """Apply ``decide_claim``; on RUN the record is ``running`` under this worker's lease."""
-        ref = self._export_ref(query_uuid)
+    def read_for_claim(self, query_uuid: str) -> VersionedExport | None:
+        """The export and its update time, or None when there is no such export."""
+        with google_errors("reading the export to claim"):
+            snap = self._export_ref(query_uuid).get()
+        if not snap.exists:
+            return None
+        return VersionedExport(export_from_document(snap.to_dict() or {}), snap.update_time)
+
+    def write_claim(self, record: ExportRecord, *, if_version: object) -> None:
+        """Store ``record``'s claim if the document's update time is still ``if_version``."""
+        update = {
+            "status": record.status.value,
+            "leaseOwner": record.lease_owner,
+            "leaseExpiresOn": record.lease_expires_on,
+            "runAttempts": record.run_attempts,
+            "rowsWritten": record.rows_written,
+            "startedOn": record.started_on,
+        }
+        ref = self._export_ref(record.query_uuid)
         with google_errors("claiming the export"):
-            for _ in range(_CONFLICT_RETRIES):
-                snap = ref.get()
-                if not snap.exists:
-                    return Claim(ClaimDecision(ClaimVerdict.DONE, "export record is gone"), None)
-                doc = snap.to_dict() or {}
-                decision = decide_claim(ExportStatus(doc["status"]), doc.get("leaseExpiresOn"), now)
-                if decision.verdict is not ClaimVerdict.RUN:
-                    return Claim(decision, export_from_document(doc))
-                update: dict[str, Any] = {
-                    "status": ExportStatus.RUNNING.value,
-                    "leaseOwner": worker,
-                    "leaseExpiresOn": now + lease,
-                    "runAttempts": int(doc.get("runAttempts") or 0) + 1,
-                    "rowsWritten": 0,
-                }
-                if not doc.get("startedOn"):
-                    update["startedOn"] = now
-                if self._guarded_update(ref, snap, update):
-                    return Claim(decision, export_from_document({**doc, **update}))
-        raise LeaseLost(f"could not claim export {query_uuid}: too many concurrent updates")
+            try:
+                ref.update(update, option=self._db.write_option(last_update_time=if_version))
+            except gexc.FailedPrecondition as exc:
+                raise PreconditionFailed(f"export {record.query_uuid} changed since read") from exc
 
     def _owned_update(self, query_uuid: str, worker: str, update: dict[str, Any]) -> None:
         ref = self._export_ref(query_uuid)

@@ -5,6 +5,7 @@ Our exception hierarchy (``[HTTP n]``: also an ``HttpError``, rendered with that
 * ExportError                     everything this service raises on purpose
   x TransientError                a retry may cure it: raised, so Pub/Sub redelivers
     + LeaseLost                   another worker took the export over; stop writing
+    + PreconditionFailed          the document changed since it was read; read, decide again
     + UploadAborted               the export gave its upload up mid-body
     + ServiceUnavailable          [HTTP 503] a dependency is down; nothing was created
   x PermanentError                no retry cures it: recorded and acknowledged, with ``code``
@@ -83,6 +84,10 @@ class PermanentError(ExportError):
 
 class LeaseLost(TransientError):
     """Another worker took the export over; this one must stop writing."""
+
+
+class PreconditionFailed(TransientError):
+    """A guarded write found the document changed since it was read: read it and decide again."""
 
 
 class UploadAborted(TransientError):

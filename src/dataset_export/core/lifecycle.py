@@ -3,18 +3,20 @@
 A worker claims an export by moving it to ``running`` with a lease. A queued export is free; a
 running one is free again only when its lease expired (the worker died or hangs) or its worker
 released it after a failed attempt (the status then shows that attempt's error); a finished one
-is never run again. The store applies the decision with a precondition on the document's update
-time, so two workers deciding at once cannot both win.
+is never run again. The runner (``service.process``) decides with :func:`decide_claim` on what
+it read and writes :func:`claimed` with a precondition on the version it read, so two workers
+deciding at once cannot both win: the loser reads again and decides again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from .records import ExportStatus
+from .records import ExportRecord, ExportStatus
 
 DEFAULT_LEASE: Final = dt.timedelta(minutes=2)
 """How long a worker holds a claim before another may take over: an export run (renewed by
@@ -58,3 +60,18 @@ def decide_claim(
             )
         return ClaimDecision(ClaimVerdict.BUSY, "another worker holds a live lease")
     return ClaimDecision(ClaimVerdict.DONE, f"export already {status.value}")
+
+
+def claimed(
+    record: ExportRecord, worker: str, now: dt.datetime, lease: dt.timedelta
+) -> ExportRecord:
+    """``record`` once ``worker`` claimed it at ``now``: running under its lease, one more try."""
+    return dataclasses.replace(
+        record,
+        status=ExportStatus.RUNNING,
+        lease_owner=worker,
+        lease_expires_on=now + lease,
+        run_attempts=(record.run_attempts or 0) + 1,
+        rows_written=0,
+        started_on=record.started_on or now,
+    )

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..core.delivery import AttemptOutcome, DeliveryRecord
-from ..core.lifecycle import ClaimDecision
 from ..core.query import Query
 from ..core.records import ExportRecord
 
@@ -91,11 +90,11 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """A claim's decision and the export as it stands after it (None: no such export)."""
+class VersionedExport:
+    """An export as read, with the version a guarded write takes back (Firestore: update time)."""
 
-    decision: ClaimDecision
-    record: ExportRecord | None
+    record: ExportRecord
+    version: object
 
 
 # --- stores ----------------------------------------------------------------------------------
@@ -153,12 +152,14 @@ class ExportStore(ExportReader, KeyReader, Protocol):
 
 
 class LifecycleStore(ExportReader, Protocol):
-    """The export record's transitions, each guarded by a precondition."""
+    """The export record's transitions, each guarded by a precondition; the runner decides."""
 
-    def claim_export(
-        self, query_uuid: str, worker: str, now: dt.datetime, lease: dt.timedelta
-    ) -> Claim:
-        """Apply ``decide_claim``; on RUN the record is ``running`` under this worker's lease."""
+    def read_for_claim(self, query_uuid: str) -> VersionedExport | None:
+        """The export and its version, or None when there is no such export."""
+
+    def write_claim(self, record: ExportRecord, *, if_version: object) -> None:
+        """Store ``record``'s claim (status, lease, attempts, rows, start) if the export is still
+        at ``if_version``; raise ``PreconditionFailed`` otherwise."""
 
     def record_progress(
         self, query_uuid: str, worker: str, rows: int, lease_expires_on: dt.datetime

@@ -1,7 +1,9 @@
 """The process use case: run one export into one gzip object, exactly once, nothing lost.
 
-Pub/Sub delivers at least once, so every step tolerates repeats: the claim (a lease with a
-precondition) lets one worker run at a time; the object name comes from the queryUUID and the
+Pub/Sub delivers at least once, so every step tolerates repeats: the claim (a lease, decided
+here by ``core.lifecycle.decide_claim`` and written with a precondition on the version read, so
+that of two workers deciding at once one wins and the other reads and decides again) lets one
+worker run at a time; the object name comes from the queryUUID and the
 upload refuses to replace an existing object; a finished export is never run again; and the
 ready message is published until the record says it was.
 
@@ -28,11 +30,12 @@ from ..core.errors import (
     LeaseLost,
     ObjectAlreadyExists,
     PermanentError,
+    PreconditionFailed,
     TransientError,
     public_detail,
 )
 from ..core.jsontext import parse_standard
-from ..core.lifecycle import DEFAULT_LEASE, ClaimVerdict
+from ..core.lifecycle import DEFAULT_LEASE, ClaimDecision, ClaimVerdict, claimed, decide_claim
 from ..core.query import parse_dataset
 from ..core.records import ExportRecord, ExportStatus, iso_z
 from .ports import (
@@ -47,8 +50,18 @@ from .ports import (
 log = logging.getLogger(__name__)
 
 MAX_RUN_ATTEMPTS = 5
+# A claim that loses a race reads and decides again this often before Pub/Sub redelivers.
+_CLAIM_RETRIES = 5
 # Rows are not re-capped here: the limit was checked at submit time under that day's setting.
 _NO_CAP = 2**62
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim's decision and the export as it stands after it (None: no such export)."""
+
+    decision: ClaimDecision
+    record: ExportRecord | None
 
 
 def object_name(query_uuid: str, fmt: str) -> str:
@@ -77,7 +90,7 @@ class ExportRunner:
         when Pub/Sub should deliver it again (including "another worker is running it", so the
         message outlives a worker that dies mid-export).
         """
-        claim = self.store.claim_export(query_uuid, self.worker, self.clock(), self.lease)
+        claim = self.claim(query_uuid)
         decision, record = claim.decision, claim.record
         if record is None:
             log.warning(
@@ -112,6 +125,24 @@ class ExportRunner:
             self._attempt_failed(record, exc)
             raise
         self._announce(query_uuid)
+
+    def claim(self, query_uuid: str) -> Claim:
+        """Decide whether this worker may run the export and, if so, take it under its lease."""
+        now = self.clock()
+        for _ in range(_CLAIM_RETRIES):
+            read = self.store.read_for_claim(query_uuid)
+            if read is None:
+                return Claim(ClaimDecision(ClaimVerdict.DONE, "export record is gone"), None)
+            decision = decide_claim(read.record.status, read.record.lease_expires_on, now)
+            if decision.verdict is not ClaimVerdict.RUN:
+                return Claim(decision, read.record)
+            record = claimed(read.record, self.worker, now, self.lease)
+            try:
+                self.store.write_claim(record, if_version=read.version)
+            except PreconditionFailed:
+                continue  # someone wrote in between: read what they wrote and decide again
+            return Claim(decision, record)
+        raise LeaseLost(f"could not claim export {query_uuid}: too many concurrent updates")
 
     def _run(self, record: ExportRecord) -> None:
         query_uuid = record.query_uuid
