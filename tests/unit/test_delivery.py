@@ -297,18 +297,6 @@ def test_not_due_before_its_time() -> None:
         record.start_attempt(T0 + S)
 
 
-def test_due_on_is_the_next_attempt_or_the_lease_expiry_until_final() -> None:
-    """Waiting: the next attempt's time; in flight: the lease's end; delivered or failed: None."""
-    pending = DeliveryRecord.new(T0)
-    assert pending.due_on == T0
-    in_flight = pending.start_attempt(T0, lease=dt.timedelta(minutes=2))
-    assert in_flight.due_on == T0 + 120 * S
-    retrying = in_flight.record_outcome(fail(500), T0 + S, FixedRandom(0.5))
-    assert retrying.due_on == retrying.next_attempt_on == T0 + S + RETRY_DELAYS[0]
-    assert in_flight.record_outcome(fail(200), T0 + S, FixedRandom(0.5)).due_on is None
-    assert in_flight.record_outcome(fail(410), T0 + S, FixedRandom(0.5)).due_on is None
-
-
 def test_record_outcome_needs_an_attempt() -> None:
     """An outcome without a started attempt is a conflict."""
     with pytest.raises(DeliveryConflict, match="no attempt in progress"):
@@ -328,6 +316,25 @@ def test_expired_lease_is_abandoned_and_retried() -> None:
     assert "abandoned" in record.attempts[0].error
     assert record.attempts[0].latency_ms == 120_000
     assert record.next_attempt_on == later + RETRY_DELAYS[0]
+
+
+def test_due_on_is_when_the_tick_picks_the_delivery_up() -> None:
+    """due_on: the next attempt while waiting, the lease's end in flight, none once final."""
+    pending = DeliveryRecord.new(T0)
+    delivering = pending.start_attempt(T0, lease=dt.timedelta(minutes=2))
+    retrying = delivering.record_outcome(fail(500), T0 + S, FixedRandom(0.5))
+    delivered = retrying.start_attempt(retrying.next_attempt_on or T0).record_outcome(
+        fail(200), T0 + H, FixedRandom(0.5)
+    )
+    failed, _ = run_until_final(FixedRandom(0.5))
+    assert pending.due_on == T0
+    assert delivering.due_on == T0 + 120 * S
+    assert retrying.due_on == retrying.next_attempt_on == T0 + S + RETRY_DELAYS[0]
+    assert (delivered.due_on, failed.due_on) == (None, None)
+    for record in (pending, delivering, retrying, delivered, failed):
+        for moment in (T0, T0 + 119 * S, T0 + 120 * S, T0 + 7 * S, T0 + 100 * H):
+            picked = record.due_on is not None and record.due_on <= moment
+            assert picked == (record.is_due(moment) or record.lease_expired(moment))
 
 
 def test_redeliver_starts_a_new_round_and_keeps_the_log() -> None:

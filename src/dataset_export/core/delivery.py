@@ -326,8 +326,12 @@ class DeliveryRecord:
 
     @property
     def due_on(self) -> dt.datetime | None:
-        """When the retry tick should take the delivery up: the next attempt's time, or an
-        in-flight attempt's lease expiry (its worker may have died); None once final."""
+        """When the retry tick should pick this delivery up; None once it is final.
+
+        The next attempt's time while ``pending`` or ``retrying``, the lease's end while
+        ``delivering`` (its worker may have died): ``is_due(t) or lease_expired(t)`` is
+        ``due_on <= t``. Stores index it so that the tick asks only for ``due_on <= now``.
+        """
         if self.state in (DeliveryState.PENDING, DeliveryState.RETRYING):
             return self.next_attempt_on
         if self.state is DeliveryState.DELIVERING:
