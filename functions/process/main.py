@@ -17,7 +17,7 @@ from cloudevents.http import CloudEvent
 from dataset_export import logs
 from dataset_export.config import Settings
 from dataset_export.core.errors import PermanentError, TransientError
-from dataset_export.events import READY_KIND, decode_message
+from dataset_export.events import decode_message
 from dataset_export.service.process import ExportRunner
 from dataset_export.wiring import build_export_runner
 
@@ -33,7 +33,7 @@ def _runner() -> ExportRunner:
 @functions_framework.cloud_event
 @logs.scoped
 def process(cloud_event: CloudEvent) -> None:
-    """Decode the message, run (or give up on) the export, and ack or nack."""
+    """Decode the message (and whether it came to /dead-letter), hand it over, ack or nack."""
     try:
         message = decode_message(cloud_event.data)
     except PermanentError as exc:
@@ -42,14 +42,7 @@ def process(cloud_event: CloudEvent) -> None:
     logs.tag(message.query_uuid)
     dead_letter = flask.request.path.rstrip("/").endswith("/dead-letter")
     try:
-        if not dead_letter:
-            _runner().handle(message.query_uuid)
-        elif message.attributes.get("kind") == READY_KIND:
-            # Delivery has its own retry schedule and attempt log (notify); keep the file.
-            log.error("ready message dead-lettered; the export stays downloadable")
-        else:
-            attempts = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
-            _runner().give_up(message.query_uuid, int(attempts) if attempts else None)
+        _runner().handle_message(message, dead_letter=dead_letter)
     except TransientError as exc:
         log.warning("transient failure, Pub/Sub will redeliver: %s", exc)
         flask.abort(503)

@@ -14,6 +14,8 @@ from .core.errors import PermanentError
 # The ``kind`` attribute of our messages: both topics dead-letter into one topic.
 REQUEST_KIND = "export-request"
 READY_KIND = "export-ready"
+# Set by Pub/Sub on a message it forwards to the dead-letter topic.
+_DEAD_LETTER_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,17 @@ class PubSubMessage:
     query_uuid: str
     attributes: Mapping[str, str]
     delivery_attempt: int | None
+
+    @property
+    def kind(self) -> str | None:
+        """``REQUEST_KIND`` or ``READY_KIND`` (the ``kind`` attribute), or None."""
+        return self.attributes.get("kind")
+
+    @property
+    def dead_letter_attempts(self) -> int | None:
+        """How often Pub/Sub tried the message before it dead-lettered it, or None."""
+        attempts = self.attributes.get(_DEAD_LETTER_COUNT)
+        return int(attempts) if attempts else None
 
 
 def decode_message(event_data: Mapping[str, Any]) -> PubSubMessage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import json
@@ -18,6 +19,7 @@ from dataset_export.core.errors import (
     TransientError,
 )
 from dataset_export.core.records import ExportRecord, ExportStatus
+from dataset_export.events import READY_KIND, REQUEST_KIND, PubSubMessage, decode_message
 from dataset_export.service.process import MAX_RUN_ATTEMPTS, ExportRunner, object_name
 from tests.fakes import FakeQueue, InMemoryExportStorage, InMemoryStore
 
@@ -381,3 +383,42 @@ def test_a_dead_lettered_request_fails_the_export_once() -> None:
     done, store2, _, _, _ = make_runner(queued(status=ExportStatus.SUCCEEDED))
     done.give_up(QUERY_UUID, 10)
     assert store2.exports[QUERY_UUID].status is ExportStatus.SUCCEEDED
+
+
+def pushed(query_uuid: str, **attributes: str) -> PubSubMessage:
+    """A pushed message as the process function decodes it."""
+    data = base64.b64encode(json.dumps({"queryUUID": query_uuid}).encode()).decode()
+    return decode_message({"message": {"data": data, "attributes": attributes}})
+
+
+def test_a_pushed_request_is_run() -> None:
+    """A message on the requests subscription runs the export and announces it."""
+    runner, store, _, ready, engine = make_runner(queued())
+    runner.handle_message(pushed(QUERY_UUID, kind=REQUEST_KIND), dead_letter=False)
+    assert store.exports[QUERY_UUID].status is ExportStatus.SUCCEEDED
+    assert (engine.calls, ready.published) == (1, [QUERY_UUID])
+
+
+def test_a_dead_lettered_request_is_given_up_with_its_delivery_count() -> None:
+    """A dead-lettered request fails the export, naming Pub/Sub's delivery count; nothing runs."""
+    runner, store, _, _, engine = make_runner(queued())
+    message = pushed(QUERY_UUID, kind=REQUEST_KIND, CloudPubSubDeadLetterSourceDeliveryCount="10")
+    runner.handle_message(message, dead_letter=True)
+    record = store.exports[QUERY_UUID]
+    assert record.status is ExportStatus.FAILED
+    assert record.error is not None
+    assert record.error["code"] == "dead_lettered"
+    assert "after 10 delivery attempts" in record.error["message"]
+    assert engine.calls == 0
+
+
+def test_a_dead_lettered_ready_message_leaves_the_export_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dead-lettered ready message is only logged: the record is not touched, nothing runs."""
+    runner, store, _, ready, engine = make_runner(queued())
+    message = pushed(QUERY_UUID, kind=READY_KIND, CloudPubSubDeadLetterSourceDeliveryCount="5")
+    runner.handle_message(message, dead_letter=True)
+    assert store.exports[QUERY_UUID] == queued()
+    assert (engine.calls, ready.published) == (0, [])
+    assert "ready message dead-lettered; the export stays downloadable" in caplog.messages

@@ -38,6 +38,7 @@ from ..core.jsontext import parse_standard
 from ..core.lifecycle import DEFAULT_LEASE, ClaimDecision, ClaimVerdict, claimed, decide_claim
 from ..core.query import parse_dataset
 from ..core.records import ExportRecord, ExportStatus, iso_z
+from ..events import READY_KIND, PubSubMessage
 from .ports import (
     ExportEngine,
     ExportResult,
@@ -82,6 +83,23 @@ class ExportRunner:
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     lease: dt.timedelta = DEFAULT_LEASE
     worker: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
+
+    def handle_message(self, message: PubSubMessage, *, dead_letter: bool) -> None:
+        """One pushed message: a request is run; a dead-lettered request ends the export failed
+        (``give_up``); a dead-lettered ready message is only logged, because delivery has its
+        own retry schedule and attempt log (notify) and the file stays downloadable.
+
+        Returns when the message should be acknowledged; raises ``TransientError`` otherwise.
+        """
+        if not dead_letter:
+            self.handle(message.query_uuid)
+        elif message.kind == READY_KIND:
+            log.error(
+                "ready message dead-lettered; the export stays downloadable",
+                extra={"queryUUID": message.query_uuid},
+            )
+        else:
+            self.give_up(message.query_uuid, message.dead_letter_attempts)
 
     def handle(self, query_uuid: str) -> None:
         """Run the export if it is this delivery's to run.
