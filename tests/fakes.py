@@ -23,6 +23,7 @@ from dataset_export.core.errors import (
     PreconditionFailed,
     TransientError,
 )
+from dataset_export.core.ratelimit import RequestCount, window_of
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.service.ports import (
     Account,
@@ -70,7 +71,7 @@ class InMemoryStore:
         self.keys: dict[str, ApiKeyRecord] = {}
         self.exports: dict[str, ExportRecord] = {}
         self.idempotency: dict[str, IdempotencyRecord] = {}
-        self.counters: dict[str, int] = {}
+        self.counters: dict[str, dict[int, int]] = {}
         self.deliveries: dict[str, DeliveryRecord] = {}
         self.versions: dict[str, int] = {}
 
@@ -140,11 +141,17 @@ class InMemoryStore:
         """Forget an idempotency record."""
         self.idempotency.pop(scope_id, None)
 
-    def count_request(self, key_hash: str, window: str, expires: dt.datetime) -> int:
-        """Count one request in the window."""
-        slot = f"{key_hash}-{window}"
-        self.counters[slot] = self.counters.get(slot, 0) + 1
-        return self.counters[slot]
+    def count_request(self, key_hash: str, second: int) -> RequestCount:
+        """Count one request in ``second``; its position there and the window's counts."""
+        counts = self.counters.setdefault(key_hash, {})
+        counts[second] = counts.get(second, 0) + 1
+        window = {s: counts[s] for s in window_of(second) if s in counts}
+        return RequestCount(second, counts[second], window)
+
+    def uncount_request(self, key_hash: str, second: int) -> None:
+        """Take back one request counted in ``second``."""
+        counts = self.counters.setdefault(key_hash, {})
+        counts[second] = max(0, counts.get(second, 0) - 1)
 
     def load_delivery(
         self, query_uuid: str

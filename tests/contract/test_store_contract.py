@@ -232,13 +232,29 @@ def test_an_idempotency_key_is_recorded_once_and_can_be_forgotten(store: Store) 
     store.delete_idempotency("scope-1")
 
 
-def test_requests_are_counted_per_key_and_window(store: Store) -> None:
-    """Each ``count_request`` returns the running count of its (key, window) pair."""
-    expires = T0 + 2 * MINUTE
-    assert [store.count_request("key-a", "202611271000", expires) for _ in range(3)] == [1, 2, 3]
-    assert store.count_request("key-b", "202611271000", expires) == 1
-    assert store.count_request("key-a", "202611271001", expires) == 1
-    assert store.count_request("key-a", "202611271000", expires) == 4
+SECOND = int(T0.timestamp())
+
+
+def test_requests_are_counted_per_key_and_second_with_their_position(store: Store) -> None:
+    """Each ``count_request`` returns its position in its (key, second) and that key's counts
+    for the window's seconds, across a minute boundary and not for other keys or old seconds."""
+    positions = [store.count_request("key-a", SECOND + 59).position for _ in range(3)]
+    assert positions == [1, 2, 3]
+    assert store.count_request("key-b", SECOND + 59).position == 1
+    store.count_request("key-a", SECOND - 1)  # outside the window of SECOND + 60
+    count = store.count_request("key-a", SECOND + 60)
+    assert (count.second, count.position) == (SECOND + 60, 1)
+    assert {s: n for s, n in count.counts.items() if n} == {SECOND + 59: 3, SECOND + 60: 1}
+
+
+def test_an_uncounted_request_leaves_its_second(store: Store) -> None:
+    """``uncount_request`` takes one request back, so the next one takes its position."""
+    store.count_request("key-a", SECOND)
+    store.count_request("key-a", SECOND)
+    store.uncount_request("key-a", SECOND)
+    count = store.count_request("key-a", SECOND)
+    assert count.position == 2
+    assert count.counts[SECOND] == 2
 
 
 # --- the export's lifecycle (process) -------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import socket
 import threading
@@ -307,12 +308,16 @@ def test_idempotency_keys_are_per_api_key(world: World) -> None:
 
 
 def test_rate_limit_is_429_with_retry_after(world: World) -> None:
-    """More than the per-minute allowance is 429; the next minute is fine again."""
+    """More than the allowance is 429 with Retry-After; once that has passed it is fine again."""
     statuses = [world.call("POST", "/dataset/export", SEED_BODY).status for _ in range(6)]
     assert statuses == [201] * 5 + [429]
     limited = world.call("POST", "/dataset/export", SEED_BODY)
-    assert int(limited.headers["Retry-After"]) > 0
-    world.clock.now = world.clock.now.replace(minute=1)
+    assert limited.body["error"]["code"] == "rate_limited"
+    retry_after = int(limited.headers["Retry-After"])
+    assert retry_after == 61  # the five of 10:00:00.x leave the window at 10:01:01
+    world.clock.now += dt.timedelta(seconds=retry_after - 1)
+    assert world.call("POST", "/dataset/export", SEED_BODY).status == 429
+    world.clock.now += dt.timedelta(seconds=1)
     assert world.call("POST", "/dataset/export", SEED_BODY).status == 201
 
 

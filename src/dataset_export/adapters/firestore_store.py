@@ -11,6 +11,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from ..core.delivery import DeliveryRecord
 from ..core.errors import AlreadyExists, LeaseLost, PreconditionFailed
+from ..core.ratelimit import RequestCount, window_of
 from ..core.records import ExportRecord, ExportStatus
 from ..service.ports import (
     Account,
@@ -214,14 +215,44 @@ class FirestoreStore:
         with google_errors("forgetting the Idempotency-Key"):
             self._db.collection(IDEMPOTENCY).document(scope_id).delete()
 
-    def count_request(self, key_hash: str, window: str, expires: dt.datetime) -> int:
-        """Add one to the key's counter for ``window`` and return the new count."""
-        ref = self._db.collection(RATE_LIMITS).document(f"{key_hash}-{window}")
+    # --- rate limit: per-second counts in one document per key and minute -----------------
+    # Atomic increments, no transaction and no read-modify-write race: each request learns its
+    # position in its second from the increment's own result (core.ratelimit decides). Counts
+    # of a minute live in one small document ({"counts": {"07": 3, ...}}) that a TTL policy
+    # on expiresOn removes once no window can reach it.
+
+    def _rate_ref(self, key_hash: str, minute: int) -> Any:
+        stamp = dt.datetime.fromtimestamp(minute * 60, dt.UTC).strftime("%Y%m%d%H%M")
+        return self._db.collection(RATE_LIMITS).document(f"{key_hash}-{stamp}")
+
+    def count_request(self, key_hash: str, second: int) -> RequestCount:
+        """Count one request in ``second``; its position there and the window's counts."""
+        minute, offset = divmod(second, 60)
+        expires = dt.datetime.fromtimestamp((minute + 3) * 60, dt.UTC)
+        window = window_of(second)
+        refs = {m: self._rate_ref(key_hash, m) for m in sorted({s // 60 for s in window})}
+        minute_of = {ref.id: m for m, ref in refs.items()}
         with google_errors("counting the request"):
-            # An atomic increment then a read: never under-counts, no contended transaction.
-            ref.set({"count": firestore.Increment(1), "expiresOn": expires}, merge=True)
-            snap = ref.get()
-        return int((snap.to_dict() or {}).get("count", 1))
+            result = refs[minute].set(
+                {"counts": {f"{offset:02d}": firestore.Increment(1)}, "expiresOn": expires},
+                merge=True,
+            )
+            counts: dict[int, int] = {}
+            for snap in self._db.get_all(list(refs.values())):
+                base = minute_of[snap.id] * 60
+                for text, value in ((snap.to_dict() or {}).get("counts") or {}).items():
+                    counts[base + int(text)] = int(value)
+        position = int(result.transform_results[0].integer_value)
+        counts[second] = max(counts.get(second, 0), position)
+        return RequestCount(second, position, {s: n for s, n in counts.items() if s in window})
+
+    def uncount_request(self, key_hash: str, second: int) -> None:
+        """Take back one request counted in ``second`` (it was refused)."""
+        minute, offset = divmod(second, 60)
+        with google_errors("taking back a refused request"):
+            self._rate_ref(key_hash, minute).set(
+                {"counts": {f"{offset:02d}": firestore.Increment(-1)}}, merge=True
+            )
 
     # --- export lifecycle (process function) -------------------------------------------------
     # Each transition writes with a precondition on the document's update time: no contended

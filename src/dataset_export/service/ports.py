@@ -30,6 +30,7 @@ from typing import Protocol
 
 from ..core.delivery import AttemptOutcome, DeliveryRecord
 from ..core.query import Query
+from ..core.ratelimit import RequestCount
 from ..core.records import ExportRecord
 
 # --- values ----------------------------------------------------------------------------------
@@ -147,8 +148,12 @@ class ExportStore(ExportReader, KeyReader, Protocol):
     def delete_idempotency(self, scope_id: str) -> None:
         """Forget an idempotency record whose export was never queued."""
 
-    def count_request(self, key_hash: str, window: str, expires: dt.datetime) -> int:
-        """Add one to the key's counter for ``window`` and return the new count."""
+    def count_request(self, key_hash: str, second: int) -> RequestCount:
+        """Count one request of the key in epoch ``second`` (an atomic increment, shared by
+        every instance) and return its position there and the counts of the window's seconds."""
+
+    def uncount_request(self, key_hash: str, second: int) -> None:
+        """Take back one request counted in ``second`` (it was refused)."""
 
 
 class LifecycleStore(ExportReader, Protocol):

@@ -23,6 +23,8 @@ from ..core.errors import (
     ServiceUnavailable,
     TransientError,
 )
+from ..core.ratelimit import decide as decide_rate
+from ..core.ratelimit import second_of
 from ..core.records import ExportRecord, ExportStatus
 from ..core.request import parse_export_request
 from ..core.urlpolicy import Resolver, check_webhook_url
@@ -84,18 +86,22 @@ class ExportService:
         return Caller(key_hash=record.key_hash, key_id=record.key_id, account_id=record.account_id)
 
     def check_rate(self, caller: Caller) -> None:
-        """Count one request against the key's per-minute allowance; raise 429 beyond it."""
+        """Count one request against the key's allowance (any 60 s); raise 429 beyond it."""
         now = self.clock()
-        window = now.strftime("%Y%m%d%H%M")
-        expires = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=2)
-        count = self.store.count_request(caller.key_hash, window, expires)
-        if count > self.rate_limit_per_minute:
-            retry_after = 60 - now.second
-            raise RateLimited(
-                f"rate limit of {self.rate_limit_per_minute} export requests per minute exceeded;"
-                f" retry in {retry_after} s",
-                retry_after_seconds=retry_after,
-            )
+        count = self.store.count_request(caller.key_hash, second_of(now))
+        verdict = decide_rate(count, self.rate_limit_per_minute, now)
+        if verdict.allowed:
+            return
+        try:
+            # A refused request does not use up the allowance.
+            self.store.uncount_request(caller.key_hash, count.second)
+        except TransientError:
+            log.warning("could not take back a refused request; it counts for a minute")
+        raise RateLimited(
+            f"rate limit exceeded: at most {self.rate_limit_per_minute} export requests in any"
+            f" 60 seconds per API key; retry in {verdict.retry_after_seconds} s",
+            retry_after_seconds=verdict.retry_after_seconds,
+        )
 
     def submit(
         self, caller: Caller, body: bytes, idempotency_key: str | None = None
