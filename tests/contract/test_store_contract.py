@@ -477,6 +477,19 @@ def test_a_delivery_is_none_until_saved_and_then_reads_back(store: Store) -> Non
     assert store.load_delivery(str(uuid.uuid4())) is None
 
 
+def test_a_redelivery_round_reads_back_with_the_request_that_started_it(store: Store) -> None:
+    """A redelivered round keeps its ``round_id``, so the request can take back its own round."""
+    record = succeeded_export(store)
+    first = DeliveryRecord.new(T0)
+    save(store, record.query_uuid, first)
+    again = first.redeliver(T0 + MINUTE, "request-1")
+    save(store, record.query_uuid, again)
+    loaded = load(store, record.query_uuid)[1]
+    assert loaded == again
+    assert loaded is not None
+    assert loaded.is_unstarted_round("request-1")
+
+
 def test_a_save_from_a_stale_read_loses(store: Store) -> None:
     """Two workers read the same version: the first save wins, the second is refused."""
     record = succeeded_export(store)

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,12 @@ import httpx
 import pytest
 from google.cloud import pubsub_v1
 from standardwebhooks.webhooks import Webhook
+
+from dataset_export.adapters.firestore_store import FirestoreStore
+from dataset_export.adapters.pubsub_publisher import PubSubPublisher
+from dataset_export.core.errors import ExportError, ServiceUnavailable
+from dataset_export.events import READY_KIND
+from dataset_export.service.notify import Redelivery
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +123,34 @@ def test_gone_stops_delivery_and_redeliver_sends_again(
     wait_for(lambda: len(received(stack_env, query_uuid)) == 2)
     ids = {hit["headers"]["webhook-id"] for hit in received(stack_env, query_uuid)}
     assert ids == {query_uuid}
+
+
+def test_redeliver_during_a_queue_outage_changes_nothing_and_a_retry_sends_once(
+    stack_env: dict[str, str], client: httpx.Client
+) -> None:
+    """With the ready topic unreachable redelivery is refused and Firestore keeps the delivered
+    state (no tick sends it); the client's retry then sends exactly one more webhook."""
+    project = stack_env["GOOGLE_CLOUD_PROJECT"]
+    query_uuid = submit(client, stack_env)
+    wait_for(lambda: delivery(client, query_uuid).get("state") == "delivered")
+    store = FirestoreStore.for_project(project)
+    loaded = store.load_delivery(query_uuid)
+    assert loaded is not None
+    assert loaded[1] is not None
+    before = loaded[1].to_document()
+    outage = Redelivery(store, PubSubPublisher(project, f"gone-{uuid.uuid4().hex[:6]}", READY_KIND))
+    with pytest.raises(ExportError) as refused:
+        outage.start(query_uuid)
+    after = store.load_delivery(query_uuid)
+    assert after is not None
+    assert after[1] is not None
+    assert after[1].to_document() == before
+    time.sleep(12)  # more than two retry ticks (every 5 s locally)
+    assert len(received(stack_env, query_uuid)) == 1
+    assert isinstance(refused.value, ServiceUnavailable)
+    response = client.post(f"/dataset/export/{query_uuid}/redeliver")
+    assert response.status_code == 202, response.text
+    wait_for(lambda: len(received(stack_env, query_uuid)) == 2)
+    wait_for(lambda: delivery(client, query_uuid).get("state") == "delivered")
+    time.sleep(6)
+    assert len(received(stack_env, query_uuid)) == 2

@@ -8,17 +8,21 @@ import hashlib
 import hmac
 import json
 import random
+from collections.abc import Callable
 
 import pytest
 
-from dataset_export.core.delivery import AttemptOutcome, DeliveryState
-from dataset_export.core.errors import Conflict
+from dataset_export.core.catalog import RENTAL_LISTINGS
+from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
+from dataset_export.core.errors import Conflict, ServiceUnavailable, TransientError
 from dataset_export.core.jsontext import parse_preserving
 from dataset_export.core.jsstringify import js_stringify
 from dataset_export.core.records import ExportRecord, ExportStatus
+from dataset_export.http_api import ExportApi, HttpRequest, HttpResponse
 from dataset_export.service.keys import create_api_key
 from dataset_export.service.notify import Notifier, Redelivery
-from tests.fakes import FakeQueue, FakeSender, InMemoryStore
+from dataset_export.service.submit import ExportService
+from tests.fakes import FakeQueue, FakeResolver, FakeSender, InMemoryStore
 
 KEK = b"k" * 32
 LINK_KEY = b"l" * 32
@@ -40,13 +44,15 @@ class Clock:
 
 
 def setup(
-    *outcomes: AttemptOutcome, status: ExportStatus = ExportStatus.SUCCEEDED
+    *outcomes: AttemptOutcome,
+    status: ExportStatus = ExportStatus.SUCCEEDED,
+    query_uuid: str = "q-1",
 ) -> tuple[Notifier, InMemoryStore, FakeSender, Clock, str]:
     store, sender, clock = InMemoryStore(), FakeSender(*outcomes), Clock()
     key, key_record = create_api_key(store, "acme", kek=KEK, now=T0)
     store.create_export(
         ExportRecord(
-            query_uuid="q-1",
+            query_uuid=query_uuid,
             account_id="acme",
             key_hash=key_record.key_hash,
             key_id=key_record.key_id,
@@ -59,7 +65,7 @@ def setup(
             completed_on=T0 - dt.timedelta(seconds=1),
             number_rows=12847,
             size_bytes=1048576,
-            object_name="exports/q-1.csv.gz",
+            object_name=f"exports/{query_uuid}.csv.gz",
         )
     )
     notifier = Notifier(
@@ -233,3 +239,142 @@ def test_tick_stops_starting_attempts_when_its_budget_is_spent() -> None:
 
         store.save_delivery(name, DeliveryRecord.new(clock.now), version)
     assert notifier.send_due(budget=dt.timedelta(seconds=300)) == 2
+
+
+EXPORT_ID = "6f1c9a52-3b0e-4c8e-9d4a-0c1e2f3a4b5c"
+
+
+def redeliver_api(store: InMemoryStore, redelivery: Redelivery, clock: Clock) -> ExportApi:
+    """The HTTP API with redelivery, on the notify test's store."""
+    service = ExportService(
+        store=store,
+        queue=FakeQueue(),
+        resolver=FakeResolver(),
+        catalog=RENTAL_LISTINGS,
+        max_rows=100,
+        rate_limit_per_minute=1000,
+        clock=clock,
+    )
+    return ExportApi(service, max_body_bytes=4096, redelivery=redelivery)
+
+
+def post_redeliver(api: ExportApi, key: str) -> HttpResponse:
+    return api.handle(
+        HttpRequest("POST", f"/dataset/export/{EXPORT_ID}/redeliver", {"x-api-key": key}, b"")
+    )
+
+
+def test_redeliver_during_a_queue_outage_changes_nothing_and_a_retry_sends_once() -> None:
+    """503 leaves the delivery as it was (no tick sends it); the retried request sends once."""
+    notifier, store, sender, clock, key = setup(query_uuid=EXPORT_ID)
+    assert notifier.deliver(EXPORT_ID) is DeliveryState.DELIVERED
+    before = store.deliveries[EXPORT_ID].to_document()
+    ready = FakeQueue()
+    ready.unavailable = True
+    api = redeliver_api(store, Redelivery(store, ready, clock=clock), clock)
+    clock.now += dt.timedelta(days=1)
+    response = post_redeliver(api, key)
+    assert response.status == 503, response.body
+    assert store.deliveries[EXPORT_ID].to_document() == before
+    clock.now += dt.timedelta(hours=1)
+    assert notifier.send_due() == 0
+    assert len(sender.sent) == 1
+    assert "nothing was changed" in response.body["error"]["message"]
+    ready.unavailable = False
+    assert post_redeliver(api, key).status == 202
+    assert ready.published == [EXPORT_ID]
+    assert notifier.deliver(EXPORT_ID) is DeliveryState.DELIVERED
+    clock.now += dt.timedelta(hours=1)
+    assert notifier.send_due() == 0
+    assert len(sender.sent) == 2
+
+
+class FailingAfter(FakeQueue):
+    """A publisher that runs ``before_failing`` (a race) and then reports an outage."""
+
+    def __init__(self, before_failing: Callable[[], object]) -> None:
+        super().__init__()
+        self.before_failing = before_failing
+
+    def publish(self, query_uuid: str) -> str:
+        self.before_failing()
+        raise TransientError("publish timed out")
+
+
+def test_redeliver_whose_round_a_worker_already_started_is_202_and_sends_once() -> None:
+    """A failed publish after the tick took the round: it cannot be taken back, so it is 202."""
+    notifier, store, sender, clock, key = setup(query_uuid=EXPORT_ID)
+    notifier.deliver(EXPORT_ID)
+    clock.now += dt.timedelta(days=1)
+    redelivery = Redelivery(store, FailingAfter(notifier.send_due), clock=clock)
+    api = redeliver_api(store, redelivery, clock)
+    assert post_redeliver(api, key).status == 202
+    assert len(sender.sent) == 2
+    clock.now += dt.timedelta(hours=1)
+    assert notifier.send_due() == 0
+    assert len(sender.sent) == 2
+
+
+@pytest.mark.parametrize("second_publishes", [True, False])
+def test_concurrent_redelivers_send_at_most_once_and_answer_truthfully(
+    second_publishes: bool,
+) -> None:
+    """B starts while A publishes, then A's publish fails: one send if B's got out, else none."""
+    notifier, store, sender, clock, _ = setup(query_uuid=EXPORT_ID)
+    notifier.deliver(EXPORT_ID)
+    before = store.deliveries[EXPORT_ID].to_document()
+    clock.now += dt.timedelta(days=1)
+    b_queue = FakeQueue()
+    b_queue.unavailable = not second_publishes
+    b = Redelivery(store, b_queue, clock=clock, new_id=lambda: "round-b")
+    b_answer: list[str] = []
+
+    def run_b() -> None:
+        try:
+            b.start(EXPORT_ID)
+            b_answer.append("202")
+        except Exception as exc:
+            b_answer.append(type(exc).__name__)
+
+    a = Redelivery(store, FailingAfter(run_b), clock=clock, new_id=lambda: "round-a")
+    if second_publishes:
+        a.start(EXPORT_ID)  # B's round stands: A cannot take back what it no longer owns
+        assert b_answer == ["202"]
+        assert notifier.deliver(EXPORT_ID) is DeliveryState.DELIVERED
+    else:
+        with pytest.raises(ServiceUnavailable):
+            a.start(EXPORT_ID)  # B restored A's round, so A can restore what it replaced
+        assert b_answer == ["ServiceUnavailable"]
+        assert store.deliveries[EXPORT_ID].to_document() == before
+    clock.now += dt.timedelta(hours=1)
+    notifier.send_due()
+    assert len(sender.sent) == (2 if second_publishes else 1)
+
+
+def test_redeliver_whose_write_landed_but_reported_failure_is_taken_back() -> None:
+    """A round written although the store reported an error is taken back before the 503."""
+    notifier, store, sender, clock, _ = setup(query_uuid=EXPORT_ID)
+    notifier.deliver(EXPORT_ID)
+    before = store.deliveries[EXPORT_ID].to_document()
+    save = store.save_delivery
+    lost: list[bool] = []
+
+    def save_then_lose_the_answer(
+        query_uuid: str, delivery: DeliveryRecord, version: object
+    ) -> bool:
+        saved = save(query_uuid, delivery, version)
+        if not lost:
+            lost.append(True)
+            raise TransientError("deadline exceeded")
+        return saved
+
+    store.save_delivery = save_then_lose_the_answer  # type: ignore[method-assign]
+    ready = FakeQueue()
+    clock.now += dt.timedelta(days=1)
+    with pytest.raises(TransientError):
+        Redelivery(store, ready, clock=clock).start(EXPORT_ID)
+    assert store.deliveries[EXPORT_ID].to_document() == before
+    assert ready.published == []
+    clock.now += dt.timedelta(hours=1)
+    assert notifier.send_due() == 0
+    assert len(sender.sent) == 1

@@ -307,6 +307,8 @@ class DeliveryRecord:
     lease_until: dt.datetime | None = None
     round_start: int = 0
     """Index in ``attempts`` where the current round (first delivery or a redelivery) began."""
+    round_id: str | None = None
+    """Which redelivery request started the current round (None for the first delivery)."""
 
     @classmethod
     def new(cls, now: dt.datetime) -> DeliveryRecord:
@@ -396,8 +398,13 @@ class DeliveryRecord:
         )
         return self.record_outcome(outcome, now, rng)
 
-    def redeliver(self, now: dt.datetime) -> DeliveryRecord:
-        """Start a new round (due now) keeping the log; refused while an attempt is in flight."""
+    def redeliver(self, now: dt.datetime, round_id: str | None = None) -> DeliveryRecord:
+        """Start a new round (due now) keeping the log; refused while an attempt is in flight.
+
+        ``round_id`` names the request that asks, so it can later tell its own round, not yet
+        started, from one that a worker or another request has moved on (see
+        :meth:`is_unstarted_round`).
+        """
         if self.state is DeliveryState.DELIVERING and not self.lease_expired(now):
             raise DeliveryConflict("an attempt is in progress; try again shortly")
         return replace(
@@ -408,6 +415,15 @@ class DeliveryRecord:
             attempt_started_on=None,
             lease_until=None,
             round_start=len(self.attempts),
+            round_id=round_id,
+        )
+
+    def is_unstarted_round(self, round_id: str) -> bool:
+        """Whether this is still the round ``round_id`` started, with no attempt begun."""
+        return (
+            self.round_id == round_id
+            and self.state is DeliveryState.PENDING
+            and self.round_start == len(self.attempts)
         )
 
     def _why_not_due(self, now: dt.datetime) -> str:
@@ -429,6 +445,7 @@ class DeliveryRecord:
             "attemptStartedOn": iso_z(self.attempt_started_on),
             "leaseUntil": iso_z(self.lease_until),
             "roundStart": self.round_start,
+            "roundId": self.round_id,
         }
 
     @classmethod
@@ -442,4 +459,5 @@ class DeliveryRecord:
             attempt_started_on=_parse_iso(doc.get("attemptStartedOn")),
             lease_until=_parse_iso(doc.get("leaseUntil")),
             round_start=int(doc.get("roundStart") or 0),
+            round_id=doc.get("roundId"),
         )

@@ -12,12 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .. import logs
 from ..core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
-from ..core.errors import Conflict, DeliveryConflict, KeyDecryptionError
+from ..core.errors import (
+    Conflict,
+    DeliveryConflict,
+    KeyDecryptionError,
+    ServiceUnavailable,
+    TransientError,
+)
 from ..core.jsontext import parse_preserving
 from ..core.records import ExportRecord, ExportStatus, iso_z
 from ..core.signing import (
@@ -211,14 +219,58 @@ class Notifier:
 
 @dataclass
 class Redelivery:
-    """``POST /dataset/export/{queryUUID}/redeliver``: a new delivery round, sent at once."""
+    """``POST /dataset/export/{queryUUID}/redeliver``: a new delivery round, sent at once.
+
+    Either the redelivery happens (202) or nothing changed (503), so a client that retries
+    after a 503 never causes two sends. The round is written first (compare-and-set, tagged
+    with this request's id), then the ready message is published. If the publish fails, the
+    round is taken back with another compare-and-set, and only while it is still this
+    request's round with no attempt begun: then nothing changed and the answer is 503. If it
+    cannot be taken back, a worker has already started it (the retry tick, or notify woken by a
+    message that did get out) or another request has replaced it; the redelivery stands and the
+    answer is 202 (the retry tick sends a pending round even without a message). Before the
+    first delivery there is nothing to restore: the round is that first delivery, owed anyway.
+    A round whose write the store reported as failed may have landed all the same: it is taken
+    back the same way before the 503.
+
+    Under at-least-once delivery: every ready message, duplicate or late, only asks notify to
+    attempt a delivery that is due, and notify's claim is a compare-and-set, so a message can
+    never make a second send out of one round; a message from a publish that reported failure
+    but got through finds either the round (and sends it once: then the take-back fails and the
+    answer is 202) or the previous state (nothing due, nothing sent). Concurrent requests each
+    write their own round from the state they read; a take-back restores exactly the state its
+    request replaced, and only if nobody moved on from it.
+    """
 
     store: DeliveryStore
     ready: Publisher
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    new_id: Callable[[], str] = lambda: uuid.uuid4().hex
 
     def start(self, query_uuid: str) -> DeliveryRecord:
-        """Reset the delivery to due-now (keeping the log) and wake notify."""
+        """Reset the delivery to due-now (keeping the log) and wake notify, or change nothing."""
+        round_id = self.new_id()
+        previous, fresh = self._write_round(query_uuid, round_id)
+        try:
+            self.ready.publish(query_uuid)
+        except TransientError as exc:
+            if (
+                previous is not None
+                and self._take_back(query_uuid, round_id, previous) == "restored"
+            ):
+                raise ServiceUnavailable(
+                    "the notification queue is unavailable; nothing was changed, please retry"
+                ) from exc
+            log.warning(
+                "ready message not published; the retry tick will send the redelivery: %s",
+                exc,
+                extra={"queryUUID": query_uuid},
+            )
+        return fresh
+
+    def _write_round(
+        self, query_uuid: str, round_id: str
+    ) -> tuple[DeliveryRecord | None, DeliveryRecord]:
         for _ in range(_CLAIM_RETRIES):
             loaded = self.store.load_delivery(query_uuid)
             if loaded is None:
@@ -230,10 +282,39 @@ class Redelivery:
                 )
             now = self.clock()
             try:
-                fresh = (delivery or DeliveryRecord.new(now)).redeliver(now)
+                fresh = (delivery or DeliveryRecord.new(now)).redeliver(now, round_id)
             except DeliveryConflict as exc:
                 raise Conflict(str(exc)) from exc
-            if self.store.save_delivery(query_uuid, fresh, version):
-                self.ready.publish(query_uuid)
-                return fresh
+            try:
+                saved = self.store.save_delivery(query_uuid, fresh, version)
+            except TransientError:
+                # The write may have landed all the same: take it back, unless it is under way.
+                if (
+                    delivery is not None
+                    and self._take_back(query_uuid, round_id, delivery) == "moved_on"
+                ):
+                    return delivery, fresh
+                raise
+            if saved:
+                return delivery, fresh
         raise Conflict("the delivery changed while redelivering; try again")
+
+    def _take_back(
+        self, query_uuid: str, round_id: str, previous: DeliveryRecord
+    ) -> Literal["restored", "absent", "moved_on", "unknown"]:
+        """Restore ``previous`` if the round is still ours and unstarted, and say what was found:
+        ``absent`` (not ours: never written, or replaced by another request's round),
+        ``moved_on`` (ours, and an attempt has begun), or ``unknown`` (the store did not say)."""
+        try:
+            for _ in range(_CLAIM_RETRIES):
+                loaded = self.store.load_delivery(query_uuid)
+                current = None if loaded is None else loaded[1]
+                if loaded is None or current is None or current.round_id != round_id:
+                    return "absent"
+                if not current.is_unstarted_round(round_id):
+                    return "moved_on"
+                if self.store.save_delivery(query_uuid, previous, loaded[2]):
+                    return "restored"
+        except TransientError:
+            log.warning("could not take back a redelivery round", extra={"queryUUID": query_uuid})
+        return "unknown"
