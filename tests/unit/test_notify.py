@@ -8,7 +8,9 @@ import hashlib
 import hmac
 import json
 import random
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Mapping
 
 import pytest
 
@@ -228,6 +230,7 @@ def test_tick_stops_starting_attempts_when_its_budget_is_spent() -> None:
             return super().send(url, body, headers)  # type: ignore[arg-type]
 
     notifier.sender = SlowSender(*[AttemptOutcome(503, None, 1)] * 3)
+    notifier.retry_concurrency = 1  # one after another, so the clock moves between starts
     for name in ("q-2", "q-3"):
         twin = store.get_export("q-1")
         assert twin is not None
@@ -378,3 +381,79 @@ def test_redeliver_whose_write_landed_but_reported_failure_is_taken_back() -> No
     clock.now += dt.timedelta(hours=1)
     assert notifier.send_due() == 0
     assert len(sender.sent) == 1
+
+
+def due_twins(store: InMemoryStore, clock: Clock, names: list[str], url: str | None = None) -> None:
+    """Copies of export q-1 under ``names``, each with a delivery that is due now."""
+    for name in names:
+        twin = store.get_export("q-1")
+        assert twin is not None
+        twin.query_uuid = name
+        if url is not None:
+            twin.webhook_url = url
+        store.create_export(twin)
+        _, _, version = store.load_delivery(name)  # type: ignore[misc]
+        store.save_delivery(name, DeliveryRecord.new(clock.now), version)
+
+
+def test_a_hanging_endpoint_does_not_delay_another_exports_retry() -> None:
+    """While one endpoint hangs, the tick delivers another export's due retry."""
+    notifier, store, _, clock, _ = setup()
+    release, other_sent = threading.Event(), threading.Event()
+
+    class HangingSender(FakeSender):
+        def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptOutcome:
+            if "hang.example" in url:
+                release.wait(timeout=10)
+                return AttemptOutcome(None, "timed out after 15 s", 15000)
+            other_sent.set()
+            return AttemptOutcome(200, None, 3)
+
+    notifier.sender = HangingSender()
+    due_twins(store, clock, ["q-hang"], url="https://hang.example/h")
+    due_twins(store, clock, ["q-ok"])
+    assert store.due_deliveries(clock.now, 50) == ["q-hang", "q-ok"]  # the hanging one first
+    ran: list[int] = []
+    tick = threading.Thread(target=lambda: ran.append(notifier.send_due()))
+    tick.start()
+    try:
+        assert other_sent.wait(timeout=5), "the other export waited for the hanging endpoint"
+        deadline = time.monotonic() + 5
+        while store.deliveries["q-ok"].state is not DeliveryState.DELIVERED:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert store.deliveries["q-hang"].state is DeliveryState.DELIVERING
+    finally:
+        release.set()
+        tick.join(timeout=15)
+    assert ran == [2]
+    assert store.deliveries["q-hang"].state is DeliveryState.RETRYING
+
+
+def test_due_retries_run_concurrently_within_the_bound() -> None:
+    """Forty due retries run at most ``retry_concurrency`` at a time, and all of them run."""
+    notifier, store, _, clock, _ = setup()
+    lock = threading.Lock()
+    in_flight = peak = 0
+
+    class SlowSender(FakeSender):
+        def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptOutcome:
+            nonlocal in_flight, peak
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            time.sleep(0.05)
+            with lock:
+                in_flight -= 1
+            return AttemptOutcome(200, None, 50)
+
+    notifier.sender = SlowSender()
+    notifier.retry_concurrency = 8
+    due_twins(store, clock, [f"q-{n}" for n in range(2, 41)])
+    _, _, version = store.load_delivery("q-1")  # type: ignore[misc]
+    store.save_delivery("q-1", DeliveryRecord.new(clock.now), version)
+    started = time.monotonic()
+    assert notifier.send_due() == 40
+    assert 2 <= peak <= 8
+    assert time.monotonic() - started < 40 * 0.05  # not one after another
+    assert all(d.state is DeliveryState.DELIVERED for d in store.deliveries.values())

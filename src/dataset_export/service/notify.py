@@ -9,11 +9,13 @@ at most 24 h) is only used for crashes.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import random
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -45,6 +47,9 @@ _CLAIM_RETRIES = 5
 DUE_BATCH = 50
 # The next tick comes a minute later; notify's timeout is 540 s.
 TICK_BUDGET = dt.timedelta(seconds=240)
+# Due retries a tick sends at once: a slow endpoint holds one of these for at most the sender's
+# timeout (about 20 s), so 16 keep 50 due retries well inside the budget even if all are slow.
+RETRY_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ class Notifier:
     public_url: str
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     rng: random.Random = field(default_factory=random.Random)
+    retry_concurrency: int = RETRY_CONCURRENCY
 
     def deliver(self, query_uuid: str) -> DeliveryState | None:
         """Attempt delivery if one is due and nobody else holds it; return the state after."""
@@ -117,17 +123,28 @@ class Notifier:
     def send_due(self, limit: int = DUE_BATCH, budget: dt.timedelta = TICK_BUDGET) -> int:
         """Attempt deliveries that are due now (the retry tick); return how many ran.
 
-        Stops starting attempts once ``budget`` is spent, well inside the function's timeout:
-        a tick killed mid-attempt could lose the record of a webhook that was in fact sent.
+        Attempts run concurrently, at most ``retry_concurrency`` at a time, so an endpoint that
+        hangs until the sender's timeout delays only its own retry, not every other customer's.
+        No attempt starts once ``budget`` is spent, well inside the function's timeout (a tick
+        killed mid-attempt could lose the record of a webhook that was in fact sent); the rest
+        are left to the next tick. A transient failure of any attempt is raised after all have
+        ended, so Pub/Sub delivers the tick again.
         """
-        count = 0
         deadline = self.clock() + budget
-        for query_uuid in self.store.due_deliveries(self.clock(), limit):
+        due = self.store.due_deliveries(self.clock(), limit)
+        if not due:
+            return 0
+
+        def attempt(query_uuid: str) -> bool:
             if self.clock() >= deadline:
-                break
-            if self.deliver(query_uuid) is not None:
-                count += 1
-        return count
+                return False
+            return self.deliver(query_uuid) is not None
+
+        workers = max(1, min(self.retry_concurrency, len(due)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retry-tick") as pool:
+            # Each attempt runs in a copy of the tick's log context (its trace), as it would inline.
+            futures = [pool.submit(contextvars.copy_context().run, attempt, q) for q in due]
+        return sum(future.result() for future in futures)
 
     def _claim(self, query_uuid: str) -> tuple[ExportRecord, DeliveryRecord] | None:
         for _ in range(_CLAIM_RETRIES):
