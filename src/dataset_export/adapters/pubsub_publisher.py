@@ -6,11 +6,15 @@ import json
 
 from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1 import PublisherClient
+from google.cloud.pubsub_v1.types import BatchSettings
 
 from ..core.errors import TransientError
 from .errors import google_errors
 
 PUBLISH_TIMEOUT_S = 10.0
+# Every publish is awaited at once, so batching only adds its wait (10 ms by default, on every
+# submit and every finished export): a batch of one message is sent immediately.
+UNBATCHED = BatchSettings(max_messages=1)
 
 
 class PubSubPublisher:
@@ -19,7 +23,7 @@ class PubSubPublisher:
     def __init__(
         self, project: str, topic: str, kind: str, client: PublisherClient | None = None
     ) -> None:
-        self._client = client or PublisherClient()
+        self._client = client or PublisherClient(batch_settings=UNBATCHED)
         self._topic = self._client.topic_path(project, topic)
         # Messages from both topics share one dead-letter topic; the kind tells them apart.
         self._kind = kind
