@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -475,16 +476,55 @@ def test_output_errors_propagate_and_clean_up(tmp_path: Path, listings: Path) ->
     assert list(spill.iterdir()) == []
 
 
-def test_private_temp_directory_is_removed(
+def test_private_temp_directory_is_made_once_not_per_export(
     tmp_path: Path, listings: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without a temp_directory setting the engine's own spill directory is removed."""
+    """Without a temp_directory setting exports share their database's one spill directory."""
     # A temp root of its own: other exports on the machine make their directories in /tmp.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    settings = EngineSettings(memory_limit="382MB")  # a database of its own in this process
+    query = parse({"scopes": [{"column": "city", "aggregate": "CountDistinct"}]})
     before = set(os.listdir(tempfile.gettempdir()))
-    export(listings, parse({"scopes": [{"column": "city", "aggregate": "CountDistinct"}]}), "csv")
+    for _ in range(3):
+        export(listings, query, "csv", settings=settings)
     after = set(os.listdir(tempfile.gettempdir()))
-    assert {n for n in after - before if n.startswith("duckdb-export-")} == set()
+    assert len({n for n in after - before if n.startswith("duckdb-export-")}) == 1
+
+
+def test_exports_share_one_database_per_process(
+    listings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second export opens no new database: opening one costs 20-50 ms and a thread pool."""
+    opened: list[object] = []
+    connect = duckdb.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counting_connect)
+    settings = EngineSettings(memory_limit="383MB")  # not opened by any other test
+    for _ in range(3):
+        export(listings, parse(SEED_DATASET), "csv", settings=settings)
+    assert len(opened) == 1
+
+
+def test_concurrent_exports_of_different_files_each_read_their_own(
+    listings: Path, awkward: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    """Exports running at once on the shared database never see another export's dataset."""
+    query = parse({"scopes": [{"column": "property_id"}, {"column": "city"}]})
+
+    def lines(path: Path) -> list[bytes]:
+        # Without an orderBy any row order is correct: compare the rows as a multiset.
+        return sorted(export(path, query, "csv")[0].splitlines())
+
+    want = {path: lines(path) for path in (listings, awkward[0])}
+    assert want[listings] != want[awkward[0]]
+    jobs = [listings, awkward[0]] * 4
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        got = list(pool.map(lines, jobs))
+    assert got == [want[path] for path in jobs]
 
 
 def test_bad_arguments_are_refused(listings: Path) -> None:
