@@ -112,6 +112,7 @@ locals {
         EXPORT_BUCKET             = google_storage_bucket.exports.name
         EXPORT_FIRESTORE_DATABASE = local.firestore_database
         EXPORT_PUBLIC_URL         = local.public_url
+        EXPORT_RETRY_CONCURRENCY  = tostring(var.retry_concurrency)
       }
       # Decrypts the customer's stored API key (the HMAC key of the webhook signatures) and
       # builds the webhook's 30-day download link.

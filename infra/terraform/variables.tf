@@ -153,6 +153,17 @@ variable "rate_limit_per_minute" {
   }
 }
 
+variable "retry_concurrency" {
+  description = "EXPORT_RETRY_CONCURRENCY: due webhook retries one retry tick sends at once, so an endpoint that hangs until the sender's timeout delays only its own retry. The default 16 sends a tick's 50 due retries inside its 4-minute budget even if every endpoint hangs."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.retry_concurrency >= 1 && var.retry_concurrency <= 50 && floor(var.retry_concurrency) == var.retry_concurrency
+    error_message = "retry_concurrency must be a whole number from 1 to 50: a retry tick sends at most 50 due retries."
+  }
+}
+
 variable "python_runtime" {
   description = "Cloud Functions runtime of the three functions. The bundles are built and tested with Python 3.11."
   type        = string

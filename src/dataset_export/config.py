@@ -59,6 +59,8 @@ class Settings:
     max_rows: int
     max_body_bytes: int
     rate_limit_per_minute: int
+    #: Due webhook retries one retry tick sends at once (``Notifier.retry_concurrency``).
+    retry_concurrency: int
     webhook_ca_file: str = ""
 
     @property
@@ -149,6 +151,9 @@ class Settings:
             # default 100 kB limit.
             max_body_bytes=integer("EXPORT_MAX_BODY_BYTES", 64 * 1024),
             rate_limit_per_minute=integer("EXPORT_RATE_LIMIT_PER_MINUTE", 60),
+            # notify.RETRY_CONCURRENCY (a test checks): 50 due retries that all hang until the
+            # sender's timeout still fit one tick's budget.
+            retry_concurrency=integer("EXPORT_RETRY_CONCURRENCY", 16),
             webhook_ca_file=env.get("EXPORT_WEBHOOK_CA_FILE", "").strip(),
         )
         if settings.webhook_ca_file and not settings.is_local:

@@ -110,4 +110,5 @@ def build_notifier(settings: Settings) -> Notifier:
         kek=settings.key_encryption_key,
         link_key=settings.link_signing_key,
         public_url=settings.public_url,
+        retry_concurrency=settings.retry_concurrency,
     )

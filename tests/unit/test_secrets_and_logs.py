@@ -135,6 +135,31 @@ def test_settings_name_the_firestore_database() -> None:
             Settings.from_env({**base, "EXPORT_FIRESTORE_DATABASE": bad})
 
 
+def test_settings_set_the_retry_ticks_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EXPORT_RETRY_CONCURRENCY (unset: the Notifier's own default) reaches the notifier."""
+    import base64
+
+    # A Firestore client for the emulator needs no credentials; building one sends nothing.
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")
+
+    from dataset_export.service.notify import RETRY_CONCURRENCY
+    from dataset_export.wiring import build_notifier
+
+    key = base64.b64encode(b"k" * 32).decode()
+    base = {
+        "GOOGLE_CLOUD_PROJECT": "p",
+        "EXPORT_BUCKET": "b",
+        "EXPORT_KEY_ENCRYPTION_KEY": key,
+        "EXPORT_LINK_SIGNING_KEY": key,
+        "EXPORT_PUBLIC_URL": "https://api.example",
+    }
+    assert Settings.from_env(base).retry_concurrency == RETRY_CONCURRENCY
+    settings = Settings.from_env({**base, "EXPORT_RETRY_CONCURRENCY": "4"})
+    assert build_notifier(settings).retry_concurrency == 4
+    with pytest.raises(ConfigError, match="EXPORT_RETRY_CONCURRENCY must be positive"):
+        Settings.from_env({**base, "EXPORT_RETRY_CONCURRENCY": "0"})
+
+
 def test_log_lines_are_cloud_logging_json_without_secrets() -> None:
     """A log line is one JSON object with severity, trace and queryUUID, secrets redacted."""
     stream = io.StringIO()
