@@ -4,24 +4,34 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+UV_DIR := .local/uv
+UV := $(UV_DIR)/bin/uv
 NODE_STAMP := tests/node/node_modules/.installed-stamp
 # checkov pins packaging<24 and pytest 9 needs >=24, so checkov lives in a venv of its own.
 CHECKOV_VENV := .local/checkov-venv
 CHECKOV_STAMP := $(CHECKOV_VENV)/.checkov-3.3.30
 
-.PHONY: help setup up down status run demo test lint typecheck unit bundle bench terraform-check clean
+.PHONY: help setup lock up down status run demo test lint typecheck unit bundle bench terraform-check clean
 
 help:
 	@echo "make run    - start the local stack on the emulators and run a real export end to end"
 	@echo "make test   - ruff, mypy and every test (starts and stops its own emulators)"
 	@echo "make up / make down / make status - the local stack alone"
 	@echo "make bundle - build the function zips for infra/terraform"
+	@echo "make lock   - after editing pyproject.toml's dependencies: uv.lock, .venv, requirements"
 
-# The virtualenv is rebuilt whenever the package's dependencies change.
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# uv.lock is the one lock (README "Dependencies"). uv itself comes from PyPI through pip, pinned
+# with its hashes by requirements-bootstrap.txt (exported from the lock's uv group).
+$(UV): requirements-bootstrap.txt
+	rm -rf $(UV_DIR)
+	$(PYTHON) -m pip install -qq --disable-pip-version-check --root-user-action=ignore \
+	  --no-deps --require-hashes --target $(UV_DIR) -r requirements-bootstrap.txt
+	@touch $(UV)
+
+# .venv is exactly uv.lock (every extra and the dev group), rebuilt whenever the lock changes;
+# --locked stops with a message when pyproject.toml has changed but uv.lock has not (make lock).
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --quiet --locked --all-extras --python $(PYTHON)
 	@touch $(STAMP)
 
 # The Node receiver that checks our signatures the way customers' Express handlers do.
@@ -30,6 +40,14 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	@touch $(NODE_STAMP)
 
 setup: $(STAMP)
+
+# After editing pyproject.toml's dependencies: resolve uv.lock again (keeping every version that
+# still fits; LOCK_ARGS=--upgrade or --upgrade-package NAME to move), sync .venv, regenerate the
+# requirements files.
+lock: $(UV)
+	$(UV) lock $(LOCK_ARGS)
+	$(MAKE) setup
+	$(PY) -m dataset_export_tools.lockfile
 
 up: setup
 	$(PY) -m dataset_export_tools.localstack up

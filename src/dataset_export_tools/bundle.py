@@ -2,9 +2,11 @@
 
 ``python -m dataset_export_tools.bundle`` (``make bundle``) writes
 ``build/bundles/<name>-<sha256>.zip`` for each function: its ``main.py``, its ``requirements.txt``
-and the whole ``dataset_export`` package, plus ``build/bundles/manifest.json``, which Terraform
-reads to upload each zip under its content-addressed name. ``dataset_export`` holds only what the
-functions run (the local stack, generator, demo, CLI and this bundler live in
+(``uv.lock`` exported for the function: every distribution pinned with its hashes; it refuses to
+build from one that differs from the lock, see ``dataset_export_tools.lockfile``) and the whole
+``dataset_export`` package, plus ``build/bundles/manifest.json``, which Terraform reads to upload
+each zip under its content-addressed name. ``dataset_export`` holds only what the functions run
+(the local stack, generator, demo, CLI, lock tooling and this bundler live in
 ``dataset_export_tools``, the fakes in ``tests/``), so nothing is picked out by name; only the
 bytecode caches the interpreter writes are left behind. The same sources give the same
 bytes on every machine (sorted entries, fixed timestamps and modes, stored rather than deflated
@@ -23,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import lockfile
 from .deploy_manifest import FUNCTIONS
 
 PACKAGE = "dataset_export"
@@ -125,8 +128,16 @@ def build_all(root: Path, out_dir: Path, names: Sequence[str] = ()) -> list[Bund
     return bundles
 
 
+def check_requirements(root: Path, names: Sequence[str] = ()) -> None:
+    """Fail unless the named functions' ``requirements.txt`` are what ``uv.lock`` gives."""
+    wanted = {f"functions/{name}/requirements.txt" for name in (names or FUNCTIONS)}
+    behind = [path for path in lockfile.stale(root) if path in wanted]
+    if behind:
+        raise BundleError(f"{', '.join(behind)} differ from {lockfile.LOCK}: run `make lock`")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build the bundles; print one line per zip."""
+    """Check the requirements against the lock, build the bundles; print one line per zip."""
     parser = argparse.ArgumentParser(
         prog="python -m dataset_export_tools.bundle", description=__doc__
     )
@@ -137,8 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     root: Path = args.root or repo_root()
     out: Path = args.out or root / "build" / "bundles"
     try:
+        check_requirements(root, args.names)
         bundles = build_all(root, out, args.names)
-    except (BundleError, OSError) as exc:
+    except (BundleError, lockfile.LockError, OSError) as exc:
         print(f"bundle: {exc}", file=sys.stderr)
         return 1
     for bundle in bundles:

