@@ -11,11 +11,11 @@ NODE_STAMP := tests/node/node_modules/.installed-stamp
 CHECKOV_VENV := .local/checkov-venv
 CHECKOV_STAMP := $(CHECKOV_VENV)/.checkov-3.3.30
 
-.PHONY: help setup lock up down status run demo test lint typecheck unit bundle bench terraform-check clean
+.PHONY: help setup lock deps up down status run demo test lint typecheck unit bundle bench terraform-check clean
 
 help:
 	@echo "make run    - start the local stack on the emulators and run a real export end to end"
-	@echo "make test   - ruff, mypy and every test (starts and stops its own emulators)"
+	@echo "make test   - ruff, mypy, deptry and every test (starts and stops its own emulators)"
 	@echo "make up / make down / make status - the local stack alone"
 	@echo "make bundle - build the function zips for infra/terraform"
 	@echo "make lock   - after editing pyproject.toml's dependencies: uv.lock, .venv, requirements"
@@ -48,6 +48,14 @@ lock: $(UV)
 	$(UV) lock $(LOCK_ARGS)
 	$(MAKE) setup
 	$(PY) -m dataset_export_tools.lockfile
+
+# Every import is a declared dependency: deptry over the deployed code and its tooling package,
+# then over tests, bench and tools/ (which may also import dev dependencies); google.* is checked
+# module by module in tests/unit/test_dependencies.py, the generated requirements files in
+# tests/unit/test_lock.py.
+deps: setup
+	$(VENV)/bin/deptry src functions
+	$(VENV)/bin/deptry tests bench tools --exclude tests/node --ignore DEP002,DEP004
 
 up: setup
 	$(PY) -m dataset_export_tools.localstack up
@@ -91,7 +99,7 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q
 
-test: lint typecheck terraform-check $(NODE_STAMP)
+test: lint typecheck deps terraform-check $(NODE_STAMP)
 	$(PY) -m pytest -q
 
 clean: down
