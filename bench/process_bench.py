@@ -45,6 +45,7 @@ def process_worker(args: argparse.Namespace) -> None:
     import dataset_export.engine.duckdb_engine  # noqa: F401
     from dataset_export.adapters.firestore_store import FirestoreStore
     from dataset_export.config import Settings
+    from dataset_export.core.dataset import SubmittedDataset
     from dataset_export.core.records import ExportRecord, ExportStatus
     from dataset_export.wiring import build_export_runner
 
@@ -57,8 +58,8 @@ def process_worker(args: argparse.Namespace) -> None:
         ExportRecord(
             query_uuid=query_uuid, account_id="bench", key_hash="bench", key_id="bench",
             name="bench", format=args.fmt, webhook_url="https://example.com/h",
-            dataset_json=json.dumps(dataset_for(args.case)), status=ExportStatus.QUEUED,
-            requested_on=dt.datetime.now(dt.UTC),
+            dataset=SubmittedDataset(json.dumps(dataset_for(args.case))),
+            status=ExportStatus.QUEUED, requested_on=dt.datetime.now(dt.UTC),
         )
     )  # fmt: skip
     engine, engine_done = runner.engine, [0.0]

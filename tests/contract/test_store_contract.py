@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
+from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
 from dataset_export.core.errors import AlreadyExists, LeaseLost, PreconditionFailed
 from dataset_export.core.lifecycle import ClaimVerdict, claimed
@@ -88,7 +89,7 @@ def new_export(store: Store, **changes: Any) -> ExportRecord:
         name="Seattle Rental Data Export",
         format="csv",
         webhook_url="https://hooks.example/export",
-        dataset_json='{"scopes":[{"column":"msa"}]}',
+        dataset=SubmittedDataset('{"scopes":[{"column":"msa"}]}'),
         status=ExportStatus.QUEUED,
         requested_on=T0,
     )

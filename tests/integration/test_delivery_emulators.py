@@ -17,6 +17,7 @@ import pytest
 
 from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.adapters.webhook_sender import WebhookSender
+from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.delivery import DeliveryState
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.service.keys import create_api_key
@@ -81,7 +82,8 @@ def finished_export(store: FirestoreStore, url: str) -> str:
         ExportRecord(
             query_uuid=query_uuid, account_id="delivery-itest", key_hash=key.key_hash,
             key_id=key.key_id, name="delivery", format="csv", webhook_url=url,
-            dataset_json='{"scopes":[{"column":"city"}]}', status=ExportStatus.SUCCEEDED,
+            dataset=SubmittedDataset('{"scopes":[{"column":"city"}]}'),
+            status=ExportStatus.SUCCEEDED,
             requested_on=now, completed_on=now, number_rows=1, size_bytes=20,
             object_name=f"exports/{query_uuid}.csv.gz",
         )

@@ -21,6 +21,7 @@ import pytest
 from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.config import Settings
 from dataset_export.core.apikeys import key_hash
+from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.http_api import HttpRequest
 from dataset_export.service.keys import create_api_key
@@ -43,7 +44,7 @@ def export_record(store: FirestoreStore, account: str, key_hash: str, key_id: st
         ExportRecord(
             query_uuid=query_uuid, account_id=account, key_hash=key_hash, key_id=key_id,
             name=f"export of {account}", format="csv", webhook_url="https://example.com/hook",
-            dataset_json='{"scopes":[{"column":"city"}]}', status=ExportStatus.QUEUED,
+            dataset=SubmittedDataset('{"scopes":[{"column":"city"}]}'), status=ExportStatus.QUEUED,
             requested_on=dt.datetime.now(dt.UTC),
         )
     )  # fmt: skip

@@ -31,6 +31,7 @@ from google.cloud import pubsub_v1, storage
 
 from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.config import Settings
+from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.errors import PreconditionFailed
 from dataset_export.core.lifecycle import DEFAULT_LEASE, ClaimVerdict, claimed
 from dataset_export.core.records import ExportRecord, ExportStatus
@@ -222,8 +223,8 @@ def unpublished_export(store: FirestoreStore) -> str:
         ExportRecord(
             query_uuid=query_uuid, account_id="claim-itest", key_hash="h", key_id="k",
             name="claim", format="csv", webhook_url="https://hooks.example/x",
-            dataset_json='{"scopes":[{"column":"city"}]}', status=ExportStatus.QUEUED,
-            requested_on=dt.datetime.now(dt.UTC),
+            dataset=SubmittedDataset('{"scopes":[{"column":"city"}]}'),
+            status=ExportStatus.QUEUED, requested_on=dt.datetime.now(dt.UTC),
         )
     )  # fmt: skip
     return query_uuid
@@ -380,7 +381,8 @@ def make_queued_export(
             name="worker",
             format="csv",
             webhook_url=env["EXPORT_WEBHOOK_URL"],
-            dataset_json=json.dumps(dataset),  # ASCII JSON: lone surrogates stay escapes
+            # ASCII JSON: lone surrogates stay escapes
+            dataset=SubmittedDataset(json.dumps(dataset)),
             status=ExportStatus.QUEUED,
             requested_on=dt.datetime.now(dt.UTC),
         )

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataset_export.core.catalog import RENTAL_LISTINGS, ColumnType
+from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.errors import DatasetMismatch, PermanentError, QueryRejected
 from dataset_export.core.query import Query, parse_dataset
 from dataset_export.engine import EngineSettings, ExportStats, run_export
@@ -417,7 +418,8 @@ def test_the_runner_fails_an_export_the_engine_refuses_on_its_first_delivery(
             name="n",
             format="csv",
             webhook_url="https://hooks.example/x",
-            dataset_json=json.dumps(dataset),  # ASCII JSON: the surrogate as an escape
+            # ASCII JSON: the surrogate as an escape
+            dataset=SubmittedDataset(json.dumps(dataset)),
             status=ExportStatus.QUEUED,
             requested_on=now,
         )

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
+from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.errors import (
     LeaseLost,
     PermanentError,
@@ -57,7 +58,7 @@ def queued(**changes: Any) -> ExportRecord:
         name="test",
         format="csv",
         webhook_url="https://hooks.example/x",
-        dataset_json=json.dumps({"scopes": [{"column": "city"}]}),
+        dataset=SubmittedDataset(json.dumps({"scopes": [{"column": "city"}]})),
         status=ExportStatus.QUEUED,
         requested_on=NOW,
     )
@@ -358,7 +359,9 @@ def test_a_permanent_failure_is_recorded_and_acknowledged() -> None:
 
 def test_a_query_that_no_longer_fits_the_catalog_fails_permanently() -> None:
     """A stored dataset naming an unknown column fails without running the engine."""
-    record = queued(dataset_json=json.dumps({"scopes": [{"column": "no_such_column"}]}))
+    record = queued(
+        dataset=SubmittedDataset(json.dumps({"scopes": [{"column": "no_such_column"}]}))
+    )
     runner, store, _, _, engine = make_runner(record)
     runner.handle(QUERY_UUID)
     assert engine.calls == 0

@@ -36,7 +36,7 @@ def test_seed_example_is_accepted_recorded_and_queued(world: World) -> None:
     assert world.queue.published == [query_uuid]
     record = world.store.exports[query_uuid]
     assert record.status is ExportStatus.QUEUED
-    assert json.loads(record.dataset_json) == SEED_BODY["dataset"]
+    assert json.loads(record.dataset.text) == SEED_BODY["dataset"]
     assert record.webhook_url == SEED_BODY["webhookURL"]
     assert record.key_hash != world.key
     assert world.key not in repr(record)
@@ -55,7 +55,7 @@ def test_payload_is_kept_exactly_as_written(world: World) -> None:
     ok = raw.replace(b"12345678901234567890", b"9007199254740993")
     response = world.call("POST", "/dataset/export", ok)
     assert response.status == 201, response.body
-    stored = world.store.exports[response.body["queryUUID"]].dataset_json
+    stored = world.store.exports[response.body["queryUUID"]].dataset.text
     assert stored == (
         '{"limit":5,"filters":[{"filter":{"gte":1500.0},"column":"asking_rent"},'
         '{"column":"sqft","filter":{"lt":9007199254740993}}],'

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 import pytest
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
+from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
 from dataset_export.core.errors import Conflict, ServiceUnavailable, TransientError
 from dataset_export.core.jsontext import parse_preserving
@@ -61,7 +62,7 @@ def setup(
             name="Seattle Rental Data Export",
             format="csv",
             webhook_url="https://hooks.example/h",
-            dataset_json=DATASET_JSON,
+            dataset=SubmittedDataset(DATASET_JSON),
             status=status,
             requested_on=T0 - dt.timedelta(seconds=45),
             completed_on=T0 - dt.timedelta(seconds=1),

@@ -27,6 +27,7 @@ from dataset_export import logs
 from dataset_export.adapters.webhook_sender import WebhookSender
 from dataset_export.config import Settings
 from dataset_export.core.apikeys import key_hash, looks_like_key, new_api_key
+from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.delivery import AttemptOutcome
 from dataset_export.core.errors import ConfigError, KeyDecryptionError
 from dataset_export.core.jsontext import dump_preserving, parse_preserving
@@ -316,7 +317,7 @@ def _record(query_uuid: str, key_hash: str, key_id: str, webhook_url: str) -> Ex
         name="export",
         format="csv",
         webhook_url=webhook_url,
-        dataset_json='{"scopes":[{"column":"bed"}]}',
+        dataset=SubmittedDataset('{"scopes":[{"column":"bed"}]}'),
         status=ExportStatus.SUCCEEDED,
         requested_on=t0,
         completed_on=t0 + dt.timedelta(seconds=2),

@@ -9,6 +9,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from ..core.dataset import SubmittedDataset
 from ..core.delivery import DeliveryRecord
 from ..core.errors import AlreadyExists, LeaseLost, PreconditionFailed
 from ..core.ratelimit import RequestCount, window_of
@@ -37,7 +38,6 @@ _EXPORT_FIELDS = {
     "name": "name",
     "format": "format",
     "webhook_url": "webhookURL",
-    "dataset_json": "datasetJson",
     "requested_on": "requestedOn",
     "idempotency_key": "idempotencyKey",
     "queued_message_id": "queuedMessageId",
@@ -57,7 +57,13 @@ _EXPORT_FIELDS = {
     "last_error": "lastError",
     "ready_published_on": "readyPublishedOn",
 }
-_KNOWN_FIELDS = {*_EXPORT_FIELDS.values(), "status", "deliveryState", "deliveryDueOn"}
+_KNOWN_FIELDS = {
+    *_EXPORT_FIELDS.values(),
+    "status",
+    "datasetJson",
+    "deliveryState",
+    "deliveryDueOn",
+}
 # A precondition race is retried this often before giving the message back to Pub/Sub.
 _CONFLICT_RETRIES = 5
 
@@ -66,6 +72,7 @@ def export_to_document(record: ExportRecord) -> dict[str, Any]:
     """The Firestore document of an export (None fields left out)."""
     doc = {f: getattr(record, a) for a, f in _EXPORT_FIELDS.items()}
     doc["status"] = record.status.value
+    doc["datasetJson"] = record.dataset.text  # byte for byte as submitted: the webhook signs it
     doc.update(record.extra)
     return {k: v for k, v in doc.items() if v is not None}
 
@@ -74,7 +81,12 @@ def export_from_document(doc: dict[str, Any]) -> ExportRecord:
     """An export record from its Firestore document."""
     values: dict[str, Any] = {a: doc.get(f) for a, f in _EXPORT_FIELDS.items()}
     extra = {k: v for k, v in doc.items() if k not in _KNOWN_FIELDS}
-    return ExportRecord(status=ExportStatus(doc["status"]), extra=extra, **values)
+    return ExportRecord(
+        status=ExportStatus(doc["status"]),
+        dataset=SubmittedDataset(doc["datasetJson"]),
+        extra=extra,
+        **values,
+    )
 
 
 class FirestoreStore:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .dataset import SubmittedDataset
+
 
 class ExportStatus(StrEnum):
     """Lifecycle of an export. ``submitting`` is internal: the client has no 201 for it yet."""
@@ -37,7 +39,7 @@ class ExportRecord:
     name: str
     format: str
     webhook_url: str
-    dataset_json: str
+    dataset: SubmittedDataset  # as submitted; the webhook echoes it
     status: ExportStatus
     requested_on: dt.datetime
     idempotency_key: str | None = None

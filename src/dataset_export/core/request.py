@@ -3,7 +3,8 @@
 Every string in the body, field names included, must be Unicode text: a lone surrogate escape
 (``"\\udfff"``) anywhere is refused once, here, naming its field. The envelope is a pydantic
 model; the ``dataset`` object goes through ``query.parse_dataset`` (which names the exact field
-on error) and is also kept exactly as submitted, for the webhook's ``payload`` echo.
+on error) and is also kept exactly as submitted (``core.dataset``), for the webhook's
+``payload`` echo.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .catalog import Catalog
+from .dataset import SubmittedDataset
 from .errors import InvalidRequest
 from .formats import ExportFormat
-from .jsontext import dump_preserving, find_lone_surrogate, parse_preserving, parse_standard
+from .jsontext import find_lone_surrogate, parse_preserving, parse_standard
 from .query import Query, parse_dataset
 
 MAX_NAME_LENGTH = 200
@@ -66,7 +68,7 @@ class ExportSubmission:
     """A checked export request; the webhook URL still needs the URL policy."""
 
     query: Query
-    dataset_json: str
+    dataset: SubmittedDataset
     webhook_url: str
     name: str
     format: ExportFormat
@@ -147,7 +149,7 @@ def parse_export_request(body: bytes, catalog: Catalog, *, max_rows: int) -> Exp
     query = parse_dataset(envelope.dataset, catalog, max_rows=max_rows)
     return ExportSubmission(
         query=query,
-        dataset_json=dump_preserving(preserved["dataset"]),
+        dataset=SubmittedDataset.from_payload(preserved["dataset"]),
         webhook_url=envelope.webhookURL.strip(),
         name=envelope.name,
         format=envelope.format,

@@ -28,7 +28,6 @@ from ..core.errors import (
     ServiceUnavailable,
     TransientError,
 )
-from ..core.jsontext import parse_preserving
 from ..core.records import ExportRecord, ExportStatus, iso_z
 from ..core.signing import (
     BODY_SIGNATURE_HEADER,
@@ -68,7 +67,7 @@ def build_webhook(
     link = mint_link(record, link_key, public_url)
     if link is None or record.completed_on is None:
         raise ValueError(f"export {record.query_uuid} has no file to announce")
-    payload = parse_preserving(record.dataset_json)
+    payload = record.dataset.payload
     gcs_blob: dict[str, object] = {
         "url": link.url,
         "expires": iso_z(link.expires),

@@ -34,9 +34,7 @@ from ..core.errors import (
     TransientError,
     public_detail,
 )
-from ..core.jsontext import parse_standard
 from ..core.lifecycle import DEFAULT_LEASE, ClaimDecision, ClaimVerdict, claimed, decide_claim
-from ..core.query import parse_dataset
 from ..core.records import ExportRecord, ExportStatus, iso_z
 from ..events import READY_KIND, PubSubMessage
 from .ports import (
@@ -165,9 +163,7 @@ class ExportRunner:
     def _run(self, record: ExportRecord) -> None:
         query_uuid = record.query_uuid
         try:
-            query = parse_dataset(
-                parse_standard(record.dataset_json), self.catalog, max_rows=_NO_CAP
-            )
+            query = record.dataset.query(self.catalog, max_rows=_NO_CAP)
         except (InvalidRequest, ValueError) as exc:
             raise PermanentError(f"the query no longer fits the dataset: {exc}") from exc
         name = object_name(query_uuid, record.format)

@@ -143,7 +143,7 @@ class ExportService:
             name=submission.name,
             format=submission.format.value,
             webhook_url=submission.webhook_url,
-            dataset_json=submission.dataset_json,
+            dataset=submission.dataset,
             status=ExportStatus.SUBMITTING,
             requested_on=self.clock(),
             idempotency_key=idempotency_key,
