@@ -72,8 +72,12 @@ class InMemoryStore:
         self.exports: dict[str, ExportRecord] = {}
         self.idempotency: dict[str, IdempotencyRecord] = {}
         self.counters: dict[str, dict[int, int]] = {}
-        self.deliveries: dict[str, DeliveryRecord] = {}
         self.versions: dict[str, int] = {}
+
+    @property
+    def deliveries(self) -> dict[str, DeliveryRecord]:
+        """Each export's delivery, for exports that have one."""
+        return {q: r.delivery for q, r in self.exports.items() if r.delivery is not None}
 
     def get_account(self, account_id: str) -> Account | None:
         """The account, or None."""
@@ -160,7 +164,7 @@ class InMemoryStore:
         record = self.get_export(query_uuid)
         if record is None:
             return None
-        return record, self.deliveries.get(query_uuid), self.versions.get(query_uuid, 0)
+        return record, record.delivery, self.versions.get(query_uuid, 0)
 
     @_writes_export
     def save_delivery(self, query_uuid: str, delivery: DeliveryRecord, version: object) -> bool:
@@ -168,8 +172,7 @@ class InMemoryStore:
         if self.versions.get(query_uuid, 0) != version:
             return False
         # Round-trip through the stored form, as Firestore does (timestamps to milliseconds).
-        self.deliveries[query_uuid] = DeliveryRecord.from_document(delivery.to_document())
-        self.exports[query_uuid].delivery = delivery.to_document()
+        self.exports[query_uuid].delivery = DeliveryRecord.from_document(delivery.to_document())
         return True
 
     def due_deliveries(self, now: dt.datetime, limit: int) -> list[str]:

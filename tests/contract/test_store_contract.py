@@ -473,8 +473,8 @@ def test_a_delivery_is_none_until_saved_and_then_reads_back(store: Store) -> Non
     assert store.save_delivery(record.query_uuid, started, loaded[2]) is True
     again = load(store, record.query_uuid)
     assert again[1] == started
-    assert again[0].delivery == started.to_document()
-    assert stored(store, record.query_uuid).delivery == started.to_document()
+    assert again[0].delivery == started
+    assert stored(store, record.query_uuid).delivery == started
     assert store.load_delivery(str(uuid.uuid4())) is None
 
 

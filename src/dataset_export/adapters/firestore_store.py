@@ -47,7 +47,6 @@ _EXPORT_FIELDS = {
     "number_rows": "numberRows",
     "size_bytes": "sizeBytes",
     "error": "error",
-    "delivery": "delivery",
     "object_name": "objectName",
     "crc32c": "crc32c",
     "md5": "md5",
@@ -73,6 +72,8 @@ def export_to_document(record: ExportRecord) -> dict[str, Any]:
     doc = {f: getattr(record, a) for a, f in _EXPORT_FIELDS.items()}
     doc["status"] = record.status.value
     doc["datasetJson"] = record.dataset.text  # byte for byte as submitted: the webhook signs it
+    if record.delivery is not None:
+        doc.update(_delivery_fields(record.delivery))
     doc.update(record.extra)
     return {k: v for k, v in doc.items() if v is not None}
 
@@ -84,9 +85,24 @@ def export_from_document(doc: dict[str, Any]) -> ExportRecord:
     return ExportRecord(
         status=ExportStatus(doc["status"]),
         dataset=SubmittedDataset(doc["datasetJson"]),
+        delivery=DeliveryRecord.from_document(doc["delivery"]) if doc.get("delivery") else None,
         extra=extra,
         **values,
     )
+
+
+def _delivery_fields(delivery: DeliveryRecord) -> dict[str, Any]:
+    """The export document's delivery fields: the record, and its state and due time indexed
+    for the retry tick's query."""
+    due = delivery.due_on
+    return {
+        "delivery": delivery.to_document(),
+        "deliveryState": delivery.state.value,
+        # To the millisecond, as the delivery document keeps it, so "due at t" means due.
+        "deliveryDueOn": None
+        if due is None
+        else due.replace(microsecond=due.microsecond // 1000 * 1000),
+    }
 
 
 class FirestoreStore:
@@ -385,21 +401,12 @@ class FirestoreStore:
             snap = self._export_ref(query_uuid).get()
         if not snap.exists:
             return None
-        doc = snap.to_dict() or {}
-        delivery = DeliveryRecord.from_document(doc["delivery"]) if doc.get("delivery") else None
-        return export_from_document(doc), delivery, snap.update_time
+        record = export_from_document(snap.to_dict() or {})
+        return record, record.delivery, snap.update_time
 
     def save_delivery(self, query_uuid: str, delivery: DeliveryRecord, version: object) -> bool:
         """Write ``delivery`` if the document is still at ``version``; False otherwise."""
-        due = delivery.due_on
-        update = {
-            "delivery": delivery.to_document(),
-            "deliveryState": delivery.state.value,
-            # To the millisecond, as the delivery document keeps it, so "due at t" means due.
-            "deliveryDueOn": None
-            if due is None
-            else due.replace(microsecond=due.microsecond // 1000 * 1000),
-        }
+        update = _delivery_fields(delivery)
         ref = self._export_ref(query_uuid)
         with google_errors("recording the delivery"):
             try:

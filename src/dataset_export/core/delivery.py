@@ -92,6 +92,7 @@ MIN_TOTAL_SPAN: Final = dt.timedelta(hours=24)
 MAX_RETRY_AFTER: Final = dt.timedelta(hours=24)
 
 _RETRYABLE_4XX: Final = frozenset({408, 429})
+_PUBLIC_ATTEMPT: Final = ("at", "host", "statusCode", "error", "latencyMs")
 _MS = dt.timedelta(milliseconds=1)
 
 
@@ -447,6 +448,19 @@ class DeliveryRecord:
             "roundStart": self.round_start,
             "roundId": self.round_id,
         }
+
+    def public_document(self) -> dict[str, Any]:
+        """The customer's view (the status document's ``delivery``): state, schedule and
+        attempt log, without the lease and round details."""
+        stored = self.to_document()
+        view: dict[str, Any] = {"state": stored["state"]}
+        for key in ("nextAttemptOn", "reason"):
+            if stored[key]:
+                view[key] = stored[key]
+        view["attempts"] = [
+            {k: attempt.get(k) for k in _PUBLIC_ATTEMPT} for attempt in stored["attempts"]
+        ]
+        return view
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> DeliveryRecord:

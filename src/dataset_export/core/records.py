@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .dataset import SubmittedDataset
+
+if TYPE_CHECKING:  # delivery.py reads iso_z from here and its lease from lifecycle.py
+    from .delivery import DeliveryRecord
 
 
 class ExportStatus(StrEnum):
@@ -50,7 +53,7 @@ class ExportRecord:
     number_rows: int | None = None
     size_bytes: int | None = None
     error: dict[str, str] | None = None
-    delivery: dict[str, Any] | None = None
+    delivery: DeliveryRecord | None = None  # None until the first webhook attempt
     object_name: str | None = None
     crc32c: str | None = None
     md5: str | None = None
@@ -91,24 +94,7 @@ class ExportRecord:
             "error": self.error,
             "attempts": self.run_attempts or None,
             "lastError": self.last_error,
-            "delivery": _public_delivery(self.delivery),
+            "delivery": None if self.delivery is None else self.delivery.public_document(),
         }
         doc.update({k: v for k, v in optional.items() if v is not None})
         return doc
-
-
-_PUBLIC_ATTEMPT = ("at", "host", "statusCode", "error", "latencyMs")
-
-
-def _public_delivery(delivery: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The customer's view of the delivery: state, schedule and attempt log, no lease details."""
-    if not delivery:
-        return None
-    view: dict[str, Any] = {"state": delivery.get("state")}
-    for key in ("nextAttemptOn", "reason"):
-        if delivery.get(key):
-            view[key] = delivery[key]
-    view["attempts"] = [
-        {k: attempt.get(k) for k in _PUBLIC_ATTEMPT} for attempt in delivery.get("attempts") or []
-    ]
-    return view
