@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord
 from dataset_export.core.errors import (
@@ -46,8 +46,7 @@ def _writes_export(
 
     @functools.wraps(method)
     def write(self: InMemoryStore, query_uuid: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        before = self.exports.get(query_uuid)
-        before = dataclasses.replace(before) if before else None
+        before = self.exports.get(query_uuid)  # records are frozen: writes replace them
         try:
             return method(self, query_uuid, *args, **kwargs)
         finally:
@@ -109,22 +108,21 @@ class InMemoryStore:
         """Store a new export."""
         if record.query_uuid in self.exports:
             raise AlreadyExists(record.query_uuid)
-        self.exports[record.query_uuid] = dataclasses.replace(record)
+        self.exports[record.query_uuid] = record
         self.versions[record.query_uuid] = self.versions.get(record.query_uuid, 0) + 1
 
     def get_export(self, query_uuid: str) -> ExportRecord | None:
         """The export, or None."""
-        record = self.exports.get(query_uuid)
-        return dataclasses.replace(record) if record else None
+        return self.exports.get(query_uuid)
 
     @_writes_export
     def mark_queued(self, query_uuid: str, message_id: str) -> None:
         """Record the published message."""
         record = self.exports.get(query_uuid)
         if record is not None:
-            record.queued_message_id = message_id
-            if record.status is ExportStatus.SUBMITTING:
-                record.status = ExportStatus.QUEUED
+            queued = record.status is ExportStatus.SUBMITTING
+            status = ExportStatus.QUEUED if queued else record.status
+            self._change(record, queued_message_id=message_id, status=status)
 
     @_writes_export
     def delete_export(self, query_uuid: str) -> None:
@@ -172,7 +170,8 @@ class InMemoryStore:
         if self.versions.get(query_uuid, 0) != version:
             return False
         # Round-trip through the stored form, as Firestore does (timestamps to milliseconds).
-        self.exports[query_uuid].delivery = DeliveryRecord.from_document(delivery.to_document())
+        stored = DeliveryRecord.from_document(delivery.to_document())
+        self._change(self.exports[query_uuid], delivery=stored)
         return True
 
     def due_deliveries(self, now: dt.datetime, limit: int) -> list[str]:
@@ -205,11 +204,19 @@ class InMemoryStore:
 
     @_writes_export
     def _store_claim(self, query_uuid: str, record: ExportRecord) -> None:
-        stored = self.exports[query_uuid]
-        stored.status = record.status
-        stored.lease_owner, stored.lease_expires_on = record.lease_owner, record.lease_expires_on
-        stored.run_attempts, stored.rows_written = record.run_attempts, record.rows_written
-        stored.started_on = record.started_on
+        self._change(
+            self.exports[query_uuid],
+            status=record.status,
+            lease_owner=record.lease_owner,
+            lease_expires_on=record.lease_expires_on,
+            run_attempts=record.run_attempts,
+            rows_written=record.rows_written,
+            started_on=record.started_on,
+        )
+
+    def _change(self, record: ExportRecord, **changes: Any) -> None:
+        """Store ``record`` with ``changes``, as one write."""
+        self.exports[record.query_uuid] = dataclasses.replace(record, **changes)
 
     def _owned(self, query_uuid: str, worker: str) -> ExportRecord:
         record = self.exports.get(query_uuid)
@@ -227,25 +234,30 @@ class InMemoryStore:
     ) -> None:
         """Store rows written so far and renew the lease; raise ``LeaseLost`` if not ours."""
         record = self._owned(query_uuid, worker)
-        record.rows_written, record.lease_expires_on = rows, lease_expires_on
+        self._change(record, rows_written=rows, lease_expires_on=lease_expires_on)
 
     @_writes_export
     def complete_export(self, query_uuid: str, worker: str, result: ExportResult) -> None:
         """Mark the export ``succeeded``; raise ``LeaseLost`` if not ours."""
-        record = self._owned(query_uuid, worker)
-        record.status = ExportStatus.SUCCEEDED
-        record.rows_written = record.number_rows = result.rows
-        record.size_bytes, record.object_name = result.size_bytes, result.object_name
-        record.crc32c, record.md5 = result.crc32c, result.md5
-        record.completed_on = result.completed_on
-        record.lease_owner = record.lease_expires_on = None
+        self._change(
+            self._owned(query_uuid, worker),
+            status=ExportStatus.SUCCEEDED,
+            rows_written=result.rows,
+            number_rows=result.rows,
+            size_bytes=result.size_bytes,
+            object_name=result.object_name,
+            crc32c=result.crc32c,
+            md5=result.md5,
+            completed_on=result.completed_on,
+            lease_owner=None,
+            lease_expires_on=None,
+        )
 
     @_writes_export
     def release_export(self, query_uuid: str, worker: str, error: dict[str, str]) -> None:
         """Record a failed attempt and free the lease; raise ``LeaseLost`` if not ours."""
         record = self._owned(query_uuid, worker)
-        record.last_error = dict(error)
-        record.lease_owner = record.lease_expires_on = None
+        self._change(record, last_error=dict(error), lease_owner=None, lease_expires_on=None)
 
     @_writes_export
     def fail_export(self, query_uuid: str, code: str, message: str, now: dt.datetime) -> bool:
@@ -253,15 +265,20 @@ class InMemoryStore:
         record = self.exports.get(query_uuid)
         if record is None or record.status in (ExportStatus.SUCCEEDED, ExportStatus.FAILED):
             return False
-        record.status, record.error = ExportStatus.FAILED, {"code": code, "message": message}
-        record.completed_on = now
-        record.lease_owner = record.lease_expires_on = None
+        self._change(
+            record,
+            status=ExportStatus.FAILED,
+            error={"code": code, "message": message},
+            completed_on=now,
+            lease_owner=None,
+            lease_expires_on=None,
+        )
         return True
 
     @_writes_export
     def mark_ready_published(self, query_uuid: str, now: dt.datetime) -> None:
         """Remember that notify was told."""
-        self.exports[query_uuid].ready_published_on = now
+        self._change(self.exports[query_uuid], ready_published_on=now)
 
 
 class InMemoryUpload:

@@ -188,10 +188,11 @@ def test_an_export_reads_back_as_created_and_is_created_once(store: Store) -> No
 
 
 def test_a_record_read_is_a_copy(store: Store) -> None:
-    """Changing a record the store returned changes nothing stored."""
+    """A record the store returned cannot be changed, so nothing stored changes through it."""
     record = new_export(store)
     read = stored(store, record.query_uuid)
-    read.status, read.name = ExportStatus.FAILED, "changed"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        read.status = ExportStatus.FAILED  # type: ignore[misc]
     assert store.get_export(record.query_uuid) == record
 
 

@@ -296,11 +296,11 @@ def test_dead_lettered_request_marks_the_export_failed(
     twin = store.get_export(query_uuid)
     assert twin is not None
     twin_uuid = str(uuid.uuid4())
-    twin.query_uuid, twin.status = twin_uuid, type(twin.status)("queued")
-    twin.completed_on = twin.started_on = None
-    twin.number_rows = twin.size_bytes = twin.rows_written = None
-    twin.object_name = twin.crc32c = twin.md5 = None
-    twin.ready_published_on = None
+    twin = dataclasses.replace(
+        twin, query_uuid=twin_uuid, status=type(twin.status)("queued"),
+        completed_on=None, started_on=None, number_rows=None, size_bytes=None,
+        rows_written=None, object_name=None, crc32c=None, md5=None, ready_published_on=None,
+    )  # fmt: skip
     store.create_export(twin)
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.topic_path(project, "export-dead-letter")

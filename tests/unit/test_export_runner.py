@@ -272,7 +272,7 @@ def test_a_worker_that_lost_its_lease_leaves_the_record_alone() -> None:
     runner, store, _, _, _ = make_runner(queued(), engine)
 
     def taken_over(path: str, query: Any, fmt: str, out: Any, on_progress: Any = None) -> int:
-        store.exports[QUERY_UUID].lease_owner = "w2"
+        store.exports[QUERY_UUID] = dataclasses.replace(store.exports[QUERY_UUID], lease_owner="w2")
         on_progress(1)
         return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import socket
@@ -368,10 +369,12 @@ def test_download_link_redirects_then_expires(world: World) -> None:
             return f"https://storage.example/{name}?X-Goog-Expires={int(lifetime.total_seconds())}"
 
     query_uuid = world.call("POST", "/dataset/export", SEED_BODY).body["queryUUID"]
-    record = world.store.exports[query_uuid]
-    record.status = ExportStatus.SUCCEEDED
-    record.completed_on = world.clock.now
-    record.object_name = f"exports/{query_uuid}.csv.gz"
+    world.store.exports[query_uuid] = dataclasses.replace(
+        world.store.exports[query_uuid],
+        status=ExportStatus.SUCCEEDED,
+        completed_on=world.clock.now,
+        object_name=f"exports/{query_uuid}.csv.gz",
+    )
     world.api.downloads = Downloads(
         world.store, Signer(), b"l" * 32, "https://api.example", world.clock
     )

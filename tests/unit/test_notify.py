@@ -3,6 +3,7 @@ schedule, stops, abandoned attempts and redelivery, with an injected clock."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -208,7 +209,7 @@ def test_redelivery_starts_a_new_round_and_publishes() -> None:
     assert notifier.deliver("q-1") is DeliveryState.DELIVERED
     assert [h["webhook-id"] for _, _, h in sender.sent] == ["q-1", "q-1"]
     assert len(store.deliveries["q-1"].attempts) == 2
-    store.exports["q-1"].status = ExportStatus.RUNNING
+    store.exports["q-1"] = dataclasses.replace(store.exports["q-1"], status=ExportStatus.RUNNING)
     with pytest.raises(Conflict):
         redelivery.start("q-1")
 
@@ -235,8 +236,7 @@ def test_tick_stops_starting_attempts_when_its_budget_is_spent() -> None:
     for name in ("q-2", "q-3"):
         twin = store.get_export("q-1")
         assert twin is not None
-        twin.query_uuid = name
-        store.create_export(twin)
+        store.create_export(dataclasses.replace(twin, query_uuid=name))
     for name in ("q-1", "q-2", "q-3"):
         _, _, version = store.load_delivery(name)  # type: ignore[misc]
         from dataset_export.core.delivery import DeliveryRecord
@@ -389,10 +389,9 @@ def due_twins(store: InMemoryStore, clock: Clock, names: list[str], url: str | N
     for name in names:
         twin = store.get_export("q-1")
         assert twin is not None
-        twin.query_uuid = name
-        if url is not None:
-            twin.webhook_url = url
-        store.create_export(twin)
+        store.create_export(
+            dataclasses.replace(twin, query_uuid=name, webhook_url=url or twin.webhook_url)
+        )
         _, _, version = store.load_delivery(name)  # type: ignore[misc]
         store.save_delivery(name, DeliveryRecord.new(clock.now), version)
 

@@ -31,9 +31,13 @@ def iso_z(moment: dt.datetime | None) -> str | None:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportRecord:
-    """Everything known about one export; later stages fill the optional fields."""
+    """Everything known about one export; later stages fill the optional fields.
+
+    Frozen: a transition is a new record (``dataclasses.replace``), as ``lifecycle.claimed``
+    makes one; the store writes the fields that changed.
+    """
 
     query_uuid: str
     account_id: str
