@@ -71,6 +71,7 @@ def worker(args: argparse.Namespace) -> None:
     suffix = ".csv.gz" if args.fmt == "csv" else ".jsonl.gz"
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
         target = Path(tmp) / f"out{suffix}"
+        cpu_before = cpu_seconds()
         started = time.perf_counter()
         if args.path in ("engine", "arrow"):
             with target.open("wb") as out:
@@ -101,8 +102,16 @@ def worker(args: argparse.Namespace) -> None:
             con.close()
             rows, raw = -1, -1
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu_before
         size = target.stat().st_size
-    print(json.dumps({"seconds": seconds, "rows": rows, "raw": raw, "gz": size, "rss": peak_rss()}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "rows": rows, "raw": raw, "gz": size,
+                      "rss": peak_rss()}))  # fmt: skip
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU seconds of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss() -> int:

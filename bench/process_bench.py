@@ -1,18 +1,24 @@
 """``make bench``: the real process function's code path, upload included, against DuckDB COPY.
 
-Starts the emulators (Pub/Sub, Firestore, fake-gcs-server) on their own ports, generates the
-datasets once (cached in ``.local/bench``), and for each size and case runs, each in a fresh
-subprocess so its peak RSS (``VmHWM``) is its own:
+Starts the emulators (Pub/Sub, Firestore, fake-gcs-server) on their own ports and a discard
+endpoint (``discard_gcs.py``), generates the datasets once (cached in ``.local/bench``), and for
+each size and case runs, each in a fresh subprocess so its peak RSS (``VmHWM``) is its own:
 
-- ``process``: ``ExportRunner.handle`` as the process function runs it (claim in Firestore,
-  DuckDB → CSV/JSONL → isal gzip → resumable upload to the GCS emulator, progress, completion,
+- ``emulator``: ``ExportRunner.handle`` as the process function runs it (claim in Firestore,
+  DuckDB → CSV/JSONL → isal gzip → resumable upload to fake-gcs-server, progress, completion,
   ready message);
+- ``discard``: the same, but the upload goes to the discard endpoint, which speaks the same
+  resumable-upload protocol, checks nothing but computes the CRC32C the uploader verifies, and
+  drops the bytes: the project's own time, without the emulator finalizing the object;
 - ``copy``: DuckDB's own ``COPY (<the same compiled query>) TO 'x.csv.gz' / 'x.json.gz'`` to a
   local file (no upload) with the same memory limit and insertion order off, measured in the same
   run as the baseline.
 
-Prints seconds, rows/s, MB/s (compressed bytes uploaded), peak RSS and ``copy / process``.
-Not a test. ``python bench/process_bench.py --rows 1000000 10000000``.
+Prints seconds, CPU seconds (user + system of the worker), rows/s, MB/s (compressed bytes
+uploaded), peak RSS, ``copy / discard`` and the tail (engine's last byte → recorded completion);
+``emulator tail - discard tail`` is what fake-gcs-server's finalize costs. With ``--repeat N``
+each path runs N times (interleaved) and the figures are the median, with the minimum beside
+the seconds. Not a test. ``python bench/process_bench.py --rows 1000000 10000000``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -33,9 +40,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from engine_bench import dataset_for, ensure_dataset, peak_rss  # noqa: E402
+from discard_gcs import DiscardGcs  # noqa: E402
+from engine_bench import cpu_seconds, dataset_for, ensure_dataset, peak_rss  # noqa: E402
 
 BENCH_CASES = [("full", "csv"), ("full", "jsonl"), ("selective", "csv"), ("aggregate", "csv")]
+PATHS = ("emulator", "discard", "copy")
 
 
 def process_worker(args: argparse.Namespace) -> None:
@@ -70,10 +79,12 @@ def process_worker(args: argparse.Namespace) -> None:
         return rows
 
     runner.engine = timed_engine
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     runner.handle(query_uuid)
     finished = time.perf_counter()
     seconds = finished - started
+    cpu = cpu_seconds() - cpu_before
     record = store.get_export(query_uuid)
     if record is None or record.status is not ExportStatus.SUCCEEDED:
         raise SystemExit(f"export did not succeed: {record}")
@@ -81,6 +92,7 @@ def process_worker(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu": cpu,
                 # From the last byte handed to the upload to the recorded completion: draining
                 # the buffer, the storage server finalizing the object, the Firestore write.
                 "tail": finished - engine_done[0],
@@ -93,11 +105,26 @@ def process_worker(args: argparse.Namespace) -> None:
 
 
 def run(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    load = os.getloadavg()[0]
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load"] = load
     return result
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run of ``runs`` by seconds, with the minimum and the worst peak RSS."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    summary = dict(ordered[len(ordered) // 2])
+    summary["min"] = ordered[0]["seconds"]
+    summary["rss"] = max(r["rss"] for r in runs)
+    summary["cpu"] = statistics.median(r["cpu"] for r in runs)
+    if all("tail" in r for r in runs):
+        summary["tail"] = statistics.median(r["tail"] for r in runs)
+    summary["load"] = statistics.median(r["load"] for r in runs)
+    return summary
 
 
 def main() -> None:
@@ -105,11 +132,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--cache", type=Path, default=REPO / ".local" / "bench")
     parser.add_argument("--port-base", type=int, default=26081)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each path (median shown)")
     parser.add_argument(
         "--cases",
         nargs="+",
         choices=[f"{case}-{fmt}" for case, fmt in BENCH_CASES],
         help="run only these cases (default: all)",
+    )
+    parser.add_argument(
+        "--paths", nargs="+", choices=PATHS, default=list(PATHS), help="default: all three"
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
@@ -137,43 +168,78 @@ def main() -> None:
         "EXPORT_DATASET_URI": "unused: the bench names the file", "PYTHONUNBUFFERED": "1",
     }  # fmt: skip
     try:
-        print(
-            f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
-            f"{platform.python_version()}, duckdb {duckdb.__version__}, "
-            f"pyarrow {pyarrow.__version__}"
-        )
-        print(f"{'rows':>11} {'case':<10} {'fmt':<5} {'path':<8} {'seconds':>8} {'rows/s':>11} "
-              f"{'gz MB/s':>8} {'gz MB':>7} {'peak RSS':>9} {'copy/process':>12} "
-              f"{'tail s':>7}")  # fmt: skip
-        # One unmeasured export first: the emulators' JVMs answer their first calls slowly.
-        warm = ensure_dataset(min(args.rows), args.cache)
-        run([sys.executable, __file__, "--worker", "--parquet", str(warm), "--case", "selective",
-             "--fmt", "csv"], env)  # fmt: skip
-        for rows in args.rows:
-            parquet = ensure_dataset(rows, args.cache)
-            for case, fmt in BENCH_CASES:
-                if args.cases and f"{case}-{fmt}" not in args.cases:
-                    continue
-                mine = run([sys.executable, __file__, "--worker", "--parquet", str(parquet),
-                            "--case", case, "--fmt", fmt], env)  # fmt: skip
-                copy = run([sys.executable, str(HERE / "engine_bench.py"), "--worker",
-                            "--parquet", str(parquet), "--case", case, "--fmt", fmt,
-                            "--path", "copy", "--batch-rows", "32768"], env)  # fmt: skip
-                for name, r in (("process", mine), ("copy", copy)):
-                    ratio = f"{copy['seconds'] / mine['seconds']:.1f}x" if name == "copy" else ""
-                    tail = f"{r['tail']:.2f}" if "tail" in r else ""
-                    rate = mine["rows"] / r["seconds"]
-                    print(
-                        f"{rows:>11,} {case:<10} {fmt:<5} {name:<8} {r['seconds']:>8.2f} "
-                        f"{rate:>11,.0f} {r['gz'] / 1e6 / r['seconds']:>8.1f} "
-                        f"{r['gz'] / 1e6:>7.1f} {r['rss'] / 2**20:>7.0f}MB {ratio:>12} {tail:>7}",
-                        flush=True,
-                    )
-        print("process = the real ExportRunner, upload to the GCS emulator included;")
-        print("copy = DuckDB COPY to a local file (no upload). One run each, own process.")
-        print("tail s = from the engine's last byte to the recorded completion (upload finalize).")
+        with DiscardGcs() as discard:
+            envs = {"emulator": env, "discard": {**env, "STORAGE_EMULATOR_HOST": discard.url}}
+            print(
+                f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
+                f"{platform.python_version()}, duckdb {duckdb.__version__}, "
+                f"pyarrow {pyarrow.__version__}"
+            )
+            print(f"{'rows':>11} {'case':<10} {'fmt':<5} {'path':<9} {'seconds':>8} {'min':>6} "
+                  f"{'CPU s':>6} {'rows/s':>11} {'gz MB/s':>8} {'gz MB':>7} {'peak RSS':>9} "
+                  f"{'copy/x':>7} {'tail s':>7} {'load':>5}")  # fmt: skip
+            # One unmeasured export each first: the emulators' JVMs answer their first calls
+            # slowly.
+            warm = ensure_dataset(min(args.rows), args.cache)
+            for path in ("emulator", "discard"):
+                run([sys.executable, __file__, "--worker", "--parquet", str(warm), "--case",
+                     "selective", "--fmt", "csv"], envs[path])  # fmt: skip
+            for rows in args.rows:
+                parquet = ensure_dataset(rows, args.cache)
+                for case, fmt in BENCH_CASES:
+                    if args.cases and f"{case}-{fmt}" not in args.cases:
+                        continue
+                    runs: dict[str, list[dict[str, Any]]] = {path: [] for path in args.paths}
+                    for _ in range(args.repeat):
+                        for path in args.paths:
+                            runs[path].append(run(command(path, parquet, case, fmt),
+                                                  envs.get(path, env)))  # fmt: skip
+                    report(rows, case, fmt, {p: summarize(r) for p, r in runs.items()})
+            print("emulator = the real ExportRunner, upload to fake-gcs-server included;")
+            print("discard = the same upload to a local endpoint that drops the bytes;")
+            print("copy = DuckDB COPY to a local file (no upload). Every run in its own process.")
+            print("tail s = from the engine's last byte to the recorded completion; the emulator's")
+            print("finalize is emulator tail - discard tail. CPU s = user + system of the worker.")
+            print(f"seconds = median of {args.repeat} run(s), min beside it; load = 1-min average.")
     finally:
         down(config)
+
+
+def command(path: str, parquet: Path, case: str, fmt: str) -> list[str]:
+    """The worker command line of one measured run."""
+    if path == "copy":
+        return [sys.executable, str(HERE / "engine_bench.py"), "--worker", "--parquet",
+                str(parquet), "--case", case, "--fmt", fmt, "--path", "copy",
+                "--batch-rows", "32768"]  # fmt: skip
+    return [sys.executable, __file__, "--worker", "--parquet", str(parquet), "--case", case,
+            "--fmt", fmt]  # fmt: skip
+
+
+def report(rows: int, case: str, fmt: str, results: dict[str, dict[str, Any]]) -> None:
+    """One table line per path, then the emulator's finalize cost when both uploads ran."""
+    exported = next((r["rows"] for r in results.values() if r.get("rows", -1) >= 0), 0)
+    base = results.get("discard") or results.get("emulator")
+    for name, r in results.items():
+        ratio = ""
+        if name != "copy" and "copy" in results:
+            ratio = f"{results['copy']['seconds'] / r['seconds']:.1f}x"
+        gz = r["gz"] if r.get("gz", -1) >= 0 else (base or r)["gz"]
+        tail = f"{r['tail']:.2f}" if "tail" in r else ""
+        print(
+            f"{rows:>11,} {case:<10} {fmt:<5} {name:<9} {r['seconds']:>8.2f} {r['min']:>6.2f} "
+            f"{r['cpu']:>6.2f} {exported / r['seconds']:>11,.0f} "
+            f"{gz / 1e6 / r['seconds']:>8.1f} {gz / 1e6:>7.1f} {r['rss'] / 2**20:>7.0f}MB "
+            f"{ratio:>7} {tail:>7} {r['load']:>5.1f}",
+            flush=True,
+        )
+    if "emulator" in results and "discard" in results:
+        emulator, discard = results["emulator"], results["discard"]
+        print(
+            f"{'':>11} {case:<10} {fmt:<5} emulator finalize "
+            f"{emulator['tail'] - discard['tail']:.2f} s of {emulator['seconds']:.2f} s; "
+            f"the project's own time {discard['seconds']:.2f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

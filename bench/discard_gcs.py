@@ -1,0 +1,286 @@
+"""A discard endpoint for ``make bench``: the GCS resumable upload the exporter uses, bytes dropped.
+
+It speaks just what ``adapters/gcs_storage.GcsUpload`` sends, so the process path can be timed
+without fake-gcs-server's finalize (which appends, hashes, writes and re-reads the whole object
+after the last byte):
+
+- ``POST /upload/storage/v1/b/<bucket>/o?uploadType=resumable`` (JSON metadata in the body, the
+  name there or in ``name=``; ``ifGenerationMatch=0`` answered with 412 for a name this server
+  already finalized) → 200 with the session URL in ``Location``;
+- ``PUT <session URL>`` with ``Content-Range: bytes 0-*/*`` (or ``bytes 0-<last>/<size>``) and a
+  chunked (or ``Content-Length``) body: the bytes are counted and their CRC32C computed as they
+  arrive, then dropped; the answer is the object resource GCS returns (``name``, ``bucket``,
+  ``generation``, ``size``, ``crc32c``, ``metadata`` ...), so the uploader's integrity check
+  (size and crc32c of what it sent) still runs. No ``md5Hash``: the uploader does not check it,
+  and hashing MD5 here would take CPU from the export on the same cores;
+- ``DELETE <session URL>`` cancels the session (GCS answers 499).
+
+Bounded: it listens on 127.0.0.1 only, holds at most ``MAX_SESSIONS`` open sessions and
+``MAX_FINALIZED`` finalized names, reads metadata bodies up to 1 MiB and upload bodies up to
+``MAX_OBJECT_BYTES``, in reads of at most 1 MiB, and drops a connection idle for 60 s. Nothing
+is written to disk. Not a test double of Cloud Storage: a bench instrument.
+
+``python bench/discard_gcs.py --port 0`` serves until interrupted; ``DiscardGcs`` runs it on a
+thread (``with DiscardGcs() as server: server.url``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import json
+import re
+import secrets
+import threading
+import time
+import types
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import google_crc32c
+
+MAX_SESSIONS = 64
+MAX_FINALIZED = 10_000
+MAX_METADATA_BYTES = 1 << 20
+MAX_OBJECT_BYTES = 64 << 30
+READ_BYTES = 1 << 20
+IDLE_TIMEOUT = 60.0
+
+_UPLOAD_PATH = re.compile(r"^/upload/storage/v1/b/([^/]+)/o$")
+
+
+class _Stats:
+    """What the server received, for the bench's report."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.objects = 0
+        self.bytes = 0
+        self.receive_seconds = 0.0  # from the first body byte to the answer, summed
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, as the client's session expects
+    timeout = IDLE_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: the bench prints its own table
+
+    def do_POST(self) -> None:
+        path, query = self._split()
+        match = _UPLOAD_PATH.match(path)
+        if match is None or query.get("uploadType") != "resumable":
+            self._drain_small()
+            self._json(HTTPStatus.NOT_FOUND, _error(404, "only resumable uploads"))
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_METADATA_BYTES:
+            self.close_connection = True
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _error(413, "metadata"))
+            return
+        try:
+            resource = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self._json(HTTPStatus.BAD_REQUEST, _error(400, "metadata is not JSON"))
+            return
+        name = query.get("name") or resource.get("name")
+        if not name:
+            self._json(HTTPStatus.BAD_REQUEST, _error(400, "no object name"))
+            return
+        bucket = urllib.parse.unquote(match.group(1))
+        server = self.server
+        with server.lock:
+            if query.get("ifGenerationMatch") == "0" and name in server.finalized:
+                self._json(HTTPStatus.PRECONDITION_FAILED, _error(412, "exists"))
+                return
+            if len(server.sessions) >= MAX_SESSIONS:
+                self._json(HTTPStatus.SERVICE_UNAVAILABLE, _error(503, "too many"))
+                return
+            upload_id = secrets.token_urlsafe(16)
+            server.sessions[upload_id] = {**resource, "name": name, "bucket": bucket}
+        host, port = server.server_address[:2]
+        location = (
+            f"http://{host}:{port}/upload/storage/v1/b/{match.group(1)}/o"
+            f"?uploadType=resumable&upload_id={upload_id}"
+        )
+        self._json(HTTPStatus.OK, {}, extra={"Location": location})
+
+    def do_PUT(self) -> None:
+        _, query = self._split()
+        server = self.server
+        with server.lock:
+            session = server.sessions.get(query.get("upload_id", ""))
+        if session is None:
+            self.close_connection = True
+            self._json(HTTPStatus.NOT_FOUND, _error(404, "no such upload session"))
+            return
+        started = time.perf_counter()
+        checksum = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
+        try:
+            size = self._receive(checksum)
+        except (ValueError, OSError):
+            # A body that breaks off (the uploader aborting) leaves no object, as on GCS.
+            self.close_connection = True
+            return
+        with server.lock:
+            if server.sessions.pop(query["upload_id"], None) is None:
+                self._json(HTTPStatus.NOT_FOUND, _error(404, "session cancelled"))
+                return
+            server.finalized[session["name"]] = None
+            while len(server.finalized) > MAX_FINALIZED:
+                server.finalized.popitem(last=False)
+            server.stats.objects += 1
+            server.stats.bytes += size
+            server.stats.receive_seconds += time.perf_counter() - started
+        resource = {
+            "kind": "storage#object",
+            "id": f"{session['bucket']}/{session['name']}",
+            "name": session["name"],
+            "bucket": session["bucket"],
+            "generation": str(time.time_ns()),
+            "metageneration": "1",
+            "contentType": session.get("contentType", "application/octet-stream"),
+            "size": str(size),
+            "crc32c": base64.b64encode(checksum.digest()).decode("ascii"),  # type: ignore[no-untyped-call]
+            **{k: session[k] for k in ("metadata", "contentDisposition") if k in session},
+        }
+        self._json(HTTPStatus.OK, resource)
+
+    def do_DELETE(self) -> None:
+        _, query = self._split()
+        with self.server.lock:
+            self.server.sessions.pop(query.get("upload_id", ""), None)
+        self._json(499, {})  # what GCS answers a cancelled session
+
+    def do_GET(self) -> None:
+        # Objects are not kept: a metadata read of any object finds none.
+        self._json(HTTPStatus.NOT_FOUND, _error(404, "objects are discarded"))
+
+    def _receive(self, checksum: Any) -> int:
+        """Read the PUT body (chunked or sized), CRC32C it and drop it; its size."""
+        content_range = self.headers.get("Content-Range", "")
+        if not content_range.startswith("bytes 0-"):
+            raise ValueError(f"unsupported Content-Range {content_range!r}")
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            size = 0
+            while True:
+                line = self.rfile.readline(1024)
+                if not line.endswith(b"\n"):
+                    raise ValueError("chunk size line broken off")
+                chunk = int(line.split(b";", 1)[0], 16)
+                if chunk == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return size
+                size += chunk
+                if size > MAX_OBJECT_BYTES:
+                    raise ValueError("object too large")
+                self._read_exactly(chunk, checksum)
+                if self.rfile.readline(4) not in (b"\r\n", b"\n"):
+                    raise ValueError("chunk not followed by CRLF")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_OBJECT_BYTES:
+            raise ValueError("object too large")
+        self._read_exactly(length, checksum)
+        return length
+
+    def _read_exactly(self, count: int, checksum: Any) -> None:
+        while count:
+            data = self.rfile.read(min(count, READ_BYTES))
+            if not data:
+                raise ValueError("body broken off")
+            checksum.update(data)
+            count -= len(data)
+
+    def _drain_small(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= MAX_METADATA_BYTES:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
+    def _split(self) -> tuple[str, dict[str, str]]:
+        parts = urllib.parse.urlsplit(self.path)
+        return parts.path, dict(urllib.parse.parse_qsl(parts.query))
+
+    def _json(
+        self, status: int, body: dict[str, Any], *, extra: dict[str, str] | None = None
+    ) -> None:
+        data = json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _error(code: int, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 16
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.lock = threading.Lock()
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.finalized: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.stats = _Stats()
+
+
+class DiscardGcs:
+    """The discard endpoint on a background thread; ``url`` is its STORAGE_EMULATOR_HOST."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._server = _Server(port)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="discard-gcs", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def stats(self) -> _Stats:
+        return self._server.stats
+
+    def __enter__(self) -> DiscardGcs:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    with DiscardGcs(args.port) as server:
+        print(f"STORAGE_EMULATOR_HOST={server.url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
