@@ -10,6 +10,8 @@ import io
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -537,3 +539,17 @@ def test_bad_arguments_are_refused(listings: Path) -> None:
         fmt = options.pop("fmt")
         with pytest.raises(ValueError, match=r"unknown|positive"):
             run_export(str(listings), query, fmt, io.BytesIO(), **options)
+
+
+def test_the_engine_connection_draws_no_progress_bar(tmp_path: Path) -> None:
+    """DuckDB's progress bar, drawn on stdout (the log stream) outside a script, stays off."""
+    # DuckDB turns the bar on where __main__ has no __file__ (python -c, a REPL): look there.
+    code = (
+        "import sys; from dataset_export.engine.duckdb_engine import EngineSettings, _connect\n"
+        "con = _connect(EngineSettings(), sys.argv[1], ordered=False)\n"
+        "print(con.sql(\"SELECT current_setting('enable_progress_bar')\").fetchall())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[(False,)]"

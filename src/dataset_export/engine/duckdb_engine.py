@@ -227,7 +227,12 @@ def _connect(settings: EngineSettings, temp_dir: str, *, ordered: bool) -> Any:
     }
     if settings.threads is not None:
         config["threads"] = settings.threads
-    return duckdb.connect(":memory:", config=config)
+    con = duckdb.connect(":memory:", config=config)
+    # DuckDB draws a progress bar on stdout for queries past 2 s when __main__ has no __file__
+    # (python -c, a REPL): stdout is the log stream, one JSON line per record. Only a
+    # connection-level SET turns it off (the connect config refuses it).
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def _export(
