@@ -6,7 +6,7 @@ full-table JSONL, optionally a selective filter and a high-cardinality aggregate
 - ``engine``: ``run_export`` to a local temp file (DuckDB renders lines, isal gzip);
 - ``arrow``: the same with ``render="arrow"`` (pyarrow encoders), when ``--arrow`` is given;
 - ``copy``: DuckDB ``COPY (<the same compiled query>) TO 'x.csv.gz' / 'x.json.gz'`` with gzip,
-  on a connection with the engine's settings (512 MB memory limit, insertion order off);
+  on a connection with the engine's settings (its memory limit, insertion order off);
 - ``copy-default``: the same COPY with DuckDB's default settings, when ``--copy-default``.
 
 Every run is a fresh subprocess so its peak RSS (``VmHWM``) is its own. Prints seconds
@@ -88,7 +88,8 @@ def worker(args: argparse.Namespace) -> None:
         else:
             config: dict[str, Any] = {"temp_directory": tmp}
             if args.path == "copy":
-                config.update(memory_limit="512MB", preserve_insertion_order=False)
+                limit = EngineSettings().memory_limit
+                config.update(memory_limit=limit, preserve_insertion_order=False)
             con = duckdb.connect(":memory:", config=config)
             con.read_parquet(args.parquet).create_view("dataset")
             compiled = compile_query(query)
