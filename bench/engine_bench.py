@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,8 @@ def worker(args: argparse.Namespace) -> None:
                     settings=EngineSettings(temp_directory=tmp),
                 )
             rows, raw = stats.rows, stats.uncompressed_bytes
+        elif args.path == "floor":
+            rows, raw = floor(args.parquet, query, target, args.batch_rows, tmp)
         else:
             config: dict[str, Any] = {"temp_directory": tmp}
             if args.path == "copy":
@@ -109,6 +112,42 @@ def worker(args: argparse.Namespace) -> None:
                       "rss": peak_rss()}))  # fmt: skip
 
 
+def floor(parquet: str, query: Any, target: Path, batch_rows: int, tmp: str) -> tuple[int, int]:
+    """The cheapest CSV-like pipeline DuckDB and isal make of the query's columns.
+
+    Every field ``CAST(... AS VARCHAR)``, joined by commas: no quoting check, no NaN check
+    (so not valid CSV in general), streamed as Arrow batches into the engine's gzip sink (isal
+    level 2). Its CPU seconds over the cores is the floor the engine is compared with: Parquet
+    decode, the least formatting, compression, on this machine under the same load.
+    """
+    import duckdb
+
+    from dataset_export.engine import EngineSettings
+    from dataset_export.engine.gzip_sink import GzipSink
+    from dataset_export.engine.render import LinesEncoder
+    from dataset_export.engine.sql.duckdb_dialect import quote_identifier
+
+    con = duckdb.connect(":memory:", config={
+        "memory_limit": EngineSettings().memory_limit, "temp_directory": tmp,
+        "preserve_insertion_order": False,
+    })  # fmt: skip
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.read_parquet(parquet).create_view("dataset")
+        names = [quote_identifier(s.column.name) for s in query.scopes]
+        fields = ", ',', ".join(f"CAST({name} AS VARCHAR)" for name in names)
+        sql = f"SELECT concat({fields}, chr(10)) FROM dataset"  # noqa: S608 - checked names
+        reader = con.sql(sql).to_arrow_reader(batch_rows)
+        encoder, rows = LinesEncoder(), 0
+        with target.open("wb") as out, GzipSink(out) as sink:
+            for batch in reader:
+                sink.write(encoder.encode(batch))
+                rows += batch.num_rows
+        return rows, sink.uncompressed_bytes
+    finally:
+        con.close()
+
+
 def cpu_seconds() -> float:
     """User plus system CPU seconds of this process so far (all its threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -127,21 +166,31 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(args: argparse.Namespace, parquet: Path, case: str, fmt: str, path: str) -> Any:
-    """Median of ``--repeat`` subprocess runs."""
-    runs = []
+def measure(args: argparse.Namespace, parquet: Path, case: str, fmt: str) -> dict[str, Any]:
+    """Each path ``--repeat`` times, interleaved, each run a subprocess: the median run per path."""
+    runs: dict[str, list[dict[str, Any]]] = {path: [] for path in args.paths}
     for _ in range(args.repeat):
-        command = [sys.executable, __file__, "--worker", "--parquet", str(parquet)]
-        command += ["--case", case, "--fmt", fmt, "--path", path]
-        command += ["--batch-rows", str(args.batch_rows)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"{path} {case} {fmt} failed:\n{done.stderr}")
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-    best["seconds_all"] = [round(r["seconds"], 2) for r in runs]
-    best["rss"] = max(r["rss"] for r in runs)
-    return best
+        for path in args.paths:
+            command = [sys.executable, __file__, "--worker", "--parquet", str(parquet)]
+            command += ["--case", case, "--fmt", fmt, "--path", path]
+            command += ["--batch-rows", str(args.batch_rows)]
+            load = os.getloadavg()[0]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"{path} {case} {fmt} failed:\n{done.stderr}")
+            runs[path].append({**json.loads(done.stdout.strip().splitlines()[-1]), "load": load})
+    results = {}
+    for path, done_runs in runs.items():
+        ordered = sorted(done_runs, key=lambda r: r["seconds"])
+        best = dict(ordered[len(ordered) // 2])
+        best["min"] = ordered[0]["seconds"]
+        best["cpu"] = statistics.median(r["cpu"] for r in done_runs)
+        best["cpu_min"] = min(r["cpu"] for r in done_runs)
+        best["seconds_all"] = [round(r["seconds"], 2) for r in done_runs]
+        best["rss"] = max(r["rss"] for r in done_runs)
+        best["load"] = statistics.median(r["load"] for r in done_runs)
+        results[path] = best
+    return results
 
 
 def ensure_dataset(rows: int, cache: Path) -> Path:
@@ -168,6 +217,9 @@ def main() -> None:
     parser.add_argument("--arrow", action="store_true", help="also time render='arrow'")
     parser.add_argument("--copy-default", action="store_true", help="also COPY with defaults")
     parser.add_argument("--no-copy", action="store_true", help="skip DuckDB COPY baselines")
+    parser.add_argument(
+        "--floor", action="store_true", help="also the floor pipeline (CSV: no quoting checks)"
+    )
     # Worker mode (internal).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
@@ -186,17 +238,24 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
         f"{platform.python_version()}, duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}"
     )
-    paths = ["engine"] + (["arrow"] if args.arrow else [])
+    args.paths = ["engine"] + (["floor"] if args.floor and "csv" in args.formats else [])
+    args.paths += ["arrow"] if args.arrow else []
     if not args.no_copy:
-        paths += ["copy"] + (["copy-default"] if args.copy_default else [])
-    header = f"{'rows':>11} {'case':<10} {'fmt':<5} {'path':<13} {'seconds':>8} {'rows/s':>11}"
-    header += f" {'MB/s':>7} {'out MB':>7} {'gz MB':>7} {'peak RSS':>9} {'x faster':>8}  runs"
+        args.paths += ["copy"] + (["copy-default"] if args.copy_default else [])
+    cores = os.cpu_count() or 1
+    header = f"{'rows':>11} {'case':<10} {'fmt':<5} {'path':<13} {'seconds':>8} {'min':>6}"
+    header += f" {'CPU s':>6} {'CPU min':>7} {'rows/s':>11} {'MB/s':>7} {'out MB':>7} {'gz MB':>7}"
+    header += f" {'peak RSS':>9} {'x faster':>8} {'load':>5}  runs"
     print(header)
     for rows in args.rows:
         parquet = ensure_dataset(rows, args.cache)
         for case in args.cases:
             for fmt in args.formats:
-                results = {path: measure(args, parquet, case, fmt, path) for path in paths}
+                saved = args.paths
+                if fmt != "csv":
+                    args.paths = [p for p in saved if p != "floor"]
+                results = measure(args, parquet, case, fmt)
+                args.paths = saved
                 engine = results["engine"]
                 for path, r in results.items():
                     raw = engine["raw"] if r["raw"] < 0 else r["raw"]
@@ -206,13 +265,27 @@ def main() -> None:
                         ratio = f"{r['seconds'] / engine['seconds']:.1f}x"
                     print(
                         f"{rows:>11,} {case:<10} {fmt:<5} {path:<13} {r['seconds']:>8.2f} "
+                        f"{r['min']:>6.2f} {r['cpu']:>6.2f} {r['cpu_min']:>7.2f} "
                         f"{n / r['seconds']:>11,.0f} {raw / 1e6 / r['seconds']:>7.0f} "
                         f"{raw / 1e6:>7.0f} {r['gz'] / 1e6:>7.1f} "
-                        f"{r['rss'] / 2**20:>7.0f}MB {ratio:>8}  {r['seconds_all']}",
+                        f"{r['rss'] / 2**20:>7.0f}MB {ratio:>8} {r['load']:>5.1f}  "
+                        f"{r['seconds_all']}",
+                        flush=True,
+                    )
+                if "floor" in results:
+                    fl = results["floor"]
+                    print(
+                        f"{'':>11} {case:<10} {fmt:<5} floor = floor CPU / {cores} cores: "
+                        f"{fl['cpu'] / cores:.2f} s (min {fl['cpu_min'] / cores:.2f}); engine / "
+                        f"floor: {engine['seconds'] / (fl['cpu'] / cores):.2f}x wall (min "
+                        f"{engine['min'] / (fl['cpu_min'] / cores):.2f}x), "
+                        f"{engine['cpu'] / fl['cpu']:.2f}x CPU (min "
+                        f"{engine['cpu_min'] / fl['cpu_min']:.2f}x)",
                         flush=True,
                     )
     print("MB/s counts the engine's uncompressed output; peak RSS is the worst of the runs.")
-    print(f"median of {args.repeat} runs; every run in its own process")
+    print(f"median of {args.repeat} runs (interleaved), min beside it; every run in its own")
+    print("process; CPU s = user + system; load = the 1-minute load average before each run.")
 
 
 if __name__ == "__main__":
