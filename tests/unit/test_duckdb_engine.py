@@ -553,3 +553,44 @@ def test_the_engine_connection_draws_no_progress_bar(tmp_path: Path) -> None:
         [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[(False,)]"
+
+
+QUOTING_CASES = [
+    "plain", "", None, "a,b", 'say "hi"', '"', ",", "line\nbreak", "cr\rhere", "\r\n",
+    'both, "kinds"', "trailing,", "Résidences du Lac", "東京 Tower", "tab\there", " spaced ",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("batch_rows", [1, 3, 1_000])
+def test_csv_quotes_exactly_the_fields_that_need_it(tmp_path: Path, batch_rows: int) -> None:
+    """Batches with and without special characters: only , " CR LF and '' fields are quoted."""
+    from dataset_export.engine.render import csv_field
+
+    # Runs of plain values between the special ones, so some batches hold none of them.
+    names = [v for case in QUOTING_CASES for v in (case, "plain", "also plain")]
+    ids = [f"P{i:04d}" for i in range(len(names))]
+    table = pa.table(
+        {"property_id": ids, "building_name": pa.array(names, pa.string()),
+         "bed": list(range(len(names)))}
+    )  # fmt: skip
+    path = tmp_path / "quoting.parquet"
+    pq.write_table(table, path, row_group_size=4)
+
+    def field(value: str | None) -> str:
+        return "" if value is None else csv_field(value)
+
+    order = [{"column": "property_id"}]
+    query = parse(
+        {
+            "scopes": [{"column": "property_id"}, {"column": "building_name"}, {"column": "bed"}],
+            "orderBy": order,
+        }
+    )
+    want = "property_id,building_name,bed\n" + "".join(
+        f"{i},{field(n)},{b}\n" for i, n, b in zip(ids, names, range(len(names)), strict=True)
+    )
+    assert export(path, query, "csv", batch_rows=batch_rows)[0].decode("utf-8") == want
+    # One column: a null is "" so that its row is not a blank line.
+    alone = parse({"scopes": [{"column": "building_name"}], "orderBy": order})
+    want = "building_name\n" + "".join((field(n) or '""') + "\n" for n in names)
+    assert export(path, alone, "csv", batch_rows=batch_rows)[0].decode("utf-8") == want
