@@ -543,16 +543,20 @@ def test_bad_arguments_are_refused(listings: Path) -> None:
 
 def test_the_engine_connection_draws_no_progress_bar(tmp_path: Path) -> None:
     """DuckDB's progress bar, drawn on stdout (the log stream) outside a script, stays off."""
-    # DuckDB turns the bar on where __main__ has no __file__ (python -c, a REPL): look there.
+    # DuckDB turns the bar on where __main__ has no __file__ (python -c, a REPL): look there,
+    # on the database's own connection and on the cursor an export runs on.
     code = (
-        "import sys; from dataset_export.engine.duckdb_engine import EngineSettings, _connect\n"
+        "import sys; from dataset_export.engine.duckdb_engine import EngineSettings, _connect,"
+        " _cursor\n"
         "con = _connect(EngineSettings(), sys.argv[1], ordered=False)\n"
-        "print(con.sql(\"SELECT current_setting('enable_progress_bar')\").fetchall())\n"
+        "cur = _cursor(EngineSettings(temp_directory=sys.argv[1]), ordered=False)\n"
+        "q = \"SELECT current_setting('enable_progress_bar')\"\n"
+        "print(con.sql(q).fetchall(), cur.sql(q).fetchall())\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
     )
-    assert done.stdout.strip() == "[(False,)]"
+    assert done.stdout.strip() == "[(False,)] [(False,)]"
 
 
 QUOTING_CASES = [

@@ -190,7 +190,7 @@ def run_export(
     if batch_rows < 1:
         raise ValueError("batch_rows must be positive")
     settings = settings or EngineSettings()
-    con = _database(settings, ordered=bool(query.order_by)).cursor()
+    con = _cursor(settings, ordered=bool(query.order_by))
     try:
         return _export(
             con, parquet_path, query, fmt, out, batch_rows, on_progress,
@@ -218,6 +218,19 @@ def _database(settings: EngineSettings, *, ordered: bool) -> Any:
     return database
 
 
+def _cursor(settings: EngineSettings, *, ordered: bool) -> Any:
+    """A cursor of its own for one export on the process's database.
+
+    DuckDB draws a progress bar on stdout for queries past 2 s when ``__main__`` has no
+    ``__file__`` (python -c, a REPL), and stdout is the log stream, one JSON line per record. A
+    cursor does not inherit a ``SET`` from its database's connection (and the connect config
+    refuses this option), so each cursor turns it off itself.
+    """
+    cursor = _database(settings, ordered=ordered).cursor()
+    cursor.execute("SET enable_progress_bar = false")
+    return cursor
+
+
 def _connect(settings: EngineSettings, temp_dir: str, *, ordered: bool) -> Any:
     config: dict[str, Any] = {
         "memory_limit": settings.memory_limit,
@@ -231,10 +244,7 @@ def _connect(settings: EngineSettings, temp_dir: str, *, ordered: bool) -> Any:
     if settings.threads is not None:
         config["threads"] = settings.threads
     con = duckdb.connect(":memory:", config=config)
-    # DuckDB draws a progress bar on stdout for queries past 2 s when __main__ has no __file__
-    # (python -c, a REPL): stdout is the log stream, one JSON line per record. Only a
-    # connection-level SET turns it off (the connect config refuses it).
-    con.execute("SET enable_progress_bar = false")
+    con.execute("SET enable_progress_bar = false")  # see _cursor
     return con
 
 
