@@ -14,6 +14,7 @@ Our exception hierarchy (``[HTTP n]``: also an ``HttpError``, rendered with that
     + DatasetMismatch             the dataset file does not fit the catalog
     + AlreadyExists               a create found the document already there
       - ObjectAlreadyExists       the export's object is already in the bucket
+    + ObjectMissing               an object the operation reads is not in the bucket
     + DeliveryConflict            a delivery transition its current state does not allow
     + KeyDecryptionError          a stored API key does not decrypt
     + HostNotFound                a webhook host name does not resolve
@@ -120,6 +121,12 @@ class AlreadyExists(PermanentError):
 
 class ObjectAlreadyExists(AlreadyExists):
     """The export's object is already there: an earlier run finished its upload."""
+
+
+class ObjectMissing(PermanentError):
+    """An object the operation reads is not in the bucket (a compose source that is gone)."""
+
+    code = "object_missing"
 
 
 class DeliveryConflict(PermanentError):
