@@ -9,10 +9,35 @@ gzip member. The part that finishes last composes them, in order, into the expor
 
 Pure: no Google import, no environment, no I/O. The engine counts the rows each row group
 contributes (``ExportEngine.row_groups``); ``plan_parts`` turns those counts into parts.
+
+Which queries split (``single_part_reason``). A part runs the whole query over its own range of
+file rows, and the file is the parts' outputs concatenated in order. That is the single export's
+result exactly when the query is a plain filtered scan: a row is kept or not by looking at that
+row alone, so the rows the parts keep are, together, the rows the whole file keeps, and without
+``orderBy`` any order of them is correct. Every other shape runs as one part:
+
+- An aggregate over the whole table yields one row; parts would yield one row each, and no
+  concatenation of them is the answer (Median and CountDistinct do not even combine from
+  partial results).
+- A grouped aggregate: a group's rows may lie in several parts (the file is sorted by ``msa``
+  only, and a group by ``bed`` spans every row group), and each part would write its own row
+  for the group. It could split only where no group key value crosses a cut, which the plan
+  cannot prove for keys in general.
+- ``orderBy``: the concatenation is ordered only if every row of part k sorts before every row
+  of part k + 1, which ranges of file rows do not give (not even for ``msa``, the file's sort
+  key: ties are broken by the other keys and rows with equal ``msa`` cross row groups).
+- ``limit`` (without ``orderBy``, any ``limit`` rows are correct): each part running the query
+  would write up to ``limit`` rows of its own, so n parts write up to n times too many. It is
+  splittable in principle, since the plan knows each row group's matching count: cover only
+  the groups up to the ``limit``-th matching row and give the last part the remainder as its
+  own limit. That needs a per-part limit in the plan and in the engine, which parts do not have
+  yet; a limit is at most ``EXPORT_MAX_ROWS`` rows, which one part writes well inside the
+  function's time limit.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -64,13 +89,83 @@ class PartSpec:
 
 def single_part_reason(query: Query) -> str | None:
     """Why ``query`` must run as one part (it aggregates, orders or limits), or None when its
-    rows may be split into ranges of the file and the parts' outputs concatenated."""
-    raise NotImplementedError
+    rows may be split into ranges of the file and the parts' outputs concatenated (the module
+    docstring says why each shape is or is not split)."""
+    if query.is_aggregate:
+        return "it aggregates"
+    if query.order_by:
+        return "it is ordered"
+    if query.limit is not None:
+        return "it has a limit"
+    return None
 
 
 def plan_parts(
     groups: Sequence[RowGroupCount], *, target_rows: int, max_parts: int
 ) -> list[PartSpec]:
     """Contiguous ranges of whole row groups, in file order, about ``target_rows`` matching rows
-    each and at most ``max_parts`` of them; a single part when the matching rows fit one."""
-    raise NotImplementedError
+    each and at most ``max_parts`` of them; a single part when the matching rows fit one.
+
+    ``groups`` are the file's row groups in file order, contiguous. The plan has
+    ``n = clamp(ceil(total / target_rows), 1, max_parts)`` parts, and never more than there are
+    groups with a matching row, so every part expects at least one row (with no matching row at
+    all, one part covers everything). Cut k is placed at the group boundary whose cumulative
+    matching count is nearest to ``k * total / n``, moved only as far as needed to leave every
+    part a matching group; zero-matching groups stay with the part before them (or the first).
+    The parts cover ``[groups[0].start, groups[-1].stop)`` with no gap or overlap.
+    """
+    if isinstance(target_rows, bool) or not isinstance(target_rows, int) or target_rows < 1:
+        raise ValueError(f"target_rows must be a positive integer, got {target_rows!r}")
+    if isinstance(max_parts, bool) or not isinstance(max_parts, int) or max_parts < 1:
+        raise ValueError(f"max_parts must be a positive integer, got {max_parts!r}")
+    _check_groups(groups)
+    if not groups:  # a file without row groups: one part that reads nothing
+        return [PartSpec(index=0, start=0, stop=0, expected_rows=0)]
+    first, last = groups[0].start, groups[-1].stop
+    matching = [i for i, group in enumerate(groups) if group.matching > 0]
+    prefix = [0]  # prefix[j]: the matching rows of the first j matching groups
+    for i in matching:
+        prefix.append(prefix[-1] + groups[i].matching)
+    total = prefix[-1]
+    if total == 0:
+        return [PartSpec(index=0, start=first, stop=last, expected_rows=0)]
+    m = len(matching)
+    n = min(max(1, -(-total // target_rows)), max_parts, m)
+    cuts = [0]  # part k holds matching groups cuts[k] .. cuts[k + 1] - 1
+    for k in range(1, n):
+        # The prefix nearest to k * total / n, in integers: compare prefix * n with k * total.
+        ideal = k * total
+        j = bisect.bisect_left(prefix, ideal, key=lambda rows: rows * n)
+        if j == len(prefix) or (j > 0 and ideal - prefix[j - 1] * n <= prefix[j] * n - ideal):
+            j -= 1
+        cuts.append(min(max(j, cuts[-1] + 1), m - (n - k)))
+    cuts.append(m)
+    starts = [first] + [groups[matching[c]].start for c in cuts[1:-1]]
+    stops = [*starts[1:], last]
+    return [
+        PartSpec(
+            index=k,
+            start=starts[k],
+            stop=stops[k],
+            expected_rows=prefix[cuts[k + 1]] - prefix[cuts[k]],
+        )
+        for k in range(n)
+    ]
+
+
+def _check_groups(groups: Sequence[RowGroupCount]) -> None:
+    """ValueError unless the groups are contiguous, in file order, with plausible counts."""
+    previous: RowGroupCount | None = None
+    for i, group in enumerate(groups):
+        if not 0 <= group.start <= group.stop:
+            raise ValueError(f"row group {i} has start {group.start} and stop {group.stop}")
+        if not 0 <= group.matching <= group.stop - group.start:
+            raise ValueError(
+                f"row group {i} has {group.matching} matching rows among {group.stop - group.start}"
+            )
+        if previous is not None and group.start != previous.stop:
+            raise ValueError(
+                f"row groups must be contiguous and in file order: group {i} starts at "
+                f"{group.start}, the one before it stops at {previous.stop}"
+            )
+        previous = group
