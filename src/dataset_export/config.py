@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .core.errors import ConfigError
+from .core.parts import DEFAULT_MAX_PARTS, DEFAULT_PART_ROWS, MAX_PARTS_LIMIT
 
 LOCAL = "local"
 PRODUCTION = "production"
@@ -46,6 +47,8 @@ class Settings:
     env: str
     requests_topic: str
     ready_topic: str
+    #: The topic of part messages: one per part of an export planned as parts.
+    parts_topic: str
     dead_letter_topic: str
     exports_bucket: str
     #: The Firestore database of this deployment (accounts, keys, exports, rate counters).
@@ -61,6 +64,10 @@ class Settings:
     rate_limit_per_minute: int
     #: Due webhook retries one retry tick sends at once (``Notifier.retry_concurrency``).
     retry_concurrency: int
+    #: Target rows per part of an export that can be split (``core.parts.plan_parts``).
+    part_rows: int = DEFAULT_PART_ROWS
+    #: At most this many parts per export (two compose rounds of 32 hold 1024).
+    max_parts: int = DEFAULT_MAX_PARTS
     webhook_ca_file: str = ""
 
     @property
@@ -137,6 +144,7 @@ class Settings:
             env=mode,
             requests_topic=env.get("EXPORT_REQUESTS_TOPIC", "export-requests"),
             ready_topic=env.get("EXPORT_READY_TOPIC", "export-ready"),
+            parts_topic=env.get("EXPORT_PARTS_TOPIC", "export-parts"),
             dead_letter_topic=env.get("EXPORT_DEAD_LETTER_TOPIC", "export-dead-letter"),
             exports_bucket=need("EXPORT_BUCKET"),
             firestore_database=database,
@@ -154,8 +162,14 @@ class Settings:
             # notify.RETRY_CONCURRENCY (a test checks): 50 due retries that all hang until the
             # sender's timeout still fit one tick's budget.
             retry_concurrency=integer("EXPORT_RETRY_CONCURRENCY", 16),
+            part_rows=integer("EXPORT_PART_ROWS", DEFAULT_PART_ROWS),
+            max_parts=integer("EXPORT_MAX_PARTS", DEFAULT_MAX_PARTS),
             webhook_ca_file=env.get("EXPORT_WEBHOOK_CA_FILE", "").strip(),
         )
+        if settings.max_parts > MAX_PARTS_LIMIT:
+            problems.append(
+                f"EXPORT_MAX_PARTS must be at most {MAX_PARTS_LIMIT}, got {settings.max_parts}"
+            )
         if settings.webhook_ca_file and not settings.is_local:
             # Production trusts only the public web PKI: a customer's endpoint must have a real
             # certificate, and no extra CA may widen that.

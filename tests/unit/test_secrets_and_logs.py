@@ -161,6 +161,32 @@ def test_settings_set_the_retry_ticks_concurrency(monkeypatch: pytest.MonkeyPatc
         Settings.from_env({**base, "EXPORT_RETRY_CONCURRENCY": "0"})
 
 
+def test_settings_size_the_parts_of_an_export() -> None:
+    """EXPORT_PART_ROWS, EXPORT_MAX_PARTS (at most MAX_PARTS_LIMIT) and the parts topic."""
+    from dataset_export.core.parts import DEFAULT_MAX_PARTS, DEFAULT_PART_ROWS, MAX_PARTS_LIMIT
+
+    base = {"GOOGLE_CLOUD_PROJECT": "p", "EXPORT_BUCKET": "b"}
+    defaults = Settings.from_env(base)
+    assert (defaults.part_rows, defaults.max_parts) == (DEFAULT_PART_ROWS, DEFAULT_MAX_PARTS)
+    assert defaults.parts_topic == "export-parts"
+    chosen = Settings.from_env(
+        {
+            **base,
+            "EXPORT_PART_ROWS": "200000",
+            "EXPORT_MAX_PARTS": str(MAX_PARTS_LIMIT),
+            "EXPORT_PARTS_TOPIC": "staging-parts",
+        }
+    )
+    assert (chosen.part_rows, chosen.max_parts) == (200_000, MAX_PARTS_LIMIT)
+    assert chosen.parts_topic == "staging-parts"
+    too_many = f"EXPORT_MAX_PARTS must be at most {MAX_PARTS_LIMIT}, got {MAX_PARTS_LIMIT + 1}"
+    with pytest.raises(ConfigError, match=too_many):
+        Settings.from_env({**base, "EXPORT_MAX_PARTS": str(MAX_PARTS_LIMIT + 1)})
+    for name, bad in (("EXPORT_PART_ROWS", "0"), ("EXPORT_MAX_PARTS", "many")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({**base, name: bad})
+
+
 def test_log_lines_are_cloud_logging_json_without_secrets() -> None:
     """A log line is one JSON object with severity, trace and queryUUID, secrets redacted."""
     stream = io.StringIO()
