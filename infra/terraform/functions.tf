@@ -37,14 +37,15 @@ locals {
       publishes = ["requests", "ready"]
       # Download links redirect to V4 URLs signed by this account; Cloud Storage authorizes
       # such a GET as the signer, so the signer must be able to read the export objects.
-      bucket_roles = [{ bucket = "exports", role = "roles/storage.objectViewer" }]
+      bucket_roles = [{ bucket = "exports", role = "roles/storage.objectViewer", object_prefix = null }]
       pushes       = {}
     }
 
-    # Export worker, pushed export requests and dead letters. Internal ingress only; its timeout
-    # (540 s by default) is the longest an export may run, below the 600 s push deadline.
+    # Export worker, pushed export requests, the parts of exports and dead letters. Internal
+    # ingress only; its timeout (540 s by default) is the longest an export, or one part of it,
+    # may run, below the 600 s push deadline.
     process = {
-      description = "Dataset export worker: runs one export into a gzip object"
+      description = "Dataset export worker: runs exports, or their parts, into gzip objects"
       entry_point = "process"
       trigger     = "pubsub"
       ingress     = "ALLOW_INTERNAL_ONLY"
@@ -57,17 +58,26 @@ locals {
         EXPORT_FIRESTORE_DATABASE = local.firestore_database
         EXPORT_READY_TOPIC        = google_pubsub_topic.ready.name
         EXPORT_DATASET_URI        = local.dataset_uri
+        EXPORT_PARTS_TOPIC        = google_pubsub_topic.parts.name
+        EXPORT_PART_ROWS          = tostring(var.part_rows)
+        EXPORT_MAX_PARTS          = tostring(var.max_parts)
       }
       secrets = {}
-      # A finished export announces itself on the ready topic.
-      publishes = ["ready"]
+      # A finished export announces itself on the ready topic; an export planned as parts
+      # publishes one message per part to the parts topic, pushed back to process.
+      publishes = ["ready", "parts"]
       bucket_roles = [
-        # Writes each export once (create-only uploads); objectCreator cannot overwrite or
-        # delete. Reads its size and checksums after the upload, and the object an earlier run
-        # finished when a retried request finds it already there. Downloads the dataset.
-        { bucket = "exports", role = "roles/storage.objectCreator" },
-        { bucket = "exports", role = "roles/storage.objectViewer" },
-        { bucket = "datasets", role = "roles/storage.objectViewer" },
+        # Writes each export once (create-only uploads and composes); objectCreator cannot
+        # overwrite or delete. Reads its size and checksums after the upload, and the object an
+        # earlier run finished when a retried request finds it already there. Downloads the
+        # dataset.
+        { bucket = "exports", role = "roles/storage.objectCreator", object_prefix = null },
+        { bucket = "exports", role = "roles/storage.objectViewer", object_prefix = null },
+        { bucket = "datasets", role = "roles/storage.objectViewer", object_prefix = null },
+        # Deletes the temporary objects of an export planned as parts (tmp/<queryUUID>/: the
+        # parts, the CSV header, intermediate composites) once they are composed, or once the
+        # export failed. The condition keeps it to tmp/: finished exports stay undeletable.
+        { bucket = "exports", role = "roles/storage.objectUser", object_prefix = "tmp/" },
       ]
       pushes = {
         # The push timeout equals the ack deadline: 600 s (the maximum) is above process's
@@ -82,10 +92,20 @@ locals {
           maximum_backoff       = "600s"
           max_delivery_attempts = 10
         }
-        # Dead letters of both source subscriptions: the /dead-letter handler records the export
-        # as failed so the status API says why (a dead-lettered ready message only gets logged:
-        # notify owns delivery retries). No dead-letter policy of its own; undelivered
-        # messages here page the operator (monitoring.tf).
+        # One message per part of an export (kind=export-part), to the same path as the
+        # requests, with the same deadline and limits: a part runs as long as an export may.
+        parts-process = {
+          topic                 = "parts"
+          path                  = "/"
+          ack_deadline_seconds  = 600
+          retention_seconds     = 604800
+          maximum_backoff       = "600s"
+          max_delivery_attempts = 10
+        }
+        # Dead letters of the requests, parts and ready subscriptions: the /dead-letter handler
+        # records the export as failed so the status API says why (a dead-lettered ready
+        # message only gets logged: notify owns delivery retries). No dead-letter policy of its
+        # own; undelivered messages here page the operator (monitoring.tf).
         dead-letter-process = {
           topic                 = "dead_letter"
           path                  = "/dead-letter"

@@ -13,7 +13,7 @@
 
 locals {
   # The resources local.functions names by key.
-  topics  = { requests = google_pubsub_topic.requests, ready = google_pubsub_topic.ready, dead_letter = google_pubsub_topic.dead_letter, retry_tick = google_pubsub_topic.retry_tick }
+  topics  = { requests = google_pubsub_topic.requests, ready = google_pubsub_topic.ready, parts = google_pubsub_topic.parts, dead_letter = google_pubsub_topic.dead_letter, retry_tick = google_pubsub_topic.retry_tick }
   buckets = { exports = google_storage_bucket.exports, datasets = google_storage_bucket.datasets }
 
   function_publishes = merge([
@@ -76,12 +76,23 @@ resource "google_secret_manager_secret_iam_member" "function_reads_secret" {
   member    = google_service_account.function[each.value.function].member
 }
 
+# A grant with an object_prefix holds only for the objects under it (an IAM condition on the
+# object's name; the buckets have uniform bucket-level access, which conditions require).
 resource "google_storage_bucket_iam_member" "function_bucket_role" {
   for_each = local.function_bucket_roles
 
   bucket = local.buckets[each.value.bucket].name
   role   = each.value.role
   member = google_service_account.function[each.value.function].member
+
+  dynamic "condition" {
+    for_each = each.value.object_prefix == null ? [] : [each.value.object_prefix]
+    content {
+      title       = "objects-under-${trimsuffix(condition.value, "/")}-only"
+      description = "Only the objects under ${condition.value} in ${local.buckets[each.value.bucket].name}"
+      expression  = "resource.name.startsWith(\"projects/_/buckets/${local.buckets[each.value.bucket].name}/objects/${condition.value}\")"
+    }
+  }
 }
 
 # Accounts, API keys, exports, idempotency keys, rate counters, delivery claims. Granted on the

@@ -5,8 +5,9 @@
 #
 #   client -HTTPS-> PREFIX-submit -> topic PREFIX-requests -push-> PREFIX-process
 #   PREFIX-process -> gzip object in the exports bucket -> topic PREFIX-ready -push-> PREFIX-notify
+#   PREFIX-process -> one message per part -> topic PREFIX-parts -push-> PREFIX-process (any instance)
 #   Cloud Scheduler -> topic PREFIX-retry-tick -push /tick-> PREFIX-notify (webhook retries)
-#   undeliverable requests/ready messages -> topic PREFIX-dead-letter -push /dead-letter-> PREFIX-process
+#   undeliverable requests/parts/ready messages -> topic PREFIX-dead-letter -push /dead-letter-> PREFIX-process
 #
 # Every name starts with var.prefix ("export" by default, which gives the names the code
 # defaults to), so two deployments can share a project.

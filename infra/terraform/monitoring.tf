@@ -444,7 +444,7 @@ resource "google_monitoring_alert_policy" "dead_letters" {
   user_labels           = local.labels
 
   conditions {
-    display_name = "A request or ready message was moved to ${google_pubsub_topic.dead_letter.name}"
+    display_name = "A request, part or ready message was moved to ${google_pubsub_topic.dead_letter.name}"
     condition_threshold {
       filter          = "metric.type=\"pubsub.googleapis.com/subscription/dead_letter_message_count\" AND resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=${local.work_subscriptions}"
       comparison      = "COMPARISON_GT"
@@ -488,8 +488,8 @@ resource "google_monitoring_alert_policy" "dead_letters" {
     subject   = "${local.display_name}: messages dead-lettered"
     content   = <<-EOT
       A message exhausted its Pub/Sub delivery attempts (${join(", ", [for key, s in local.push_subscriptions : "${var.prefix}-${key}: ${s.max_delivery_attempts}" if s.max_delivery_attempts != null])})
-      and went to **${google_pubsub_topic.dead_letter.name}**. For an export request, the
-      process function's /dead-letter handler marks the export `failed` with error code
+      and went to **${google_pubsub_topic.dead_letter.name}**. For an export request, or one
+      part of an export, the process function's /dead-letter handler marks the export `failed` with error code
       `dead_lettered`, so the customer's status call says why; a ready message is only logged
       (notify keeps its own retry schedule and the file stays downloadable).
 
@@ -561,7 +561,7 @@ resource "google_monitoring_alert_policy" "oldest_unacked_message" {
   user_labels           = local.labels
 
   conditions {
-    display_name = "Oldest unacknowledged request or ready message older than ${var.alert_oldest_unacked_seconds} s"
+    display_name = "Oldest unacknowledged request, part or ready message older than ${var.alert_oldest_unacked_seconds} s"
     condition_threshold {
       filter          = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=${local.work_subscriptions}"
       comparison      = "COMPARISON_GT"

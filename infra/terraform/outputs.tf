@@ -28,6 +28,7 @@ output "topics" {
   value = {
     requests    = google_pubsub_topic.requests.name
     ready       = google_pubsub_topic.ready.name
+    parts       = google_pubsub_topic.parts.name
     dead_letter = google_pubsub_topic.dead_letter.name
     retry_tick  = google_pubsub_topic.retry_tick.name
   }

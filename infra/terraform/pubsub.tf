@@ -1,7 +1,7 @@
-# Topics are named PREFIX-requests, PREFIX-ready, PREFIX-dead-letter and PREFIX-retry-tick; with
-# the default prefix these are the names the code defaults to (config.py, deploy_manifest.py),
-# so the local stack on the emulators and this deployment are wired alike. The functions are
-# told their topics through the environment in any case.
+# Topics are named PREFIX-requests, PREFIX-ready, PREFIX-parts, PREFIX-dead-letter and
+# PREFIX-retry-tick; with the default prefix these are the names the code defaults to
+# (config.py, deploy_manifest.py), so the local stack on the emulators and this deployment are
+# wired alike. The functions are told their topics through the environment in any case.
 #
 # The functions are not given Eventarc triggers: an Eventarc-managed subscription can be given
 # neither a dead-letter policy, nor a retry backoff, nor a path, and process must receive the
@@ -23,6 +23,18 @@ resource "google_pubsub_topic" "requests" {
 resource "google_pubsub_topic" "ready" {
   #checkov:skip=CKV_GCP_83:Google-managed encryption at rest; messages carry only a queryUUID, never customer data or keys.
   name    = "${var.prefix}-ready"
+  project = var.project_id
+  labels  = local.labels
+
+  depends_on = [google_project_service.this]
+}
+
+# The parts of exports planned as parts: process publishes one message per part
+# ({"queryUUID", "part"}, attribute kind=export-part) and receives them through its
+# PREFIX-parts-process subscription, so any number of instances run one export's parts.
+resource "google_pubsub_topic" "parts" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption at rest; messages carry only a queryUUID and a part number, never customer data or keys.
+  name    = "${var.prefix}-parts"
   project = var.project_id
   labels  = local.labels
 

@@ -2,7 +2,9 @@
 # access prevention: customers download through the API's short-lived signed URLs, never
 # through public objects. Named PROJECT-PREFIX-{exports,datasets,sources} (main.tf).
 
-# Finished exports: exports/<queryUUID>.<format>.gz, written once (if_generation_match=0).
+# Finished exports: exports/<queryUUID>.<format>.gz, written once (if_generation_match=0). An
+# export planned as parts also writes temporary objects under tmp/<queryUUID>/ (its parts, the
+# CSV header, intermediate composites), which process deletes once it composed them.
 resource "google_storage_bucket" "exports" {
   #checkov:skip=CKV_GCP_78:Objects are create-only (ifGenerationMatch=0) and expire by lifecycle; versioning would only keep deleted exports longer.
   #checkov:skip=CKV_GCP_62:Access is recorded by Cloud Storage Data Access audit logs (variable enable_storage_data_access_logs, or the project's own audit config), not legacy usage logs.
@@ -20,6 +22,18 @@ resource "google_storage_bucket" "exports" {
     condition {
       age            = var.export_retention_days
       matches_prefix = ["exports/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # A backstop only: process deletes an export's temporary objects itself after composing them,
+  # or when the export fails. Whatever a crash leaves behind goes after tmp_object_age_days.
+  lifecycle_rule {
+    condition {
+      age            = var.tmp_object_age_days
+      matches_prefix = ["tmp/"]
     }
     action {
       type = "Delete"

@@ -120,6 +120,39 @@ variable "export_retention_days" {
   }
 }
 
+variable "tmp_object_age_days" {
+  description = "Days after which temporary objects (tmp/<queryUUID>/: the parts of an export, its CSV header, intermediate composites) are deleted by a lifecycle rule. A backstop only: the process function deletes them itself once it composed the export's file, or when the export failed; the rule removes what a crashed instance left. At least 1, so that no part of a running export is deleted."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.tmp_object_age_days >= 1 && var.tmp_object_age_days <= 30 && floor(var.tmp_object_age_days) == var.tmp_object_age_days
+    error_message = "tmp_object_age_days must be a whole number from 1 to 30: a running export's parts must not be deleted, and the rule is only a backstop."
+  }
+}
+
+variable "part_rows" {
+  description = "EXPORT_PART_ROWS: target rows per part. An export whose rows can be split is planned as parts of about this many rows (whole Parquet row groups), each run by any process instance from its own Pub/Sub message; the parts are then composed into one gzip file. Smaller parts run more of an export in parallel, larger ones pay the per-part overhead less often (see bench/README.md)."
+  type        = number
+  default     = 2000000
+
+  validation {
+    condition     = var.part_rows >= 1 && floor(var.part_rows) == var.part_rows
+    error_message = "part_rows must be a positive whole number."
+  }
+}
+
+variable "max_parts" {
+  description = "EXPORT_MAX_PARTS: at most this many parts per export (parts grow beyond part_rows rows when an export would need more). At most 1024: two compose rounds of 32 sources, Cloud Storage's limit per compose, hold 32 x 32 parts."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.max_parts >= 1 && var.max_parts <= 1024 && floor(var.max_parts) == var.max_parts
+    error_message = "max_parts must be a whole number from 1 to 1024 (two compose rounds of 32 sources)."
+  }
+}
+
 variable "max_rows" {
   description = "EXPORT_MAX_ROWS: the largest row limit a request may ask for."
   type        = number
@@ -203,7 +236,7 @@ variable "submit_function" {
 }
 
 variable "process_function" {
-  description = "Size, timeout and scaling of the export worker (one export per instance: it uses every core for DuckDB, CSV formatting and gzip). /tmp is in memory on Cloud Functions, so memory must hold the Parquet dataset (copied there once per instance), the export itself (peak RSS 260-310 MB for full-table exports, up to 560 MB for a 10M-group aggregate; see bench/README.md) and what DuckDB spills to /tmp past its 384 MB limit. The timeout is the longest an export may run; it must stay below the 600 s push deadline."
+  description = "Size, timeout and scaling of the export worker (one export per instance: it uses every core for DuckDB, CSV formatting and gzip). /tmp is in memory on Cloud Functions, so memory must hold the Parquet dataset (copied there once per instance), the export itself (peak RSS 260-310 MB for full-table exports, up to 560 MB for a 10M-group aggregate; see bench/README.md) and what DuckDB spills to /tmp past its 384 MB limit. The timeout is the longest an export, or one part of an export planned as parts, may run; it must stay below the 600 s push deadline."
   type = object({
     cpu             = optional(string, "2")
     memory          = optional(string, "4Gi")
@@ -294,7 +327,7 @@ variable "notification_channels" {
 }
 
 variable "alert_oldest_unacked_seconds" {
-  description = "Alert when a request or ready message has waited this long unacknowledged (an export runs at most process_function.timeout_seconds, 540 s by default)."
+  description = "Alert when a request, part or ready message has waited this long unacknowledged (an export, or one part of it, runs at most process_function.timeout_seconds, 540 s by default)."
   type        = number
   default     = 1800
 

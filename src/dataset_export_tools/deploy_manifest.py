@@ -16,6 +16,9 @@ Trigger = Literal["http", "pubsub"]
 
 REQUESTS_TOPIC: Final = "export-requests"
 READY_TOPIC: Final = "export-ready"
+#: One message per part of an export planned as parts (``kind=export-part``), published and
+#: consumed by process.
+PARTS_TOPIC: Final = "export-parts"
 DEAD_LETTER_TOPIC: Final = "export-dead-letter"
 RETRY_TICK_TOPIC: Final = "export-retry-tick"
 #: The ``kind`` attribute (and JSON ``kind``) of the scheduler's retry-tick messages.
@@ -115,9 +118,19 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
             name="process",
             entry_point="process",
             trigger="pubsub",
-            env=COMMON_ENV | FIRESTORE_ENV | {"EXPORT_READY_TOPIC", "EXPORT_DATASET_URI"},
+            env=COMMON_ENV
+            | FIRESTORE_ENV
+            | {
+                "EXPORT_READY_TOPIC",
+                "EXPORT_DATASET_URI",
+                "EXPORT_PARTS_TOPIC",
+                "EXPORT_PART_ROWS",
+                "EXPORT_MAX_PARTS",
+            },
             secrets=frozenset(),
-            publishes=frozenset({"EXPORT_READY_TOPIC"}),
+            # A finished export announces itself; an export planned as parts publishes one
+            # message per part, which process itself receives.
+            publishes=frozenset({"EXPORT_READY_TOPIC", "EXPORT_PARTS_TOPIC"}),
             pushes=(
                 Push(
                     subscription="export-requests-process",
@@ -126,8 +139,18 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
                     ack_deadline_seconds=600,
                     max_delivery_attempts=10,
                 ),
-                # Dead letters of both source subscriptions: process records the export as
-                # failed (or, for a ready message, leaves it to notify's own retries).
+                # The parts of an export, delivered to the same path as the requests (the
+                # message's ``kind`` attribute tells them apart), with the same limits: a part
+                # runs as long as an export may.
+                Push(
+                    subscription="export-parts-process",
+                    topic=PARTS_TOPIC,
+                    path="/",
+                    ack_deadline_seconds=600,
+                    max_delivery_attempts=10,
+                ),
+                # Dead letters of the three dead-lettering subscriptions: process records the
+                # export as failed (or, for a ready message, leaves it to notify's own retries).
                 Push(
                     subscription="export-dead-letter-process",
                     topic=DEAD_LETTER_TOPIC,
@@ -177,4 +200,6 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
 }
 
 #: Every topic of the deployment.
-TOPICS: Final = frozenset({REQUESTS_TOPIC, READY_TOPIC, DEAD_LETTER_TOPIC, RETRY_TICK_TOPIC})
+TOPICS: Final = frozenset(
+    {REQUESTS_TOPIC, READY_TOPIC, PARTS_TOPIC, DEAD_LETTER_TOPIC, RETRY_TICK_TOPIC}
+)

@@ -27,7 +27,10 @@ import hcl2
 import pytest
 from hcl2.utils import SerializationOptions
 
+from dataset_export import config as config_module
 from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, Settings, firestore_database_problem
+from dataset_export.core import parts
+from dataset_export.core.errors import ConfigError
 from dataset_export_tools.deploy_manifest import (
     COMMON_ENV,
     DEAD_LETTER_TOPIC,
@@ -52,6 +55,7 @@ REF = re.compile(r"\$\{(?P<type>[a-z0-9_]+)\.(?P<name>[a-z0-9_]+)(?:\[(?P<key>[^
 LONG_HANDLERS = {("process", "/"), ("notify", "/tick")}
 #: Pub/Sub's largest ack deadline (the push timeout).
 MAX_ACK_DEADLINE = 600
+QUERY_UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
 # --- the HCL -------------------------------------------------------------------------------
@@ -944,6 +948,15 @@ def test_pubsub_agent_can_dead_letter_and_mint_push_tokens() -> None:
         "if push.max_delivery_attempts != null}}"
     )
     assert forwards["subscription"] == "${google_pubsub_subscription.push[each.key].name}"
+    dead_lettering = {
+        f"export-{key}"
+        for key, push in push_subscriptions().items()
+        if push["max_delivery_attempts"] is not None
+    }
+    assert dead_lettering == {
+        p.subscription for s in SPECS for p in s.pushes if p.max_delivery_attempts is not None
+    }
+    assert "export-parts-process" in dead_lettering
     assert forwards["role"] == "roles/pubsub.subscriber"
     assert forwards["member"] == "${local.pubsub_agent}"
     mints = tf.of_type("google_service_account_iam_member")["pubsub_agent_mints_push_tokens"]
@@ -987,7 +1000,11 @@ def test_submit_signs_urls_as_itself_and_may_read_exports() -> None:
     assert signs["member"] == '${google_service_account.function["submit"].member}'
     assert signs["role"] == "roles/iam.serviceAccountTokenCreator"
     roles = function_entry(FUNCTIONS["submit"])["bucket_roles"]
-    assert {"bucket": "exports", "role": "roles/storage.objectViewer"} in roles
+    assert {
+        "bucket": "exports",
+        "role": "roles/storage.objectViewer",
+        "object_prefix": None,
+    } in roles
     assert tf.locals["buckets"]["exports"] == "${google_storage_bucket.exports}"
     grant = tf.of_type("google_storage_bucket_iam_member")["function_bucket_role"]
     assert grant["bucket"] == "${local.buckets[each.value.bucket].name}"
@@ -1157,14 +1174,78 @@ def test_exports_outlive_their_download_links() -> None:
     from dataset_export.service.process import object_name
 
     tf = terraform()
-    rule = _one(tf.of_type("google_storage_bucket")["exports"]["lifecycle_rule"])
-    condition = _one(rule["condition"])
+    condition = exports_bucket_rules()["exports/"]
     age_days = tf.evaluate(condition["age"])
     assert isinstance(age_days, int)
     assert dt.timedelta(days=age_days) > LINK_LIFETIME
-    (prefix,) = condition["matches_prefix"]
-    assert object_name("0f8fad5b-d9cb-469f-a165-70867728950e", "csv").startswith(prefix)
+    assert object_name(QUERY_UUID, "csv").startswith("exports/")
     assert tf.default("export_retention_days") == age_days
+
+
+def exports_bucket_rules() -> dict[str, Mapping[str, Any]]:
+    """The exports bucket's lifecycle conditions by the one prefix each matches (all delete)."""
+    rules = {}
+    for rule in terraform().of_type("google_storage_bucket")["exports"]["lifecycle_rule"]:
+        assert _one(rule["action"]) == {"type": "Delete"}
+        condition = _one(rule["condition"])
+        (prefix,) = condition["matches_prefix"]
+        assert prefix not in rules, f"two rules for {prefix}"
+        rules[prefix] = condition
+    return rules
+
+
+def test_temporary_objects_expire_as_a_backstop() -> None:
+    """A rule deletes what is left under tmp/ after var.tmp_object_age_days (2), never exports."""
+    from dataset_export.service.process import object_name
+
+    tf = terraform()
+    rules = exports_bucket_rules()
+    assert set(rules) == {"exports/", parts.TMP_PREFIX}
+    condition = rules[parts.TMP_PREFIX]
+    assert condition["age"] == "${var.tmp_object_age_days}"
+    assert tf.default("tmp_object_age_days") == 2
+    validation = str(_one(tf.variables["tmp_object_age_days"]["validation"])["condition"])
+    assert "var.tmp_object_age_days >= 1" in validation  # age 0 would delete running parts
+    for name in (
+        parts.part_object_name(QUERY_UUID, 0),
+        parts.part_object_name(QUERY_UUID, 1023),
+        parts.header_object_name(QUERY_UUID),
+    ):
+        assert name.startswith(parts.TMP_PREFIX)
+        assert not name.startswith("exports/")
+    for fmt in ("csv", "jsonl"):
+        assert not object_name(QUERY_UUID, fmt).startswith(parts.TMP_PREFIX)
+
+
+def test_process_may_delete_only_its_temporary_objects() -> None:
+    """The only grant that can delete objects is process's objectUser, conditioned on tmp/."""
+    tf = terraform()
+    deleting = {"roles/storage.objectUser", "roles/storage.objectAdmin", "roles/storage.admin"}
+    conditioned = [
+        (name, grant)
+        for name, entry in functions_map().items()
+        for grant in entry["bucket_roles"]
+        if grant["role"] in deleting or grant["object_prefix"] is not None
+    ]
+    assert conditioned == [
+        (
+            "process",
+            {"bucket": "exports", "role": "roles/storage.objectUser", "object_prefix": "tmp/"},
+        )
+    ]
+    assert parts.TMP_PREFIX == "tmp/"
+    grant = tf.of_type("google_storage_bucket_iam_member")["function_bucket_role"]
+    (dynamic,) = grant["dynamic"]
+    policy = dynamic["condition"]
+    assert policy["for_each"] == (
+        "${each.value.object_prefix == null ? [] : [each.value.object_prefix]}"
+    )
+    expression = _one(policy["content"])["expression"]
+    assert expression == (
+        'resource.name.startsWith("projects/_/buckets/'
+        '${local.buckets[each.value.bucket].name}/objects/${condition.value}")'
+    )
+    assert tf.locals["buckets"]["exports"] == "${google_storage_bucket.exports}"
 
 
 def test_bundle_objects_read_the_manifest_the_bundler_writes() -> None:
@@ -1204,9 +1285,14 @@ def _integer_defaults() -> dict[str, int]:
 
 
 def _constant(node: ast.expr) -> int:
-    """The value of an integer literal or of products and sums of them (``64 * 1024``)."""
+    """The value of an integer literal, of a constant config.py imports (``DEFAULT_PART_ROWS``)
+    or of products and sums of them (``64 * 1024``)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, int):
         return node.value
+    if isinstance(node, ast.Name):
+        value = getattr(config_module, node.id)
+        assert isinstance(value, int), f"config.py default {node.id} = {value!r}"
+        return value
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult | ast.Add | ast.Pow):
         left, right = _constant(node.left), _constant(node.right)
         if isinstance(node.op, ast.Mult):
@@ -1225,7 +1311,15 @@ def test_every_numeric_default_is_the_same_in_terraform_and_the_code() -> None:
     """Each setting with a default in config.py that Terraform sets from a variable agrees."""
     tf = terraform()
     code = _integer_defaults()
-    assert {"EXPORT_MAX_ROWS", "EXPORT_MAX_BODY_BYTES", "EXPORT_RATE_LIMIT_PER_MINUTE"} <= set(code)
+    assert {
+        "EXPORT_MAX_ROWS",
+        "EXPORT_MAX_BODY_BYTES",
+        "EXPORT_RATE_LIMIT_PER_MINUTE",
+        "EXPORT_PART_ROWS",
+        "EXPORT_MAX_PARTS",
+    } <= set(code)
+    assert code["EXPORT_PART_ROWS"] == parts.DEFAULT_PART_ROWS
+    assert code["EXPORT_MAX_PARTS"] == parts.DEFAULT_MAX_PARTS
     compared = set()
     for entry in functions_map().values():
         for name, value in entry["environment"].items():
@@ -1262,11 +1356,23 @@ def test_timeouts_leave_room_for_what_the_code_does_in_them() -> None:
     ready = push_subscriptions()["ready-notify"]
     assert ready["ack_deadline_seconds"] > webhook
     process = tf.evaluate(function_entry(FUNCTIONS["process"])["sizing"])
-    assert (
-        process["timeout_seconds"]
-        < push_subscriptions()["requests-process"]["ack_deadline_seconds"]
-    )
+    for work in ("requests-process", "parts-process"):
+        assert process["timeout_seconds"] < push_subscriptions()[work]["ack_deadline_seconds"]
     assert process["concurrency"] == 1
+
+
+def test_max_parts_is_bounded_as_the_code_bounds_it() -> None:
+    """var.max_parts accepts exactly 1 to MAX_PARTS_LIMIT, as config.py does."""
+    tf = terraform()
+    condition = str(_one(tf.variables["max_parts"]["validation"])["condition"])
+    assert "var.max_parts >= 1" in condition
+    assert f"var.max_parts <= {parts.MAX_PARTS_LIMIT}" in condition
+    base = {"GOOGLE_CLOUD_PROJECT": "p", "EXPORT_BUCKET": "b"}
+    limit = str(parts.MAX_PARTS_LIMIT)
+    assert Settings.from_env({**base, "EXPORT_MAX_PARTS": limit}).max_parts == int(limit)
+    with pytest.raises(ConfigError):
+        Settings.from_env({**base, "EXPORT_MAX_PARTS": str(parts.MAX_PARTS_LIMIT + 1)})
+    assert "var.part_rows >= 1" in str(_one(tf.variables["part_rows"]["validation"])["condition"])
 
 
 # --- variables -----------------------------------------------------------------------------
@@ -1349,6 +1455,8 @@ def test_two_prefixes_give_disjoint_names() -> None:
     assert kinds >= set(NAME_ARGUMENT) | {"google_monitoring_dashboard"}
     assert not {n for _, n in first} & {n for _, n in second}, sorted(first & second)
     assert ("google_storage_bucket", "my-project-staging-exports") in second
+    assert ("google_pubsub_topic", "staging-parts") in second
+    assert ("google_pubsub_subscription", "staging-parts-process") in second
 
 
 def test_names_fit_google_clouds_rules_at_the_longest_prefix() -> None:
