@@ -8,6 +8,7 @@ restart appends to a part's log, and that `down` leaves none of the recorded pro
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -76,9 +77,14 @@ def _post(
 
 
 def _cli(
-    command: str, state_dir: Path, ports: Ports, *options: str
+    command: str,
+    state_dir: Path,
+    ports: Ports,
+    *options: str,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GOOGLE_CLOUD_PROJECT": PROJECT, "EXPORT_FIRESTORE_DATABASE": DATABASE}
+    env.update(extra_env or {})
     env.update({part.port_env: str(ports.of(part)) for part in ALL_PARTS})
     module = [sys.executable, "-m", "dataset_export_tools.localstack"]
     return subprocess.run(
@@ -123,10 +129,16 @@ def full_config(tmp_path: Path) -> Iterator[StackConfig]:
         down(config)  # also after a failed assertion: never leave a stack behind
 
 
+def _environ_of(pid: int) -> dict[str, str]:
+    """The environment a running process of ours was started with."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
 def test_up_is_complete_idempotent_and_down_stops_everything(
     full_config: StackConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = full_config
+    config = dataclasses.replace(full_config, part_settings={"EXPORT_PART_ROWS": "5000"})
     info = up(config)
     assert set(info.started) == set(PART_NAMES)
     assert info.reused == ()
@@ -142,6 +154,7 @@ def test_up_is_complete_idempotent_and_down_stops_everything(
     subs = {s["name"].rsplit("/", 1)[1]: s for s in json.loads(body)["subscriptions"]}
     assert set(subs) == {
         "export-requests-process",
+        "export-parts-process",
         "export-ready-notify",
         "export-dead-letter-process",
         "export-retry-tick-notify",
@@ -150,6 +163,23 @@ def test_up_is_complete_idempotent_and_down_stops_everything(
     assert process_sub["pushConfig"]["pushEndpoint"] == f"http://127.0.0.1:{PORTS.process}/"
     assert process_sub["ackDeadlineSeconds"] == 600
     assert process_sub["deadLetterPolicy"]["maxDeliveryAttempts"] == 10
+    # The parts of an export reach the same endpoint with the same limits (kind tells them apart).
+    parts_sub = subs["export-parts-process"]
+    assert parts_sub["topic"] == f"projects/{PROJECT}/topics/export-parts"
+    for same in ("pushConfig", "ackDeadlineSeconds", "deadLetterPolicy", "retryPolicy"):
+        assert parts_sub[same] == process_sub[same], same
+    assert process_sub["deadLetterPolicy"]["deadLetterTopic"] == (
+        f"projects/{PROJECT}/topics/export-dead-letter"
+    )
+    status, body = _get(PORTS.pubsub, f"/v1/projects/{PROJECT}/topics")
+    assert status == 200
+    assert {t["name"].rsplit("/", 1)[1] for t in json.loads(body)["topics"]} == {
+        "export-requests",
+        "export-ready",
+        "export-parts",
+        "export-dead-letter",
+        "export-retry-tick",
+    }
     dead = subs["export-dead-letter-process"]
     assert dead["pushConfig"]["pushEndpoint"] == f"http://127.0.0.1:{PORTS.process}/dead-letter"
     assert "deadLetterPolicy" not in dead
@@ -196,6 +226,11 @@ def test_up_is_complete_idempotent_and_down_stops_everything(
     assert env["PUBSUB_EMULATOR_HOST"] == f"127.0.0.1:{PORTS.pubsub}"
     assert env["STORAGE_EMULATOR_HOST"] == f"http://127.0.0.1:{PORTS.gcs}"
     assert env["EXPORT_API_KEY"]
+    # The part settings `up` was given reach the process function, and stack.env says so.
+    process_env = _environ_of(info.pids["process"])
+    assert process_env["EXPORT_PART_ROWS"] == env["EXPORT_PART_ROWS"] == "5000"
+    assert process_env["EXPORT_PARTS_TOPIC"] == env["EXPORT_PARTS_TOPIC"] == "export-parts"
+    assert "EXPORT_MAX_PARTS" not in env
     secrets = read_env_file(config.secrets_env_path)
     assert env["EXPORT_KEY_ENCRYPTION_KEY"] == secrets["EXPORT_KEY_ENCRYPTION_KEY"]
 
@@ -214,13 +249,19 @@ def test_up_is_complete_idempotent_and_down_stops_everything(
         finally:
             conn.close()
 
-    # Again, from another process: nothing restarted, same key, same PIDs.
-    again = _cli("up", config.state_dir, PORTS)
+    # Again, from another process: nothing restarted, same key, same PIDs. Other part
+    # settings are not applied to the running process function, which `up` says; stack.env
+    # keeps the ones it runs with.
+    unset = {"EXPORT_MAX_PARTS": ""}
+    again = _cli("up", config.state_dir, PORTS, extra_env={"EXPORT_PART_ROWS": "6000", **unset})
     assert again.returncode == 0, again.stderr
     for part in ALL_PARTS:
         assert f"{part.short} already running (pid {first_pids[part.name]})" in again.stderr
     assert _recorded_pids(config) == first_pids
     assert read_env_file(config.stack_env_path)["EXPORT_API_KEY"] == env["EXPORT_API_KEY"]
+    assert "keeps EXPORT_PART_ROWS=5000 (asked: 6000)" in again.stderr
+    assert "EXPORT_MAX_PARTS" not in again.stderr
+    assert read_env_file(config.stack_env_path)["EXPORT_PART_ROWS"] == "5000"
 
     shown = _cli("status", config.state_dir, PORTS)
     assert shown.returncode == 0, shown.stdout + shown.stderr
@@ -234,6 +275,23 @@ def test_up_is_complete_idempotent_and_down_stops_everything(
     shown = _cli("status", config.state_dir, PORTS)
     assert shown.returncode == 3
     assert shown.stdout.count(" stopped ") == len(PART_NAMES)
+
+
+def test_part_settings_come_from_the_environment_and_are_checked_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """EXPORT_PART_ROWS and EXPORT_MAX_PARTS are read when set, and config.py's checks refuse
+    a bad one before `up` starts a process."""
+    environ = {"EXPORT_PART_ROWS": " 200000 ", "EXPORT_MAX_PARTS": "", "EXPORT_MAX_ROWS": "9"}
+    config = StackConfig.from_env(tmp_path / "state", environ, cwd=REPO)
+    assert config.part_settings == {"EXPORT_PART_ROWS": "200000"}
+    config.validate()
+    too_many = dataclasses.replace(config, part_settings={"EXPORT_MAX_PARTS": "1025"})
+    with pytest.raises(StackError, match="EXPORT_MAX_PARTS must be at most 1024, got 1025"):
+        up(too_many, echo=lambda _line: None)
+    assert not (tmp_path / "state").exists()
+    with pytest.raises(StackError, match="EXPORT_PART_ROWS must be an integer"):
+        dataclasses.replace(config, part_settings={"EXPORT_PART_ROWS": "lots"}).validate()
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from dataset_export_tools.deploy_manifest import (
     DEAD_LETTER_TOPIC,
     FUNCTIONS,
     NOT_DEPLOYED,
+    PARTS_TOPIC,
     RETRY_TICK_KIND,
     RETRY_TICK_TOPIC,
     TOPICS,
@@ -1058,6 +1059,11 @@ def test_local_stack_mirrors_the_manifest_subscriptions() -> None:
         pushes[provisioning.NOTIFY_SUBSCRIPTION].ack_deadline_seconds
         == provisioning.NOTIFY_ACK_DEADLINE
     )
+    parts_push = pushes[provisioning.PARTS_SUBSCRIPTION]
+    assert parts_push.topic == provisioning.PARTS_TOPIC == PARTS_TOPIC
+    assert parts_push.path == "/"
+    assert parts_push.max_delivery_attempts == provisioning.PROCESS_MAX_DELIVERY_ATTEMPTS
+    assert parts_push.ack_deadline_seconds == provisioning.PROCESS_ACK_DEADLINE
     assert pushes[provisioning.DEAD_LETTER_SUBSCRIPTION].topic == provisioning.DEAD_LETTER_TOPIC
     assert pushes[provisioning.TICK_SUBSCRIPTION].topic == provisioning.TICK_TOPIC
 

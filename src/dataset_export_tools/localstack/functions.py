@@ -23,6 +23,7 @@ from dataset_export_tools.localstack.provisioning import (
     DEAD_LETTER_TOPIC,
     KEK_VAR,
     LINK_KEY_VAR,
+    PARTS_TOPIC,
     READY_TOPIC,
     REQUESTS_TOPIC,
     TICK_TOPIC,
@@ -49,6 +50,7 @@ def function_env(config: StackConfig, keys: Mapping[str, str]) -> dict[str, str]
         "STORAGE_EMULATOR_HOST": config.url(GCS),
         "EXPORT_REQUESTS_TOPIC": REQUESTS_TOPIC,
         "EXPORT_READY_TOPIC": READY_TOPIC,
+        "EXPORT_PARTS_TOPIC": PARTS_TOPIC,
         "EXPORT_DEAD_LETTER_TOPIC": DEAD_LETTER_TOPIC,
         "EXPORT_BUCKET": config.exports_bucket,
         "EXPORT_DATASET_URI": str(config.dataset_path),
@@ -58,6 +60,8 @@ def function_env(config: StackConfig, keys: Mapping[str, str]) -> dict[str, str]
         "EXPORT_URL_SIGNER_KEY_FILE": str(config.state_dir / SIGNER_KEY_FILE),
         # notify trusts the local CA, so the demo webhook goes over verified HTTPS.
         "EXPORT_WEBHOOK_CA_FILE": str(config.tls_dir / pki.CA_FILE),
+        # EXPORT_PART_ROWS and EXPORT_MAX_PARTS of `up`'s caller, when set (process reads them).
+        **config.part_settings,
         "PYTHONUNBUFFERED": "1",
     }
 

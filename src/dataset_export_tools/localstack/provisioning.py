@@ -29,10 +29,13 @@ from dataset_export_tools.localstack.state import (
 
 REQUESTS_TOPIC = "export-requests"
 READY_TOPIC = "export-ready"
+PARTS_TOPIC = "export-parts"
 DEAD_LETTER_TOPIC = "export-dead-letter"
 TICK_TOPIC = "export-retry-tick"
 TICK_SUBSCRIPTION = "export-retry-tick-notify"
 PROCESS_SUBSCRIPTION = "export-requests-process"
+#: The parts of exports planned as parts, pushed to process's / like the requests.
+PARTS_SUBSCRIPTION = "export-parts-process"
 NOTIFY_SUBSCRIPTION = "export-ready-notify"
 DEAD_LETTER_SUBSCRIPTION = "export-dead-letter-process"
 # The push timeout equals the ack deadline and a slower handler is invoked again concurrently
@@ -78,11 +81,19 @@ def create_pubsub(config: StackConfig, say: Echo) -> None:
     ports = config.ports
     ensure_pubsub(
         config.project,
-        topics=[REQUESTS_TOPIC, READY_TOPIC, DEAD_LETTER_TOPIC, TICK_TOPIC],
+        topics=[REQUESTS_TOPIC, READY_TOPIC, PARTS_TOPIC, DEAD_LETTER_TOPIC, TICK_TOPIC],
         push_subscriptions=[
             PushSubscription(
                 PROCESS_SUBSCRIPTION,
                 REQUESTS_TOPIC,
+                f"http://127.0.0.1:{ports.process}/",
+                PROCESS_ACK_DEADLINE,
+                max_delivery_attempts=PROCESS_MAX_DELIVERY_ATTEMPTS,
+            ),
+            # A part runs as long as an export may, and is redelivered the same way.
+            PushSubscription(
+                PARTS_SUBSCRIPTION,
+                PARTS_TOPIC,
                 f"http://127.0.0.1:{ports.process}/",
                 PROCESS_ACK_DEADLINE,
                 max_delivery_attempts=PROCESS_MAX_DELIVERY_ATTEMPTS,
@@ -117,7 +128,12 @@ def create_pubsub(config: StackConfig, say: Echo) -> None:
 
 
 def create_buckets(config: StackConfig, say: Echo) -> None:
-    """The exports and datasets buckets."""
+    """The exports and datasets buckets.
+
+    Without the lifecycle rules of production (infra/terraform/storage.tf): fake-gcs-server has
+    none, so nothing here deletes old exports or what a crashed part left under tmp/; the
+    service's own clean-up of an export's temporary objects runs as in production.
+    """
     from dataset_export_tools.localstack.provision import ensure_buckets
 
     t0 = time.monotonic()
@@ -221,6 +237,7 @@ def stack_env(
         "EXPORT_DATASET_PATH": str(config.dataset_path),
         "EXPORT_DATASET_GCS_URI": f"gs://{config.datasets_bucket}/{DATASET_FILE}",
         "EXPORT_PROCESS_SUBSCRIPTION": PROCESS_SUBSCRIPTION,
+        "EXPORT_PARTS_SUBSCRIPTION": PARTS_SUBSCRIPTION,
         "EXPORT_NOTIFY_SUBSCRIPTION": NOTIFY_SUBSCRIPTION,
         "EXPORT_DEAD_LETTER_SUBSCRIPTION": DEAD_LETTER_SUBSCRIPTION,
         **{key: value for key, value in common.items() if key != "PYTHONUNBUFFERED"},

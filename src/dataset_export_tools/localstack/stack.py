@@ -29,12 +29,14 @@ from dataset_export_tools.localstack.parts import (
     EMULATORS,
     FIRESTORE,
     GCS,
+    PROCESS,
     PUBSUB,
     SERVERS,
     Part,
 )
 from dataset_export_tools.localstack.provisioning import API_KEY_VAR
 from dataset_export_tools.localstack.state import (
+    PART_SETTINGS,
     Echo,
     PartStatus,
     Ports,
@@ -261,12 +263,15 @@ def up(config: StackConfig, *, echo: Echo | None = None) -> StackInfo:
             common = functions.function_env(config, keys)
             # Children get the same loopback NO_PROXY as this process.
             common.update(NO_PROXY=emulator_hosts["NO_PROXY"], no_proxy=emulator_hosts["no_proxy"])
-            previous_key = read_env_file(config.stack_env_path).get(API_KEY_VAR)
+            previous = read_env_file(config.stack_env_path)
+            previous_key = previous.get(API_KEY_VAR)
             client_env = {**os.environ, **provisioning.stack_env(config, common, previous_key)}
             if config.prepare_dataset:
                 provisioning.prepare_dataset(config, client_env, run.say_safely)
             servers = [p for p in SERVERS if config.enabled(p)]
             run.bring_up(servers, functions.command_factory(config, common))
+            if PROCESS.name in run.reused:
+                _keep_running_part_settings(previous, common, run.warn)
             api_key = previous_key
             if config.create_demo_key and config.enabled(FIRESTORE):
                 client_env.pop(API_KEY_VAR, None)
@@ -298,6 +303,29 @@ def up(config: StackConfig, *, echo: Echo | None = None) -> StackInfo:
         reused=tuple(run.reused),
         warnings=tuple(run.warnings),
     )
+
+
+def _keep_running_part_settings(
+    previous: dict[str, str], common: dict[str, str], warn: Echo
+) -> None:
+    """A process function left running keeps the part settings it was started with (those of
+    the last stack.env): say so when this `up` asks for others, and keep them in ``common`` so
+    stack.env tells what runs."""
+    changed = [
+        f"{name}={previous.get(name, '(unset)')} (asked: {common.get(name, '(unset)')})"
+        for name in PART_SETTINGS
+        if previous.get(name) != common.get(name)
+    ]
+    if not changed:
+        return
+    warn(
+        f"the running process function keeps {', '.join(changed)}; "
+        "`make down` and `make up` again to change it"
+    )
+    for name in PART_SETTINGS:
+        common.pop(name, None)
+        if name in previous:
+            common[name] = previous[name]
 
 
 # --- down and status ------------------------------------------------------------------------

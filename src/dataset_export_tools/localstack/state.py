@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, firestore_database_problem
+from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, Settings, firestore_database_problem
+from dataset_export.core.errors import ConfigError
 from dataset_export_tools.localstack import procs
 from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
 from dataset_export_tools.localstack.parts import ALL_PARTS, BY_NAME, PART_NAMES, Part
@@ -27,6 +28,9 @@ PROJECT_NAME = "dataset-export"  # pyproject.toml's [project].name: marks the re
 SIGNER_KEY_FILE = "url-signer-key.json"
 PORTS_FILE = "ports.env"
 DATASET_FILE = "rental_listings.parquet"
+#: Settings of the process function that `up` takes from its caller's environment, when set
+#: (``EXPORT_PART_ROWS=200000 make up``), and records in stack.env.
+PART_SETTINGS = ("EXPORT_PART_ROWS", "EXPORT_MAX_PARTS")
 
 Echo = Callable[[str], None]
 
@@ -143,6 +147,8 @@ class StackConfig:
     timeout: float = 60.0
     #: Seconds between SIGTERM and SIGKILL when stopping.
     stop_timeout: float = 10.0
+    #: PART_SETTINGS given to the functions (unset ones keep config.py's defaults).
+    part_settings: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(
@@ -152,8 +158,8 @@ class StackConfig:
         cwd: Path | None = None,
     ) -> StackConfig:
         """The configuration the CLI uses: DWE_*_PORT, GOOGLE_CLOUD_PROJECT,
-        EXPORT_FIRESTORE_DATABASE, DWE_DATASET_ROWS, and for development DWE_EXPORTCTL and
-        DWE_FUNCTIONS_DIR."""
+        EXPORT_FIRESTORE_DATABASE, DWE_DATASET_ROWS, PART_SETTINGS, and for development
+        DWE_EXPORTCTL and DWE_FUNCTIONS_DIR."""
         env = os.environ if environ is None else environ
         repo = find_repo_root(cwd)
         rows_raw = env.get("DWE_DATASET_ROWS", "").strip()
@@ -171,6 +177,9 @@ class StackConfig:
             dataset_rows=int(rows_raw) if rows_raw else DEFAULT_DATASET_ROWS,
             exportctl=Path(exportctl).resolve() if exportctl else None,
             functions_dir=Path(functions_dir).resolve() if functions_dir else None,
+            part_settings={
+                name: env[name].strip() for name in PART_SETTINGS if env.get(name, "").strip()
+            },
         )
 
     def validate(self) -> None:
@@ -186,6 +195,19 @@ class StackConfig:
         problem = firestore_database_problem(self.firestore_database)
         if problem:
             raise StackError(problem)
+        unknown_settings = set(self.part_settings) - set(PART_SETTINGS)
+        if unknown_settings:
+            raise StackError(f"part_settings takes {', '.join(PART_SETTINGS)} only")
+        try:  # config.py's own checks, before anything starts rather than at the first export
+            Settings.from_env(
+                {
+                    "GOOGLE_CLOUD_PROJECT": self.project,
+                    "EXPORT_BUCKET": self.exports_bucket,
+                    **self.part_settings,
+                }
+            )
+        except ConfigError as exc:
+            raise StackError(str(exc)) from exc
 
     def enabled(self, part: Part) -> bool:
         """True when `up` should start this part."""
