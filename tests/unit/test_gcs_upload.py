@@ -121,6 +121,7 @@ def test_writes_go_out_as_one_streamed_body_and_commit_reports_the_object() -> N
     assert info.size == sum(map(len, parts))
     assert info.crc32c == crc32c_b64(b"".join(parts))
     assert info.md5 == "bWQ1"
+    assert info.generation == 17
     assert upload.sent_bytes == info.size
 
 

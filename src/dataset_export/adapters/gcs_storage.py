@@ -1,10 +1,12 @@
 """Cloud Storage: the exports bucket (one streamed resumable upload that never leaves a partial
-object), short-lived V4 signed download URLs, and fetching the Parquet dataset.
+object; create-only compose, conditional delete and listing for exports written as parts),
+short-lived V4 signed download URLs, and fetching the Parquet dataset.
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
 import datetime as dt
 import json
 import logging
@@ -12,15 +14,23 @@ import os
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import google_crc32c
 import requests
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
+from google.cloud.storage.retry import DEFAULT_RETRY
 
-from ..core.errors import ObjectAlreadyExists, TransientError, UploadAborted
+from ..core.errors import (
+    ObjectAlreadyExists,
+    ObjectMissing,
+    TransientError,
+    UploadAborted,
+    public_detail,
+)
 from ..service.ports import ObjectInfo
 from .errors import google_errors
 
@@ -176,7 +186,7 @@ class GcsUpload:
         self._finished = True
         resource = response.json()
         info = _info_from_resource(resource)
-        self._check_integrity(info, resource.get("generation"))
+        self._check_integrity(info)
         return info
 
     def abort(self) -> None:
@@ -224,15 +234,13 @@ class GcsUpload:
         finally:
             self._pipe.reader_finished(error)
 
-    def _check_integrity(self, info: ObjectInfo, generation: str | None) -> None:
+    def _check_integrity(self, info: ObjectInfo) -> None:
         # The body was streamed, so no hash could go with it; compare what arrived instead.
         sent = base64.b64encode(self._pipe.crc32c.digest()).decode("ascii")  # type: ignore[no-untyped-call]
         if info.size == self._pipe.sent_bytes and info.crc32c in (None, sent):
             return
         try:
-            self._blob.bucket.blob(info.name).delete(
-                if_generation_match=int(generation) if generation else None
-            )
+            self._blob.bucket.blob(info.name).delete(if_generation_match=info.generation)
         except Exception as exc:
             log.warning("could not delete a corrupted upload: %s", type(exc).__name__)
         raise TransientError(
@@ -253,41 +261,113 @@ def _status_error(response: Any) -> gexc.GoogleAPICallError:
     return error
 
 
-def _info(blob: Any) -> ObjectInfo:
-    return ObjectInfo(name=blob.name, size=int(blob.size), crc32c=blob.crc32c, md5=blob.md5_hash)
+def _content_disposition(name: str) -> str:
+    """Served as the .gz file itself, under the object's last path segment."""
+    return f'attachment; filename="{name.rsplit("/", 1)[-1]}"'
+
+
+# Composite objects have no MD5 on Cloud Storage (they carry componentCount instead), so a
+# composite's md5 is None here even where an emulator reports one (fake-gcs-server v1.54 does,
+# and sets no componentCount: on it only ``compose`` itself can tell).
+def _info(blob: Any, *, composite: bool = False) -> ObjectInfo:
+    return ObjectInfo(
+        name=blob.name,
+        size=int(blob.size),
+        crc32c=blob.crc32c,
+        md5=None if composite or blob.component_count else blob.md5_hash,
+        generation=blob.generation,
+    )
 
 
 def _info_from_resource(resource: dict[str, Any]) -> ObjectInfo:
     """``ObjectInfo`` from the object resource the final upload response carries."""
+    generation = resource.get("generation")
     return ObjectInfo(
         name=str(resource["name"]),
         size=int(resource["size"]),
         crc32c=resource.get("crc32c"),
-        md5=resource.get("md5Hash"),
+        md5=None if resource.get("componentCount") else resource.get("md5Hash"),
+        generation=int(generation) if generation else None,
     )
 
 
 class GcsExportStorage:
-    """``ExportStorage`` on one bucket."""
+    """``ExportStorage`` on one bucket.
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    ``retry`` is the client library's policy for compose, delete and list (its default: 429, 5xx
+    and dropped connections, with backoff, for up to 120 s). A compose is safe to retry because
+    it is create-only: if a first attempt did land, the retry meets the precondition.
+    """
+
+    def __init__(self, client: Any, bucket: str, *, retry: Retry | None = DEFAULT_RETRY) -> None:
         self._bucket = client.bucket(bucket)
         # The client's own authorized session (what Blob methods send through) carries the PUT.
         self._transport = client._http
+        self._retry = retry
 
     def open_upload(self, name: str, *, metadata: dict[str, str]) -> GcsUpload:
         """An upload of ``name``; its session opens at the first write."""
         blob = self._bucket.blob(name)
         blob.metadata = metadata
         # Served as the .gz file itself: no Content-Encoding, so nothing transcodes it.
-        blob.content_disposition = f'attachment; filename="{name.rsplit("/", 1)[-1]}"'
+        blob.content_disposition = _content_disposition(name)
         return GcsUpload(blob, self._transport)
 
     def stat(self, name: str) -> ObjectInfo | None:
-        """The object's size and checksums, or None."""
+        """The object's size, checksums and generation, or None."""
         with google_errors("reading object metadata"):
             blob = self._bucket.get_blob(name)
         return None if blob is None else _info(blob)
+
+    def compose(
+        self, sources: Sequence[str], destination: str, *, metadata: dict[str, str]
+    ) -> ObjectInfo:
+        """Compose ``sources``, in order, into ``destination``, create-only.
+
+        The composite is stored like an upload (``application/gzip``, no Content-Encoding, the
+        same Content-Disposition) with ``metadata``. Raises ``ObjectAlreadyExists`` when
+        ``destination`` is already there (412) and ``ObjectMissing`` when a source is not (404).
+        Cloud Storage refuses more than 32 sources (``core.compose`` plans the rounds).
+        """
+        blob = self._bucket.blob(destination)
+        blob.content_type = CONTENT_TYPE
+        blob.content_disposition = _content_disposition(destination)
+        blob.metadata = metadata
+        try:
+            with google_errors(f"composing {destination}"):
+                blob.compose(
+                    [self._bucket.blob(name) for name in sources],
+                    if_generation_match=0,
+                    retry=self._retry,
+                )
+        except gexc.PreconditionFailed as exc:
+            raise ObjectAlreadyExists(destination) from exc
+        except gexc.NotFound as exc:
+            raise ObjectMissing(
+                f"composing {destination}: one of its {len(sources)} sources is not in the "
+                f"bucket ({public_detail(str(exc.message))})"
+            ) from exc
+        return _info(blob, composite=True)
+
+    def delete(self, name: str, *, if_generation: int | None = None) -> bool:
+        """Delete ``name`` (only while it is generation ``if_generation``, when given).
+
+        False when it was not there: a 404, or a 412 (that generation is gone, replaced or
+        deleted). A retried delete whose first attempt landed also answers False.
+        """
+        try:
+            with google_errors(f"deleting {name}"):
+                self._bucket.delete_blob(name, if_generation_match=if_generation, retry=self._retry)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            return False
+        return True
+
+    def list(self, prefix: str) -> builtins.list[ObjectInfo]:
+        """Every object whose name starts with ``prefix``, in name order (all pages)."""
+        with google_errors(f"listing {prefix}"):
+            return [
+                _info(blob) for blob in self._bucket.list_blobs(prefix=prefix, retry=self._retry)
+            ]
 
 
 class UrlSigner:

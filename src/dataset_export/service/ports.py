@@ -75,6 +75,7 @@ class ObjectInfo:
     size: int
     crc32c: str | None
     md5: str | None
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
