@@ -28,7 +28,12 @@ from hypothesis import strategies as st
 
 from dataset_export.core.catalog import RENTAL_LISTINGS, ColumnType
 from dataset_export.core.dataset import SubmittedDataset
-from dataset_export.core.errors import DatasetMismatch, PermanentError, QueryRejected
+from dataset_export.core.errors import (
+    DatasetMismatch,
+    PermanentError,
+    QueryRejected,
+    QueryTooLarge,
+)
 from dataset_export.core.query import Query, parse_dataset
 from dataset_export.engine import EngineSettings, ExportStats, run_export
 from dataset_export.engine.sql.compiler import output_type
@@ -598,3 +603,62 @@ def test_csv_quotes_exactly_the_fields_that_need_it(tmp_path: Path, batch_rows: 
     alone = parse({"scopes": [{"column": "building_name"}], "orderBy": order})
     want = "building_name\n" + "".join((field(n) or '""') + "\n" for n in names)
     assert export(path, alone, "csv", batch_rows=batch_rows)[0].decode("utf-8") == want
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_groups(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200,000 generated rows: as many property ids, so as many groups by property."""
+    root = tmp_path_factory.mktemp("many_groups")
+    return generate_dataset(200_000, root / "many.parquet", seed=3).path
+
+
+def test_a_query_that_needs_more_memory_than_allowed_fails_permanently(many_groups: Path) -> None:
+    """Median and CountDistinct over 200k groups under 10 MB: QueryTooLarge, not a retry."""
+    settings = EngineSettings(memory_limit="10MB", threads=1)
+    by_property = [{"column": "property_id"}]
+    # Under the same limit a scan and a spilling aggregate over the same groups succeed ...
+    for scopes in (
+        [*by_property, {"column": "city"}],
+        [*by_property, {"column": "sqft", "aggregate": "Avg"}],
+    ):
+        assert (
+            export(many_groups, parse({"scopes": scopes}), "csv", settings=settings)[1].rows
+            == 200_000
+        )
+    holistic = [
+        *by_property,
+        {"column": "sqft", "aggregate": "Median"},
+        {"column": "city", "aggregate": "CountDistinct"},
+    ]
+    # ... the holistic aggregates, which hold every value of a group at once, cannot.
+    with pytest.raises(QueryTooLarge) as caught:
+        export(many_groups, parse({"scopes": holistic}), "csv", settings=settings)
+    assert isinstance(caught.value, PermanentError)
+    assert isinstance(caught.value.__cause__, duckdb.OutOfMemoryException)
+    assert caught.value.code == "query_too_large"
+    message = str(caught.value)
+    assert message.startswith("the query needs more memory than an export may use (")
+    assert "Median and CountDistinct" in message
+    assert "fewer group-by columns" in message
+    assert "Error:" not in message
+    assert "SET " not in message
+
+
+def test_running_out_of_memory_while_rows_stream_is_permanent() -> None:
+    """An out-of-memory error that reaches us through Arrow (an OSError) is QueryTooLarge too."""
+    from dataset_export.engine.duckdb_engine import _batches
+
+    class Failing:
+        def __iter__(self) -> Failing:
+            return self
+
+        def __next__(self) -> Any:
+            raise OSError(
+                "Out of Memory Error: failed to allocate data of size 2.0 MiB (9/9 MiB used)"
+            )
+
+    with pytest.raises(QueryTooLarge, match=r"\(failed to allocate data of size 2.0 MiB"):
+        list(_batches(Failing()))

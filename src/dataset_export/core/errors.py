@@ -11,6 +11,7 @@ Our exception hierarchy (``[HTTP n]``: also an ``HttpError``, rendered with that
   x PermanentError                no retry cures it: recorded and acknowledged, with ``code``
     + ConfigError                 a setting is missing or malformed
     + QueryRejected               the query engine refused the query itself
+      - QueryTooLarge             it needs more memory than an export may use
     + DatasetMismatch             the dataset file does not fit the catalog
     + AlreadyExists               a create found the document already there
       - ObjectAlreadyExists       the export's object is already in the bucket
@@ -105,6 +106,16 @@ class QueryRejected(PermanentError):
     """The query engine refused the query itself (invalid input, binding, conversion)."""
 
     code = "query_rejected"
+
+
+class QueryTooLarge(QueryRejected):
+    """The query needs more memory than an export may use (e.g. Median over millions of groups).
+
+    Permanent: the process function runs one export per instance under a fixed memory limit, so
+    the same query over the same dataset needs the same memory on every retry.
+    """
+
+    code = "query_too_large"
 
 
 class DatasetMismatch(PermanentError):

@@ -26,14 +26,18 @@ raises ``DatasetMismatch``. An error of the query itself, which the same query m
 retry (invalid input such as text that is not valid Unicode, binder, catalog, parser,
 conversion and range errors: DuckDB's ``ProgrammingError``, ``DataError``,
 ``NotSupportedError`` and ``IntegrityError`` families), raises ``QueryRejected`` with a short
-reason a customer can read (no SQL text, no paths). Both are ``PermanentError``. Other DuckDB
-errors (I/O, out of memory, interrupts, internal errors) propagate unchanged for the caller to
-retry.
+reason a customer can read (no SQL text, no paths). DuckDB's ``OutOfMemoryException`` raises
+``QueryTooLarge`` (a ``QueryRejected``): holistic aggregates (Median, CountDistinct) hold every
+value of a group at once and do not spill, so a query over millions of groups needs more than
+``memory_limit`` on every retry (the process function runs one export per instance, so no other
+export shares that memory). All three are ``PermanentError``. Other DuckDB errors (I/O,
+interrupts, internal errors) propagate unchanged for the caller to retry.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import re
 import shutil
 import tempfile
@@ -46,7 +50,13 @@ from typing import Any, BinaryIO, Literal
 import duckdb
 
 from dataset_export.core.catalog import Column, ColumnType
-from dataset_export.core.errors import DatasetMismatch, QueryRejected, public_detail
+from dataset_export.core.errors import (
+    DatasetMismatch,
+    PermanentError,
+    QueryRejected,
+    QueryTooLarge,
+    public_detail,
+)
 from dataset_export.core.formats import ExportFormat
 from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query
 
@@ -80,9 +90,10 @@ _QUERY_ERRORS = (
     duckdb.NotSupportedError,
     duckdb.IntegrityError,
 )
-# The same, by the "<type> Error: " that starts DuckDB's message: an error raised while rows
-# stream reaches us through Arrow (as an OSError) with nothing else to tell it by.
-_QUERY_ERROR_TYPES: dict[str, type[Exception]] = {
+# The same, and running out of memory, by the "<type> Error: " that starts DuckDB's message: an
+# error raised while rows stream reaches us through Arrow (as an OSError) with nothing else to
+# tell it by.
+_PERMANENT_ERROR_TYPES: dict[str, type[Exception]] = {
     "Binder": duckdb.BinderException,
     "Catalog": duckdb.CatalogException,
     "Parser": duckdb.ParserException,
@@ -94,17 +105,35 @@ _QUERY_ERROR_TYPES: dict[str, type[Exception]] = {
     "Mismatch Type": duckdb.TypeMismatchException,
     "Not implemented": duckdb.NotImplementedException,
     "Constraint": duckdb.ConstraintException,
+    "Out of Memory": duckdb.OutOfMemoryException,
 }
 # "Invalid Input Error: Python Conversion Failure: " and the like say where, not what.
 _ENGINE_PREFIX = re.compile(r"^(?:[A-Z][A-Za-z ]*(?:Error|Failure): )+")
 
 
-def _query_error(exc: Exception) -> type[Exception] | None:
-    """The DuckDB error type when ``exc`` is an error of the query itself, else None."""
-    if isinstance(exc, _QUERY_ERRORS):
-        return type(exc)
-    kind, sep, _ = str(exc).partition(" Error: ")
-    return _QUERY_ERROR_TYPES.get(kind) if sep else None
+def _permanent(exc: Exception) -> PermanentError | None:
+    """The customer's error when ``exc`` fails the query on every retry, else None."""
+    kind: type[Exception] | None
+    if isinstance(exc, (*_QUERY_ERRORS, duckdb.OutOfMemoryException)):
+        kind = type(exc)
+    else:
+        name, sep, _ = str(exc).partition(" Error: ")
+        kind = _PERMANENT_ERROR_TYPES.get(name) if sep else None
+    if kind is None:
+        return None
+    if issubclass(kind, duckdb.OutOfMemoryException):
+        return _too_large(str(exc))
+    return _rejected(kind, str(exc))
+
+
+def _too_large(text: str) -> QueryTooLarge:
+    """The customer's view of DuckDB running out of memory: what to change."""
+    detail = _ENGINE_PREFIX.sub("", public_detail(text))
+    return QueryTooLarge(
+        f"the query needs more memory than an export may use ({detail}); reduce the number of "
+        "groups (fewer group-by columns, or a filter) or drop Median and CountDistinct, which "
+        "hold every value of a group at once, and submit a new export"
+    )
 
 
 def _rejected(kind: type[Exception], text: str) -> QueryRejected:
@@ -122,19 +151,27 @@ def _rejected(kind: type[Exception], text: str) -> QueryRejected:
     )
 
 
+@contextlib.contextmanager
+def _engine_errors() -> Iterator[None]:
+    """Raise the errors that fail the query on every retry as their ``PermanentError``."""
+    try:
+        yield
+    except Exception as exc:
+        error = _permanent(exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
 def _batches(reader: Any) -> Iterator[Any]:
-    """The reader's record batches; an error of the query while they stream is QueryRejected."""
+    """The reader's record batches; an error of the query while they stream is permanent."""
     batches = iter(reader)
     while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except Exception as exc:
-            kind = _query_error(exc)
-            if kind is None:
-                raise
-            raise _rejected(kind, str(exc)) from exc
+        with _engine_errors():
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
         yield batch
 
 
@@ -272,12 +309,10 @@ def _export(
     else:
         compiled = compile_query(query, SOURCE)
         encoder = encoder_for(fmt, query.output_names)
-    try:
-        # The columns were checked above: what fails here (or in _batches, while rows stream,
-        # such as a conversion) is the query itself.
+    # The columns were checked above: what fails here (or in _batches, while rows stream, such
+    # as a conversion) is the query itself, or the memory it needs.
+    with _engine_errors():
         reader = con.sql(compiled.sql, params=compiled.params).to_arrow_reader(batch_rows)
-    except _QUERY_ERRORS as exc:
-        raise _rejected(type(exc), str(exc)) from exc
     rows = 0
     last_report = time.monotonic()
     try:
