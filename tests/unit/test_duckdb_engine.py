@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import gzip
 import io
+import itertools
 import json
 import math
 import os
@@ -34,8 +35,9 @@ from dataset_export.core.errors import (
     QueryRejected,
     QueryTooLarge,
 )
+from dataset_export.core.parts import PartSpec, RowGroupCount, plan_parts
 from dataset_export.core.query import Query, parse_dataset
-from dataset_export.engine import EngineSettings, ExportStats, run_export
+from dataset_export.engine import DuckDbEngine, EngineSettings, ExportStats, run_export
 from dataset_export.engine.sql.compiler import output_type
 from dataset_export.engine.sql.duckdb_dialect import compile_query
 from dataset_export_tools.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
@@ -603,6 +605,211 @@ def test_csv_quotes_exactly_the_fields_that_need_it(tmp_path: Path, batch_rows: 
     alone = parse({"scopes": [{"column": "building_name"}], "orderBy": order})
     want = "building_name\n" + "".join((field(n) or '""') + "\n" for n in names)
     assert export(path, alone, "csv", batch_rows=batch_rows)[0].decode("utf-8") == want
+
+
+# --- parts: row ranges, the header member, row groups ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12,000 generated rows in twelve 1,000-row groups (hostile building names included)."""
+    root = tmp_path_factory.mktemp("grouped")
+    return generate_dataset(12_000, root / "grouped.parquet", seed=7, row_group_rows=1_000).path
+
+
+@pytest.fixture(scope="module")
+def irregular(
+    awkward: tuple[Path, list[dict[str, Any]]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The awkward rows in row groups of uneven sizes, one of a single row and one empty."""
+    table = pq.read_table(awkward[0])
+    path = tmp_path_factory.mktemp("irregular") / "irregular.parquet"
+    sizes = [700, 1, 1_299, 0, 450, 550]
+    assert sum(sizes) == table.num_rows
+    with pq.ParquetWriter(path, table.schema) as writer:
+        start = 0
+        for size in sizes:
+            writer.write_table(table.slice(start, size), row_group_size=max(size, 1))
+            start += size
+    return path
+
+
+def member(write: Any) -> bytes:
+    """What ``write(out)`` writes into memory."""
+    out = io.BytesIO()
+    write(out)
+    return out.getvalue()
+
+
+def concatenated_parts(
+    engine: DuckDbEngine, path: Path, query: Query, fmt: str
+) -> tuple[bytes, list[PartSpec]]:
+    """The header member and every part of a plan of about five parts, in order, as one file."""
+    groups = engine.row_groups(str(path), query)
+    total = sum(g.matching for g in groups)
+    plan = plan_parts(groups, target_rows=max(1, total // 5), max_parts=50)
+    members = [engine.header(query, fmt)]
+    for part in plan:
+        out = io.BytesIO()
+        written = engine.export(
+            str(path), query, fmt, out, rows=(part.start, part.stop), header=False
+        )
+        assert written == part.expected_rows
+        members.append(out.getvalue())
+    return b"".join(members), plan
+
+
+PART_QUERIES = [
+    {"scopes": [{"column": c.name} for c in RENTAL_LISTINGS]},
+    {
+        "scopes": [{"column": "property_id"}, {"column": "building_name"}, {"column": "sqft"}],
+        "filters": {"or": [
+            {"column": "msa", "filter": {"in": ["Seattle, WA", "Austin-Round Rock, TX"]}},
+            {"column": "bed", "filter": {"equals": 0}},
+        ]},
+    },
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dataset", PART_QUERIES, ids=["full", "filtered"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_parts_of_a_plan_make_the_single_export(grouped: Path, fmt: str, dataset: Any) -> None:
+    """The header member and the parts, concatenated, decompress to the single export's file."""
+    query = parse(dataset)
+    # One thread scans the file in order: the single export's rows are in file order, exactly.
+    ordered = DuckDbEngine(EngineSettings(threads=1, memory_limit="255MB"))
+    data, plan = concatenated_parts(ordered, grouped, query, fmt)
+    single = member(lambda out: ordered.export(str(grouped), query, fmt, out))
+    assert len(plan) >= 4
+    assert gzip.decompress(data) == gzip.decompress(single)
+    # On every core the rows come in no defined order: the same rows, as a multiset.
+    engine = DuckDbEngine()
+    data, plan = concatenated_parts(engine, grouped, query, fmt)
+    single = member(lambda out: engine.export(str(grouped), query, fmt, out))
+    assert sorted(read_rows(query, fmt, gzip.decompress(data)), key=sort_key) == sorted(
+        read_rows(query, fmt, gzip.decompress(single)), key=sort_key
+    )
+
+
+def test_a_range_exports_exactly_its_file_rows(awkward: tuple[Path, list[dict[str, Any]]]) -> None:
+    """rows=(start, stop) exports the rows numbered start..stop-1, even across row groups."""
+    path, rows = awkward
+    query = parse({"scopes": [{"column": "property_id"}, {"column": "building_name"}]})
+    engine = DuckDbEngine(EngineSettings(threads=1, memory_limit="255MB"))
+    for start, stop in [(0, 0), (0, 1), (999, 1_001), (1_500, 3_000), (2_999, 5_000)]:
+        data = member(
+            lambda out, r=(start, stop): engine.export(str(path), query, "jsonl", out, rows=r)
+        )
+        want = [(r["property_id"], r["building_name"]) for r in rows[start:stop]]
+        assert read_rows(query, "jsonl", gzip.decompress(data)) == want
+
+
+def test_the_header_member_is_a_gzip_member_of_its_own(grouped: Path) -> None:
+    """CSV: the header line alone, as a complete gzip member; JSONL: nothing; parts omit it."""
+    engine = DuckDbEngine()
+    query = parse({"scopes": [{"column": "city"}, {"column": "bed", "alias": "beds"}]})
+    assert gzip.decompress(engine.header(query, "csv")) == b"city,beds\n"
+    assert engine.header(query, "jsonl") == b""
+    part = member(
+        lambda out: engine.export(str(grouped), query, "csv", out, rows=(0, 3), header=False)
+    )
+    assert gzip.decompress(part).count(b"\n") == 3
+    assert not gzip.decompress(part).startswith(b"city,")
+
+
+@pytest.mark.parametrize("rows", [(5, 3), (-1, 2), (True, 3), (1.0, 2), [0, 2], (1, 2, 3)])
+def test_a_bad_row_range_is_refused(grouped: Path, rows: Any) -> None:
+    """A range that is not two integers 0 <= start <= stop raises before any byte is written."""
+    out = io.BytesIO()
+    with pytest.raises(ValueError, match="rows must"):
+        DuckDbEngine().export(
+            str(grouped), parse({"scopes": [{"column": "city"}]}), "csv", out, rows=rows
+        )
+    assert out.getvalue() == b""
+
+
+def row_group_counts(path: Path, query: Query) -> list[tuple[int, int, int]]:
+    """Each non-empty row group's (start, stop, kept rows), read group by group by pyarrow."""
+    file = pq.ParquetFile(path)
+    con = duckdb.connect(":memory:")
+    counts, start = [], 0
+    try:
+        for i in range(file.metadata.num_row_groups):
+            con.register("dataset", file.read_row_group(i))
+            # The rows the filter keeps: a plain scan with the query's filter.
+            scan = parse({"scopes": [{"column": "property_id"}]})
+            compiled = compile_query(dataclasses.replace(scan, filter=query.filter))
+            kept = con.sql(f"SELECT count(*) FROM ({compiled.sql})", params=compiled.params)  # noqa: S608
+            size = file.metadata.row_group(i).num_rows
+            if size:  # an empty group is below 1/65,536 of any file: counted with the next
+                counts.append((start, start + size, kept.fetchall()[0][0]))
+            start += size
+    finally:
+        con.close()
+    return counts
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_row_groups_count_the_rows_the_filter_keeps_in_each_group(
+    data: st.DataObject,
+    irregular: Path,
+    awkward: tuple[Path, list[dict[str, Any]]],
+    pools: dict[str, list[Any]],
+) -> None:
+    """For random filters over uneven and equal row groups, each count is a per-group count."""
+    query = parse(data.draw(datasets(pools)))
+    for path in (irregular, awkward[0]):
+        groups = DuckDbEngine().row_groups(str(path), query)
+        assert [(g.start, g.stop, g.matching) for g in groups] == row_group_counts(path, query)
+
+
+def test_row_groups_without_a_filter_read_only_the_metadata(
+    grouped: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No filter: every row of every group counts, and no counting statement runs."""
+    from dataset_export.engine import duckdb_engine
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a statement over the rows ran")
+
+    monkeypatch.setattr(duckdb_engine, "compile_row_group_counts", refuse)
+    query = parse({"scopes": [{"column": "city"}, {"column": "sqft", "aggregate": "Avg"}]})
+    groups = DuckDbEngine().row_groups(str(grouped), query)
+    assert groups == [RowGroupCount(i * 1_000, (i + 1) * 1_000, 1_000) for i in range(12)]
+
+
+def test_row_groups_of_a_file_that_does_not_fit_fail_as_the_export_would(tmp_path: Path) -> None:
+    """A dataset without the filter's column raises DatasetMismatch at plan time."""
+    path = tmp_path / "no_msa.parquet"
+    pq.write_table(pa.table({"city": ["a", "b"]}), path)
+    seattle = [{"column": "msa", "filter": {"equals": "Seattle, WA"}}]
+    query = parse({"scopes": [{"column": "city"}], "filters": seattle})
+    with pytest.raises(DatasetMismatch, match="'msa' is missing"):
+        DuckDbEngine().row_groups(str(path), query)
+
+
+def test_tiny_row_groups_are_counted_together_with_the_next() -> None:
+    """Groups below 1/65,536 of the file merge forward, so the bucket table stays bounded."""
+    from dataset_export.engine.duckdb_engine import MAX_BUCKETS, _buckets, _units
+
+    generator = [131_072] * 7 + [82_496]
+    starts = [sum(generator[:i]) for i in range(len(generator))]
+    assert _units(generator) == [(s, s + n) for s, n in zip(starts, generator, strict=True)]
+    assert _buckets(_units(generator))[0] == 131_072
+    tiny = [1] * 200_000 + [0, 3]
+    units = _units(tiny)
+    assert len(units) <= MAX_BUCKETS
+    assert units[0] == (0, 4)
+    assert units[-1][1] == 200_003
+    assert all(b - a >= 4 for a, b in units)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(units))
+    _width, groups, boundaries = _buckets(units)
+    assert len(groups) == len(boundaries) <= MAX_BUCKETS + 1
 
 
 # --- memory ----------------------------------------------------------------------------------

@@ -13,7 +13,10 @@ policies; everything here may use DuckDB, pyarrow, numpy, threads and isal. Layo
   rather than rendered lines (its docstring says how its bytes compare with DuckDB's lines).
 - ``gzip_sink.py``: ``GzipSink``, the gzip stream (isal or zlib) with its writer thread.
 - ``duckdb_engine.py``: ``run_export``, DuckDB over a local Parquet file from query to gzip
-  file (a dataset that does not fit raises ``core.errors.DatasetMismatch``). An engine over
+  file (a dataset that does not fit raises ``core.errors.DatasetMismatch``), and
+  ``DuckDbEngine``, the service's engine over it: the export or one part of it (a range of
+  file rows), the file's row groups with the rows the filter keeps in each (for the parts
+  planner, ``core.parts``), and the CSV header as a gzip member of its own. An engine over
   another store is a module beside it.
 
 Importing this package loads DuckDB; only the process function does.
@@ -21,6 +24,6 @@ Importing this package loads DuckDB; only the process function does.
 
 from __future__ import annotations
 
-from .duckdb_engine import EngineSettings, ExportStats, run_export
+from .duckdb_engine import DuckDbEngine, EngineSettings, ExportStats, run_export
 
-__all__ = ["EngineSettings", "ExportStats", "run_export"]
+__all__ = ["DuckDbEngine", "EngineSettings", "ExportStats", "run_export"]

@@ -164,6 +164,10 @@ class SqlCompiler(ABC):
             raise ValueError("a filter group needs children")
         return "(" + joiner.join(self.filter(child) for child in node.children) + ")"
 
+    def where(self, query: Query) -> str | None:
+        """The condition of the query's filter (binding its parameters), or None without one."""
+        return None if query.filter is None else self.filter(query.filter)
+
     def tail(self, query: Query, *, where: str | None) -> str:
         """FROM, WHERE, GROUP BY, ORDER BY and LIMIT; binds parameters in text order."""
         parts = [f"FROM {self.source}"]
@@ -198,6 +202,5 @@ class SqlCompiler(ABC):
         if not query.scopes:
             raise ValueError("a query needs at least one scope")
         # Parameters bind in text order: WHERE's come before LIMIT's.
-        where = None if query.filter is None else self.filter(query.filter)
-        sql = "SELECT " + ", ".join(select) + " " + self.tail(query, where=where)
+        sql = "SELECT " + ", ".join(select) + " " + self.tail(query, where=self.where(query))
         return CompiledQuery(sql=sql, params=self.params)
