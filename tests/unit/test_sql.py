@@ -34,7 +34,12 @@ from dataset_export.core.query import (
     parse_dataset,
 )
 from dataset_export.engine.sql.compiler import output_type
-from dataset_export.engine.sql.duckdb_dialect import compile_export, compile_query, quote_identifier
+from dataset_export.engine.sql.duckdb_dialect import (
+    compile_export,
+    compile_query,
+    compile_row_group_counts,
+    quote_identifier,
+)
 from dataset_export_tools.dataset.generate import generate_dataset
 from dataset_export_tools.demo import SEED_DATASET
 
@@ -365,6 +370,46 @@ def test_hostile_values_never_change_the_sql_text(value: str) -> None:
         got, want = compile_(hostile), compile_(benign)
         assert got.sql == want.sql
         assert got.params == [value, value, value, value, value, 7]
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=_text_values)
+def test_row_group_counts_bind_every_value_in_text_order(value: str) -> None:
+    """The count by row group keeps the filter's values and the bucket lists out of the text."""
+    try:
+        hostile = parse(_with_value(value))
+    except InvalidRequest:
+        return
+    benign = parse(_with_value("x"))
+    divide = [compile_row_group_counts(q, "dataset", width=4) for q in (hostile, benign)]
+    assert divide[0].sql == divide[1].sql
+    assert divide[0].params == [4] + [value] * 5  # "r // ?" comes first
+    join = [
+        compile_row_group_counts(q, "dataset", width=4, groups=[0, 0, 1], boundaries=[6, 6, 9])
+        for q in (hostile, benign)
+    ]
+    assert join[0].sql == join[1].sql
+    assert join[0].params == [value] * 5 + [[0, 1, 2], [0, 0, 1], [6, 6, 9], 4]
+    for compiled in (*divide, *join):
+        assert compiled.sql.count("?") == len(compiled.params)
+
+
+@pytest.mark.parametrize(
+    "buckets",
+    [
+        {"width": 0},
+        {"width": True},
+        {"width": 2, "groups": [0]},
+        {"width": 2, "groups": [0, 1], "boundaries": [2]},
+        {"width": 2, "groups": [], "boundaries": []},
+        {"width": 2, "groups": [0, "1"], "boundaries": [2, 4]},
+        {"width": 2, "groups": [0, -1], "boundaries": [2, 4]},
+    ],
+)
+def test_row_group_counts_refuse_malformed_buckets(buckets: dict[str, Any]) -> None:
+    """A width or bucket lists that are not non-negative integers of one length raise."""
+    with pytest.raises(ValueError, match=r"bucket|groups"):
+        compile_row_group_counts(parse({"scopes": [{"column": "city"}]}), "dataset", **buckets)
 
 
 @settings(max_examples=200, deadline=None)
