@@ -7,24 +7,29 @@ bundle carries them. ``tests/contract/`` runs one suite on ``InMemoryStore`` and
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import functools
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import google_crc32c
+
+from dataset_export.core.compose import GCS_COMPOSE_LIMIT
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord
 from dataset_export.core.errors import (
     AlreadyExists,
     HostNotFound,
     LeaseLost,
     ObjectAlreadyExists,
+    ObjectMissing,
     PreconditionFailed,
     TransientError,
 )
+from dataset_export.core.parts import RowGroupCount
 from dataset_export.core.ratelimit import RequestCount, window_of
-from dataset_export.core.records import ExportRecord, ExportStatus
+from dataset_export.core.records import ExportRecord, ExportStatus, PartRecord
 from dataset_export.service.ports import (
     Account,
     ApiKeyRecord,
@@ -32,6 +37,7 @@ from dataset_export.service.ports import (
     IdempotencyRecord,
     ObjectInfo,
     VersionedExport,
+    VersionedPart,
 )
 
 _P = ParamSpec("_P")
@@ -72,6 +78,8 @@ class InMemoryStore:
         self.idempotency: dict[str, IdempotencyRecord] = {}
         self.counters: dict[str, dict[int, int]] = {}
         self.versions: dict[str, int] = {}
+        self.parts: dict[tuple[str, int], PartRecord] = {}
+        self.part_versions: dict[tuple[str, int], int] = {}
 
     @property
     def deliveries(self) -> dict[str, DeliveryRecord]:
@@ -280,6 +288,125 @@ class InMemoryStore:
         """Remember that notify was told."""
         self._change(self.exports[query_uuid], ready_published_on=now)
 
+    # --- the parts of an export planned as parts ---------------------------------------------
+
+    def _put_part(self, part: PartRecord) -> None:
+        key = (part.query_uuid, part.index)
+        if self.parts.get(key) != part:
+            self.part_versions[key] = self.part_versions.get(key, 0) + 1
+        self.parts[key] = part
+
+    def _owned_part(self, query_uuid: str, index: int, worker: str) -> PartRecord:
+        part = self.parts.get((query_uuid, index))
+        if part is None or part.lease_owner != worker or part.status is not ExportStatus.RUNNING:
+            raise LeaseLost(f"part {index} of export {query_uuid} is no longer leased to {worker}")
+        return part
+
+    @_writes_export
+    def write_plan(self, query_uuid: str, worker: str, parts: Sequence[PartRecord]) -> None:
+        """Store the parts and their number; ``LeaseLost`` if the export is not ours."""
+        record = self._owned(query_uuid, worker)
+        planned = {part.index for part in parts}
+        for key in [k for k in self.parts if k[0] == query_uuid and k[1] not in planned]:
+            del self.parts[key]
+        for part in parts:
+            self._put_part(part)
+        self._change(record, parts_total=len(parts), rows_written=0)
+
+    @_writes_export
+    def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
+        """Every part message is out: free the export's lease."""
+        record = self._owned(query_uuid, worker)
+        self._change(record, parts_published_on=now, lease_owner=None, lease_expires_on=None)
+
+    def read_part(self, query_uuid: str, index: int) -> VersionedPart | None:
+        """The part and its version number, or None."""
+        part = self.parts.get((query_uuid, index))
+        if part is None:
+            return None
+        return VersionedPart(part, self.part_versions.get((query_uuid, index), 0))
+
+    def write_part_claim(self, part: PartRecord, *, if_version: object) -> None:
+        """Store the part's claim if it is still at ``if_version``."""
+        key = (part.query_uuid, part.index)
+        current = self.parts.get(key)
+        if current is None or self.part_versions.get(key, 0) != if_version:
+            raise PreconditionFailed(f"part {part.index} of {part.query_uuid} changed since read")
+        self._put_part(
+            dataclasses.replace(
+                current,
+                status=part.status,
+                lease_owner=part.lease_owner,
+                lease_expires_on=part.lease_expires_on,
+                attempts=part.attempts,
+                rows_written=part.rows_written,
+            )
+        )
+
+    def record_part_progress(
+        self, query_uuid: str, index: int, worker: str, rows: int, lease_expires_on: dt.datetime
+    ) -> None:
+        """Store the part's rows so far and renew its lease."""
+        part = self._owned_part(query_uuid, index, worker)
+        self._put_part(
+            dataclasses.replace(part, rows_written=rows, lease_expires_on=lease_expires_on)
+        )
+
+    def complete_part(
+        self, query_uuid: str, index: int, worker: str, rows: int, info: ObjectInfo,
+        now: dt.datetime,
+    ) -> None:  # fmt: skip
+        """Mark the part succeeded with its object."""
+        part = self._owned_part(query_uuid, index, worker)
+        self._put_part(
+            dataclasses.replace(
+                part,
+                status=ExportStatus.SUCCEEDED,
+                rows_written=rows,
+                object_name=info.name,
+                size_bytes=info.size,
+                crc32c=info.crc32c,
+                completed_on=now,
+                lease_owner=None,
+                lease_expires_on=None,
+            )
+        )
+
+    def release_part(self, query_uuid: str, index: int, worker: str, error: dict[str, str]) -> None:
+        """Record the part's failed attempt and free its lease."""
+        part = self._owned_part(query_uuid, index, worker)
+        self._put_part(
+            dataclasses.replace(
+                part, last_error=dict(error), lease_owner=None, lease_expires_on=None
+            )
+        )
+
+    def list_parts(self, query_uuid: str) -> list[PartRecord]:
+        """The export's parts in order."""
+        return sorted(
+            (p for (q, _), p in self.parts.items() if q == query_uuid), key=lambda p: p.index
+        )
+
+    def claim_compose(
+        self, query_uuid: str, worker: str, lease_expires_on: dt.datetime, *, if_version: object
+    ) -> None:
+        """Lease the export to ``worker`` if it is still at ``if_version``."""
+        if query_uuid not in self.exports or self.versions.get(query_uuid, 0) != if_version:
+            raise PreconditionFailed(f"export {query_uuid} changed since read")
+        self._lease_export(query_uuid, worker, lease_expires_on)
+
+    @_writes_export
+    def _lease_export(self, query_uuid: str, worker: str, lease_expires_on: dt.datetime) -> None:
+        self._change(
+            self.exports[query_uuid], lease_owner=worker, lease_expires_on=lease_expires_on
+        )
+
+
+def gcs_crc32c(data: bytes) -> str:
+    """The crc32c of ``data`` as Cloud Storage reports it (base64 of the big-endian value)."""
+    value = google_crc32c.value(data)
+    return base64.b64encode(value.to_bytes(4, "big")).decode("ascii")
+
 
 class InMemoryUpload:
     """``Upload`` into an ``InMemoryExportStorage``: the object appears only on ``commit``."""
@@ -301,8 +428,7 @@ class InMemoryUpload:
         """Create the object; raise ``ObjectAlreadyExists`` if it is already there."""
         if self._name in self._storage.objects:
             raise ObjectAlreadyExists(self._name)
-        self._storage.objects[self._name] = bytes(self._data)
-        return self._storage.info(self._name)
+        return self._storage.put(self._name, bytes(self._data))
 
     def abort(self) -> None:
         """Drop what was written."""
@@ -314,7 +440,17 @@ class InMemoryExportStorage:
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.generations: dict[str, int] = {}
         self.uploads: list[InMemoryUpload] = []
+        self.composed: list[tuple[list[str], str]] = []
+        self._next_generation = 1
+
+    def put(self, name: str, data: bytes) -> ObjectInfo:
+        """Store an object under a new generation."""
+        self.objects[name] = data
+        self.generations[name] = self._next_generation
+        self._next_generation += 1
+        return self.info(name)
 
     def open_upload(self, name: str, *, metadata: dict[str, str]) -> InMemoryUpload:
         """Start an upload of ``name``."""
@@ -323,13 +459,47 @@ class InMemoryExportStorage:
         return upload
 
     def info(self, name: str) -> ObjectInfo:
-        """Size and a stand-in checksum of a stored object."""
+        """Size, crc32c and generation of a stored object."""
         data = self.objects[name]
-        return ObjectInfo(name=name, size=len(data), crc32c=f"{zlib.crc32(data):08x}", md5=None)
+        return ObjectInfo(
+            name=name,
+            size=len(data),
+            crc32c=gcs_crc32c(data),
+            md5=None,
+            generation=self.generations.get(name),
+        )
 
     def stat(self, name: str) -> ObjectInfo | None:
         """The object's size and checksums, or None."""
         return self.info(name) if name in self.objects else None
+
+    def compose(
+        self, sources: Sequence[str], destination: str, *, metadata: dict[str, str]
+    ) -> ObjectInfo:
+        """Concatenate the sources into a new object, create-only, as Cloud Storage does."""
+        if not 1 <= len(sources) <= GCS_COMPOSE_LIMIT:
+            raise ValueError(f"compose takes 1 to {GCS_COMPOSE_LIMIT} sources")
+        if destination in self.objects:
+            raise ObjectAlreadyExists(destination)
+        missing = [s for s in sources if s not in self.objects]
+        if missing:
+            raise ObjectMissing(f"compose source {missing[0]} does not exist")
+        self.composed.append((list(sources), destination))
+        return self.put(destination, b"".join(self.objects[s] for s in sources))
+
+    def delete(self, name: str, *, if_generation: int | None = None) -> bool:
+        """Delete the object (that generation only, when given); False when not there."""
+        if name not in self.objects:
+            return False
+        if if_generation is not None and self.generations[name] != if_generation:
+            return False
+        del self.objects[name]
+        del self.generations[name]
+        return True
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object under ``prefix``, by name."""
+        return [self.info(n) for n in sorted(self.objects) if n.startswith(prefix)]
 
 
 class FakeSender:
@@ -362,6 +532,20 @@ class FakeQueue:
         return str(len(self.published))
 
 
+class FakePartsQueue:
+    """``PartsQueue`` that remembers the part messages, or fails on demand."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, int]] = []
+        self.unavailable = False
+
+    def publish_parts(self, query_uuid: str, indices: Sequence[int]) -> None:
+        """Remember one message per part, or raise ``TransientError`` while unavailable."""
+        if self.unavailable:
+            raise TransientError("fake parts queue is unavailable")
+        self.published.extend((query_uuid, index) for index in indices)
+
+
 class FakeResolver:
     """A resolver answering from a table; unknown names do not resolve."""
 
@@ -373,3 +557,67 @@ class FakeResolver:
         if host not in self.table:
             raise HostNotFound(host)
         return list(self.table[host])
+
+
+class FakeEngine:
+    """``ExportEngine`` over a dataset of ``rows`` rows (``city-<i>``) in row groups of
+    ``group_rows``: writes the lines of the rows asked for (not gzipped: concatenation is what a
+    compose does), reports progress after the header, and can fail part-way."""
+
+    def __init__(
+        self, rows: int = 3, fail_with: BaseException | None = None, group_rows: int = 1
+    ) -> None:
+        self.rows = rows
+        self.fail_with = fail_with
+        self.group_rows = group_rows
+        self.calls = 0
+        self.ranges: list[tuple[int, int] | None] = []
+
+    def export(
+        self,
+        dataset_path: str,
+        query: Any,
+        fmt: str,
+        out: Any,
+        *,
+        rows: tuple[int, int] | None = None,
+        header: bool = True,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write the header (unless left out) and the lines of the rows in range."""
+        self.calls += 1
+        self.ranges.append(rows)
+        if header:
+            out.write(b"city\r\n")
+        if on_progress is not None:
+            on_progress(1)
+        if self.fail_with is not None:
+            raise self.fail_with
+        start, stop = rows if rows is not None else (0, self.rows)
+        indices = range(start, min(stop, self.rows))
+        for i in indices:
+            out.write(f"city-{i}\r\n".encode())
+        return len(indices)
+
+    def row_groups(self, dataset_path: str, query: Any) -> list[RowGroupCount]:
+        """Every row matches; groups of ``group_rows``."""
+        starts = range(0, self.rows, self.group_rows)
+        stops = [min(start + self.group_rows, self.rows) for start in starts]
+        return [RowGroupCount(a, b, b - a) for a, b in zip(starts, stops, strict=True)]
+
+    def header(self, query: Any, fmt: str) -> bytes:
+        """The header line (``b""`` for JSONL)."""
+        return b"city\r\n" if fmt == "csv" else b""
+
+
+class FailingThenWorking(FakeEngine):
+    """Fails the first ``failures`` runs with the given exception, then writes its rows."""
+
+    def __init__(self, failures: int, error: BaseException, rows: int = 3) -> None:
+        super().__init__(rows)
+        self.failures, self.error = failures, error
+
+    def export(self, *args: Any, **kwargs: Any) -> int:
+        """Fail while failures are left, then export."""
+        self.fail_with = self.error if self.calls < self.failures else None
+        return super().export(*args, **kwargs)

@@ -1,8 +1,9 @@
 """Pub/Sub-triggered Cloud Function ``process``: run an export into one gzip file in GCS.
 
-Pushed to ``/`` by the ``export-requests`` subscription and to ``/dead-letter`` by the
-dead-letter topic's subscription. Returning normally acknowledges the message; a transient
-failure answers 503 so Pub/Sub delivers it again with backoff.
+Pushed to ``/`` by the ``export-requests`` subscription (an export, or its plan as parts) and the
+``export-parts`` subscription (one part; the message's ``kind`` attribute tells them apart), and
+to ``/dead-letter`` by the dead-letter topic's subscription. Returning normally acknowledges the
+message; a transient failure answers 503 so Pub/Sub delivers it again with backoff.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from .core.errors import PermanentError
 # The ``kind`` attribute of our messages: both topics dead-letter into one topic.
 REQUEST_KIND = "export-request"
 READY_KIND = "export-ready"
+PART_KIND = "export-part"
 # Set by Pub/Sub on a message it forwards to the dead-letter topic.
 _DEAD_LETTER_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 
@@ -26,10 +27,11 @@ class PubSubMessage:
     query_uuid: str
     attributes: Mapping[str, str]
     delivery_attempt: int | None
+    part: int | None = None  # the part's index, in a message of the parts topic
 
     @property
     def kind(self) -> str | None:
-        """``REQUEST_KIND`` or ``READY_KIND`` (the ``kind`` attribute), or None."""
+        """``REQUEST_KIND``, ``READY_KIND`` or ``PART_KIND`` (the ``kind`` attribute), or None."""
         return self.attributes.get("kind")
 
     @property
@@ -55,8 +57,15 @@ def decode_message(event_data: Mapping[str, Any]) -> PubSubMessage:
     )
     if not isinstance(query_uuid, str) or not query_uuid:
         raise PermanentError("message carries no queryUUID")
+    part = (payload if isinstance(payload, dict) else {}).get("part", attributes.get("part"))
+    if part is not None:
+        if isinstance(part, str) and part.isdigit():
+            part = int(part)
+        if isinstance(part, bool) or not isinstance(part, int) or part < 0:
+            raise PermanentError(f"message carries an invalid part index {part!r}")
     attempt = event_data.get("deliveryAttempt")
     return PubSubMessage(
+        part=part,
         message_id=str(message.get("messageId") or message.get("message_id") or ""),
         query_uuid=query_uuid,
         attributes=attributes,

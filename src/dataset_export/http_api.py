@@ -271,7 +271,7 @@ class ExportApi:
         raise NotFound(f"no route for {method} {request.path}")
 
     def _status(self, record: ExportRecord, status: int) -> HttpResponse:
-        document = record.status_document()
+        document = record.status_document(self.service.live_parts(record))
         link = self.downloads.link_for(record) if self.downloads else None
         if link is not None:
             document["download"] = {"url": link.url, "expires": iso_z(link.expires)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import ssl
-from typing import Any, BinaryIO, cast
 
 import httpx
 from google.cloud import storage
@@ -16,13 +15,10 @@ from .adapters.pubsub_publisher import PubSubPublisher
 from .adapters.webhook_sender import WebhookSender
 from .config import Settings
 from .core.catalog import RENTAL_LISTINGS
-from .core.formats import ExportFormat
-from .core.query import Query
-from .events import READY_KIND, REQUEST_KIND
+from .events import PART_KIND, READY_KIND, REQUEST_KIND
 from .http_api import ExportApi
 from .service.downloads import Downloads
 from .service.notify import Notifier, Redelivery
-from .service.ports import Writable
 from .service.process import ExportRunner
 from .service.submit import ExportService
 
@@ -64,29 +60,23 @@ def build_export_api(settings: Settings) -> ExportApi:
     )
 
 
-def _duckdb_engine(
-    parquet_path: str, query: Query, fmt: str, out: Writable, *, on_progress: Any = None
-) -> int:
-    # Imported here so the submit and notify functions never load DuckDB.
-    from .engine.duckdb_engine import run_export
-
-    stats = run_export(
-        parquet_path, query, ExportFormat(fmt), cast(BinaryIO, out), on_progress=on_progress
-    )
-    return stats.rows
-
-
 def build_export_runner(settings: Settings) -> ExportRunner:
     """The process use case on Firestore, Cloud Storage, Pub/Sub and DuckDB."""
+    # Imported here so the submit and notify functions never load DuckDB.
+    from .engine.duckdb_engine import DuckDbEngine
+
     settings.require("dataset_uri")
     client = storage.Client(project=settings.project)
     return ExportRunner(
         store=_store(settings),
         storage=GcsExportStorage(client, settings.exports_bucket),
         ready=PubSubPublisher(settings.project, settings.ready_topic, READY_KIND),
-        engine=_duckdb_engine,
+        engine=DuckDbEngine(),
         dataset_path=functools.cache(lambda: fetch_dataset(client, settings.dataset_uri)),
         catalog=RENTAL_LISTINGS,
+        parts_queue=PubSubPublisher(settings.project, settings.parts_topic, PART_KIND),
+        part_rows=settings.part_rows,
+        max_parts=settings.max_parts,
     )
 
 

@@ -25,8 +25,8 @@ from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
 from dataset_export.core.errors import AlreadyExists, LeaseLost, PreconditionFailed
-from dataset_export.core.lifecycle import ClaimVerdict, claimed
-from dataset_export.core.records import ExportRecord, ExportStatus
+from dataset_export.core.lifecycle import ClaimVerdict, claimed, claimed_part
+from dataset_export.core.records import ExportRecord, ExportStatus, PartRecord
 from dataset_export.service.ports import (
     Account,
     ApiKeyRecord,
@@ -37,6 +37,8 @@ from dataset_export.service.ports import (
     IdempotencyRecord,
     KeyReader,
     LifecycleStore,
+    ObjectInfo,
+    PartReader,
 )
 from dataset_export.service.process import Claim, ExportRunner
 from tests.fakes import FakeQueue, InMemoryExportStorage, InMemoryStore
@@ -72,7 +74,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
 
 def test_the_contract_calls_every_method_of_the_store_ports() -> None:
     """Each method of the store ports (and the reads they share) is tested here."""
-    ports = (ExportReader, KeyReader, ExportStore, LifecycleStore, DeliveryStore)
+    ports = (ExportReader, PartReader, KeyReader, ExportStore, LifecycleStore, DeliveryStore)
     methods = {name for port in ports for name in vars(port) if not name.startswith("_")}
     assert {"create_export", "write_claim", "save_delivery"} <= methods
     source = Path(__file__).read_text("utf-8")
@@ -118,9 +120,17 @@ def result(query_uuid: str) -> ExportResult:
     )
 
 
-def _no_engine(*args: Any, **kwargs: Any) -> int:
+class _NoEngine:
     """A claim never runs the export."""
-    raise AssertionError("the claim ran the export")
+
+    def export(self, *args: Any, **kwargs: Any) -> int:
+        raise AssertionError("the claim ran the export")
+
+    def row_groups(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the claim planned the export")
+
+    def header(self, *args: Any, **kwargs: Any) -> bytes:
+        raise AssertionError("the claim composed the export")
 
 
 def run_claim(store: Store, query_uuid: str, worker: str, now: dt.datetime) -> Claim:
@@ -130,7 +140,7 @@ def run_claim(store: Store, query_uuid: str, worker: str, now: dt.datetime) -> C
         store=store,
         storage=InMemoryExportStorage(),
         ready=FakeQueue(),
-        engine=_no_engine,
+        engine=_NoEngine(),
         dataset_path=lambda: "unused.parquet",
         catalog=RENTAL_LISTINGS,
         clock=lambda: now,
@@ -569,3 +579,130 @@ def _retrying(due: dt.datetime, failure: AttemptOutcome, rng: random.Random) -> 
 def _delivering(started: dt.datetime) -> DeliveryRecord:
     """A delivery whose attempt started at ``started`` and is leased for the default lease."""
     return DeliveryRecord.new(started).start_attempt(started)
+
+
+# --- the parts of an export planned as parts (process) ---------------------------------------
+
+
+def planned(store: Store, parts: int = 3, worker: str = "w1") -> str:
+    """A running export of ``worker``'s, planned as ``parts`` parts of 100 file rows each."""
+    record = new_export(store)
+    run_claim(store, record.query_uuid, worker, T0)
+    store.write_plan(
+        record.query_uuid,
+        worker,
+        [PartRecord(record.query_uuid, i, 100 * i, 100 * (i + 1), 90) for i in range(parts)],
+    )
+    return record.query_uuid
+
+
+def claim_part(store: Store, query_uuid: str, index: int, worker: str) -> PartRecord:
+    """Claim a part over the version read, as ``PartRunner`` does."""
+    read = store.read_part(query_uuid, index)
+    assert read is not None
+    part = claimed_part(read.part, worker, T0, LEASE)
+    store.write_part_claim(part, if_version=read.version)
+    return part
+
+
+def test_a_plan_stores_its_parts_queued_in_order_and_their_number(store: Store) -> None:
+    """``write_plan`` keeps each part's range; the export counts them and has no parts before."""
+    assert store.list_parts(str(uuid.uuid4())) == []
+    query_uuid = planned(store, parts=12)
+    parts = store.list_parts(query_uuid)
+    assert [(p.index, p.start, p.stop) for p in parts] == [
+        (i, 100 * i, 100 * (i + 1)) for i in range(12)
+    ]
+    assert all(p.status is ExportStatus.QUEUED and p.expected_rows == 90 for p in parts)
+    assert stored(store, query_uuid).parts_total == 12
+    assert store.read_part(query_uuid, 12) is None
+
+
+def test_a_shorter_plan_replaces_every_part_of_a_longer_one(store: Store) -> None:
+    """A planner that died before its plan counted leaves no part behind the next plan's."""
+    query_uuid = planned(store, parts=5)
+    store.write_plan(
+        query_uuid, "w1", [PartRecord(query_uuid, i, 200 * i, 200 * (i + 1), 150) for i in range(2)]
+    )
+    assert [(p.index, p.stop) for p in store.list_parts(query_uuid)] == [(0, 200), (1, 400)]
+    assert stored(store, query_uuid).parts_total == 2
+
+
+def test_only_the_lease_holder_plans_and_publishing_frees_the_lease(store: Store) -> None:
+    """A plan or a hand-over from a worker without the lease is LeaseLost; the hand-over ends
+    the lease and makes any further request claim DONE."""
+    query_uuid = planned(store)
+    with pytest.raises(LeaseLost):
+        store.write_plan(query_uuid, "w2", [PartRecord(query_uuid, 0, 0, 1, 1)])
+    with pytest.raises(LeaseLost):
+        store.mark_parts_published(query_uuid, "w2", T0)
+    store.mark_parts_published(query_uuid, "w1", T0 + MINUTE)
+    after = stored(store, query_uuid)
+    assert (after.parts_published_on, after.lease_owner, after.lease_expires_on) == (
+        T0 + MINUTE, None, None
+    )  # fmt: skip
+    again = run_claim(store, query_uuid, "w2", T0 + MINUTE)
+    assert again.decision.verdict is ClaimVerdict.DONE
+
+
+def test_a_part_claim_is_written_only_over_the_version_read(store: Store) -> None:
+    """Two workers claiming a part from the same read: the second's write fails."""
+    query_uuid = planned(store)
+    read = store.read_part(query_uuid, 1)
+    assert read is not None
+    store.write_part_claim(claimed_part(read.part, "w1", T0, LEASE), if_version=read.version)
+    with pytest.raises(PreconditionFailed):
+        store.write_part_claim(claimed_part(read.part, "w2", T0, LEASE), if_version=read.version)
+    part = store.list_parts(query_uuid)[1]
+    assert (part.status, part.lease_owner, part.attempts) == (ExportStatus.RUNNING, "w1", 1)
+
+
+def test_part_progress_completion_and_release_need_the_parts_lease(store: Store) -> None:
+    """Each part write is the lease holder's; completion records the object and frees it."""
+    query_uuid = planned(store)
+    claim_part(store, query_uuid, 0, "w1")
+    claim_part(store, query_uuid, 2, "w1")
+    info = ObjectInfo(f"tmp/{query_uuid}/part-00000", 321, "AAAAAA==", None, 7)
+    with pytest.raises(LeaseLost):
+        store.record_part_progress(query_uuid, 0, "w2", 5, T0 + LEASE)
+    with pytest.raises(LeaseLost):
+        store.complete_part(query_uuid, 0, "w2", 90, info, T0)
+    with pytest.raises(LeaseLost):
+        store.release_part(query_uuid, 0, "w2", {"code": "x", "message": "y", "at": "z"})
+    store.record_part_progress(query_uuid, 0, "w1", 40, T0 + MINUTE + LEASE)
+    part = store.list_parts(query_uuid)[0]
+    assert (part.rows_written, part.lease_expires_on) == (40, T0 + MINUTE + LEASE)
+    store.complete_part(query_uuid, 0, "w1", 90, info, T0 + MINUTE)
+    store.release_part(query_uuid, 2, "w1", {"code": "transient_error", "message": "m", "at": "t"})
+    done, queued, released = store.list_parts(query_uuid)
+    assert done.status is ExportStatus.SUCCEEDED
+    assert (done.rows_written, done.object_name, done.size_bytes, done.crc32c) == (
+        90, info.name, 321, "AAAAAA=="
+    )  # fmt: skip
+    assert (done.lease_owner, done.completed_on) == (None, T0 + MINUTE)
+    assert queued.status is ExportStatus.QUEUED
+    assert released.status is ExportStatus.RUNNING
+    assert (released.lease_owner, released.last_error) == (
+        None, {"code": "transient_error", "message": "m", "at": "t"}
+    )  # fmt: skip
+    with pytest.raises(LeaseLost):
+        store.record_part_progress(query_uuid, 0, "w1", 5, T0 + LEASE)
+
+
+def test_the_compose_lease_is_taken_once_from_a_read_and_lets_its_holder_finish(
+    store: Store,
+) -> None:
+    """Of two workers composing from the same read one wins; the winner completes the export."""
+    query_uuid = planned(store)
+    store.mark_parts_published(query_uuid, "w1", T0)
+    read = store.read_for_claim(query_uuid)
+    assert read is not None
+    store.claim_compose(query_uuid, "w2", T0 + LEASE, if_version=read.version)
+    with pytest.raises(PreconditionFailed):
+        store.claim_compose(query_uuid, "w3", T0 + LEASE, if_version=read.version)
+    after = stored(store, query_uuid)
+    assert (after.lease_owner, after.lease_expires_on) == ("w2", T0 + LEASE)
+    with pytest.raises(LeaseLost):
+        store.complete_export(query_uuid, "w3", result(query_uuid))
+    store.complete_export(query_uuid, "w2", result(query_uuid))
+    assert stored(store, query_uuid).status is ExportStatus.SUCCEEDED

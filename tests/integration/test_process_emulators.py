@@ -337,7 +337,8 @@ runner = build_export_runner(Settings.from_env())
 runner.dataset_path = lambda: spec["dataset"]
 if spec.get("kill_after_bytes"):
     engine, limit = runner.engine, spec["kill_after_bytes"]
-    def killing_engine(path, query, fmt, out, on_progress=None):
+    export = engine.export
+    def killing_export(path, query, fmt, out, **options):
         class Dying:
             written = 0
             def write(self, data):
@@ -353,8 +354,8 @@ if spec.get("kill_after_bytes"):
                     sys.stderr.flush()
                     os.kill(os.getpid(), signal.SIGKILL)
                 return len(data)
-        return engine(path, query, fmt, Dying(), on_progress=on_progress)
-    runner.engine = killing_engine
+        return export(path, query, fmt, Dying(), **options)
+    engine.export = killing_export
 if spec.get("clock_offset_s"):
     offset = dt.timedelta(seconds=spec["clock_offset_s"])
     runner.clock = lambda: dt.datetime.now(dt.UTC) + offset

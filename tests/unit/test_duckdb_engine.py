@@ -434,14 +434,11 @@ def test_the_runner_fails_an_export_the_engine_refuses_on_its_first_delivery(
         )
     )
 
-    def engine(path: str, query: Query, fmt: str, out: Any, on_progress: Any = None) -> int:
-        return run_export(path, query, fmt, out, on_progress=on_progress).rows  # type: ignore[arg-type]
-
     runner = ExportRunner(
         store=store,
         storage=storage,
         ready=ready,
-        engine=engine,
+        engine=DuckDbEngine(),
         dataset_path=lambda: str(listings),
         catalog=RENTAL_LISTINGS,
         clock=lambda: now,

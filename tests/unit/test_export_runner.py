@@ -22,31 +22,17 @@ from dataset_export.core.errors import (
 from dataset_export.core.records import ExportRecord, ExportStatus
 from dataset_export.events import READY_KIND, REQUEST_KIND, PubSubMessage, decode_message
 from dataset_export.service.process import MAX_RUN_ATTEMPTS, ExportRunner, object_name
-from tests.fakes import FakeQueue, InMemoryExportStorage, InMemoryStore
+from tests.fakes import (
+    FailingThenWorking,
+    FakeEngine,
+    FakeQueue,
+    InMemoryExportStorage,
+    InMemoryStore,
+)
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 QUERY_UUID = "7b4f2c1e-0000-4000-8000-000000000001"
 OBJECT = object_name(QUERY_UUID, "csv")
-
-
-class FakeEngine:
-    """Writes a fixed body in a few pieces, reporting progress; can fail part-way."""
-
-    def __init__(self, rows: int = 3, fail_with: BaseException | None = None) -> None:
-        self.rows = rows
-        self.fail_with = fail_with
-        self.calls = 0
-
-    def __call__(self, path: str, query: Any, fmt: str, out: Any, on_progress: Any = None) -> int:
-        self.calls += 1
-        out.write(b"city\r\n")
-        if on_progress is not None:
-            on_progress(1)
-        if self.fail_with is not None:
-            raise self.fail_with
-        for i in range(self.rows):
-            out.write(f"city-{i}\r\n".encode())
-        return self.rows
 
 
 def queued(**changes: Any) -> ExportRecord:
@@ -198,18 +184,6 @@ def test_a_transient_engine_failure_aborts_the_upload_and_leaves_the_export_runn
     assert ready.published == []
 
 
-class FailingThenWorking(FakeEngine):
-    """Fails the first ``failures`` runs with the given exception, then writes its rows."""
-
-    def __init__(self, failures: int, error: BaseException) -> None:
-        super().__init__()
-        self.failures, self.error = failures, error
-
-    def __call__(self, path: str, query: Any, fmt: str, out: Any, on_progress: Any = None) -> int:
-        self.fail_with = self.error if self.calls < self.failures else None
-        return super().__call__(path, query, fmt, out, on_progress)
-
-
 @pytest.mark.parametrize(
     ("error", "code", "words"),
     [
@@ -271,12 +245,12 @@ def test_a_worker_that_lost_its_lease_leaves_the_record_alone() -> None:
     engine = FakeEngine()
     runner, store, _, _, _ = make_runner(queued(), engine)
 
-    def taken_over(path: str, query: Any, fmt: str, out: Any, on_progress: Any = None) -> int:
+    def taken_over(path: str, query: Any, fmt: str, out: Any, **kwargs: Any) -> int:
         store.exports[QUERY_UUID] = dataclasses.replace(store.exports[QUERY_UUID], lease_owner="w2")
-        on_progress(1)
+        kwargs["on_progress"](1)
         return 0
 
-    runner.engine = taken_over
+    engine.export = taken_over  # type: ignore[method-assign]
     with pytest.raises(LeaseLost):
         runner.handle(QUERY_UUID)
     record = store.exports[QUERY_UUID]

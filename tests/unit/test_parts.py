@@ -13,6 +13,7 @@ from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.parts import (
     PartSpec,
     RowGroupCount,
+    composed_object_name,
     header_object_name,
     part_object_name,
     plan_parts,
@@ -172,6 +173,9 @@ def test_equal_groups_are_cut_within_half_a_group_of_the_ideal(
 
 
 def test_object_names_are_under_the_export_temporary_prefix() -> None:
-    """Parts and the header live under tmp/<queryUUID>/, parts numbered with five digits."""
-    assert part_object_name("q-1", 7) == "tmp/q-1/part-00007"
+    """Parts, the header and the composite live under tmp/<queryUUID>/; each attempt of a part
+    has its own object, numbered with five digits and the attempt."""
+    assert part_object_name("q-1", 7, 1) == "tmp/q-1/part-00007-a1"
+    assert part_object_name("q-1", 7, 2) != part_object_name("q-1", 7, 1)
     assert header_object_name("q-1") == "tmp/q-1/header"
+    assert composed_object_name("q-1") == "tmp/q-1/composed"

@@ -1213,9 +1213,10 @@ def test_temporary_objects_expire_as_a_backstop() -> None:
     validation = str(_one(tf.variables["tmp_object_age_days"]["validation"])["condition"])
     assert "var.tmp_object_age_days >= 1" in validation  # age 0 would delete running parts
     for name in (
-        parts.part_object_name(QUERY_UUID, 0),
-        parts.part_object_name(QUERY_UUID, 1023),
+        parts.part_object_name(QUERY_UUID, 0, 1),
+        parts.part_object_name(QUERY_UUID, 1023, 5),
         parts.header_object_name(QUERY_UUID),
+        parts.composed_object_name(QUERY_UUID),
     ):
         assert name.startswith(parts.TMP_PREFIX)
         assert not name.startswith("exports/")

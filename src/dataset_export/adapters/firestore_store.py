@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -13,13 +14,15 @@ from ..core.dataset import SubmittedDataset
 from ..core.delivery import DeliveryRecord
 from ..core.errors import AlreadyExists, LeaseLost, PreconditionFailed
 from ..core.ratelimit import RequestCount, window_of
-from ..core.records import ExportRecord, ExportStatus
+from ..core.records import ExportRecord, ExportStatus, PartRecord
 from ..service.ports import (
     Account,
     ApiKeyRecord,
     ExportResult,
     IdempotencyRecord,
+    ObjectInfo,
     VersionedExport,
+    VersionedPart,
 )
 from .errors import google_errors
 
@@ -55,7 +58,29 @@ _EXPORT_FIELDS = {
     "run_attempts": "runAttempts",
     "last_error": "lastError",
     "ready_published_on": "readyPublishedOn",
+    "parts_total": "partsTotal",
+    "parts_published_on": "partsPublishedOn",
 }
+# Part record attribute -> field of its document in the export's ``parts`` subcollection.
+_PART_FIELDS = {
+    "query_uuid": "queryUUID",
+    "index": "index",
+    "start": "start",
+    "stop": "stop",
+    "expected_rows": "expectedRows",
+    "lease_owner": "leaseOwner",
+    "lease_expires_on": "leaseExpiresOn",
+    "attempts": "attempts",
+    "rows_written": "rowsWritten",
+    "object_name": "objectName",
+    "size_bytes": "sizeBytes",
+    "crc32c": "crc32c",
+    "last_error": "lastError",
+    "completed_on": "completedOn",
+}
+PARTS = "parts"
+# Writes per batch when storing a plan (Firestore takes at most 500).
+_PLAN_BATCH = 400
 _KNOWN_FIELDS = {
     *_EXPORT_FIELDS.values(),
     "status",
@@ -89,6 +114,21 @@ def export_from_document(doc: dict[str, Any]) -> ExportRecord:
         extra=extra,
         **values,
     )
+
+
+def part_to_document(part: PartRecord) -> dict[str, Any]:
+    """The Firestore document of a part (None fields left out)."""
+    doc = {f: getattr(part, a) for a, f in _PART_FIELDS.items()}
+    doc["status"] = part.status.value
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def part_from_document(doc: dict[str, Any]) -> PartRecord:
+    """A part record from its Firestore document."""
+    values: dict[str, Any] = {a: doc.get(f) for a, f in _PART_FIELDS.items()}
+    values["attempts"] = values["attempts"] or 0
+    values["rows_written"] = values["rows_written"] or 0
+    return PartRecord(status=ExportStatus(doc["status"]), **values)
 
 
 def _delivery_fields(delivery: DeliveryRecord) -> dict[str, Any]:
@@ -324,15 +364,17 @@ class FirestoreStore:
                 raise PreconditionFailed(f"export {record.query_uuid} changed since read") from exc
 
     def _owned_update(self, query_uuid: str, worker: str, update: dict[str, Any]) -> None:
-        ref = self._export_ref(query_uuid)
+        self._owned_write(self._export_ref(query_uuid), f"export {query_uuid}", worker, update)
+
+    def _owned_write(self, ref: Any, what: str, worker: str, update: dict[str, Any]) -> None:
         for _ in range(_CONFLICT_RETRIES):
             snap = ref.get()
             doc = snap.to_dict() or {}
             if not snap.exists or doc.get("leaseOwner") != worker or doc.get("status") != "running":
-                raise LeaseLost(f"export {query_uuid} is no longer leased to {worker}")
+                raise LeaseLost(f"{what} is no longer leased to {worker}")
             if self._guarded_update(ref, snap, update):
                 return
-        raise LeaseLost(f"export {query_uuid}: too many concurrent updates")
+        raise LeaseLost(f"{what}: too many concurrent updates")
 
     def record_progress(
         self, query_uuid: str, worker: str, rows: int, lease_expires_on: dt.datetime
@@ -390,6 +432,132 @@ class FirestoreStore:
         """Remember that notify was told."""
         with google_errors("recording the ready message"):
             self._export_ref(query_uuid).update({"readyPublishedOn": now})
+
+    # --- the parts of an export planned as parts (process function) ------------------------
+    # One document per part under the export (``exports/<id>/parts/<00007>``): parts running in
+    # parallel write only their own document, so the export's document (one document sustains
+    # about one write a second) is written by the plan, the compose lease and the result.
+
+    def _part_ref(self, query_uuid: str, index: int) -> Any:
+        return self._export_ref(query_uuid).collection(PARTS).document(f"{index:05d}")
+
+    def _owned_part_update(
+        self, query_uuid: str, index: int, worker: str, update: dict[str, Any]
+    ) -> None:
+        what = f"part {index} of export {query_uuid}"
+        self._owned_write(self._part_ref(query_uuid, index), what, worker, update)
+
+    def write_plan(self, query_uuid: str, worker: str, parts: Sequence[PartRecord]) -> None:
+        """Store the parts (queued) and their number on the export; ``LeaseLost`` if not ours."""
+        with google_errors("storing the plan"):
+            snap = self._export_ref(query_uuid).get()
+            doc = snap.to_dict() or {}
+            if not snap.exists or doc.get("leaseOwner") != worker or doc.get("status") != "running":
+                raise LeaseLost(f"export {query_uuid} is no longer leased to {worker}")
+            # The parts first, the export last: a plan counts only once its number is stored,
+            # and a worker that dies in between leaves parts that the next plan overwrites.
+            # (ref, document): a document to set, None to delete. Parts of an earlier, longer
+            # plan that died before it counted are not this plan's.
+            writes: list[tuple[Any, dict[str, Any] | None]] = [
+                (self._part_ref(query_uuid, part.index), part_to_document(part)) for part in parts
+            ]
+            planned = {f"{part.index:05d}" for part in parts}
+            for ref in self._export_ref(query_uuid).collection(PARTS).list_documents():
+                if ref.id not in planned:
+                    writes.append((ref, None))
+            for first in range(0, len(writes), _PLAN_BATCH):
+                batch = self._db.batch()
+                for ref, document in writes[first : first + _PLAN_BATCH]:
+                    if document is None:
+                        batch.delete(ref)
+                    else:
+                        batch.set(ref, document)
+                batch.commit()
+            self._owned_update(query_uuid, worker, {"partsTotal": len(parts), "rowsWritten": 0})
+
+    def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
+        """Every part message is out: free the export's lease; ``LeaseLost`` if not ours."""
+        update = {"partsPublishedOn": now, "leaseOwner": None, "leaseExpiresOn": None}
+        with google_errors("recording the published parts"):
+            self._owned_update(query_uuid, worker, update)
+
+    def read_part(self, query_uuid: str, index: int) -> VersionedPart | None:
+        """The part and its update time, or None."""
+        with google_errors("reading the part"):
+            snap = self._part_ref(query_uuid, index).get()
+        if not snap.exists:
+            return None
+        return VersionedPart(part_from_document(snap.to_dict() or {}), snap.update_time)
+
+    def write_part_claim(self, part: PartRecord, *, if_version: object) -> None:
+        """Store the part's claim if its update time is still ``if_version``."""
+        update = {
+            "status": part.status.value,
+            "leaseOwner": part.lease_owner,
+            "leaseExpiresOn": part.lease_expires_on,
+            "attempts": part.attempts,
+            "rowsWritten": part.rows_written,
+        }
+        ref = self._part_ref(part.query_uuid, part.index)
+        with google_errors("claiming the part"):
+            try:
+                ref.update(update, option=self._db.write_option(last_update_time=if_version))
+            except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+                raise PreconditionFailed(
+                    f"part {part.index} of export {part.query_uuid} changed since read"
+                ) from exc
+
+    def record_part_progress(
+        self, query_uuid: str, index: int, worker: str, rows: int, lease_expires_on: dt.datetime
+    ) -> None:
+        """Store the part's rows so far and renew its lease; ``LeaseLost`` if not ours."""
+        update = {"rowsWritten": rows, "leaseExpiresOn": lease_expires_on}
+        with google_errors("recording the part's progress"):
+            self._owned_part_update(query_uuid, index, worker, update)
+
+    def complete_part(
+        self, query_uuid: str, index: int, worker: str, rows: int, info: ObjectInfo,
+        now: dt.datetime,
+    ) -> None:  # fmt: skip
+        """Mark the part ``succeeded`` with its object; ``LeaseLost`` if not ours."""
+        update = {
+            "status": ExportStatus.SUCCEEDED.value,
+            "rowsWritten": rows,
+            "objectName": info.name,
+            "sizeBytes": info.size,
+            "crc32c": info.crc32c,
+            "completedOn": now,
+            "leaseOwner": None,
+            "leaseExpiresOn": None,
+        }
+        with google_errors("recording the finished part"):
+            self._owned_part_update(query_uuid, index, worker, update)
+
+    def release_part(self, query_uuid: str, index: int, worker: str, error: dict[str, str]) -> None:
+        """Record the part's failed attempt and free its lease; ``LeaseLost`` if not ours."""
+        update = {"lastError": dict(error), "leaseOwner": None, "leaseExpiresOn": None}
+        with google_errors("recording the failed part attempt"):
+            self._owned_part_update(query_uuid, index, worker, update)
+
+    def list_parts(self, query_uuid: str) -> list[PartRecord]:
+        """The export's parts in order."""
+        with google_errors("reading the parts"):
+            docs = self._export_ref(query_uuid).collection(PARTS).stream()
+            parts = [part_from_document(d.to_dict() or {}) for d in docs]
+        return sorted(parts, key=lambda p: p.index)
+
+    def claim_compose(
+        self, query_uuid: str, worker: str, lease_expires_on: dt.datetime, *, if_version: object
+    ) -> None:
+        """Lease the export to ``worker`` if its update time is still ``if_version``."""
+        update = {"leaseOwner": worker, "leaseExpiresOn": lease_expires_on}
+        with google_errors("leasing the export to compose it"):
+            try:
+                self._export_ref(query_uuid).update(
+                    update, option=self._db.write_option(last_update_time=if_version)
+                )
+            except gexc.FailedPrecondition as exc:
+                raise PreconditionFailed(f"export {query_uuid} changed since read") from exc
 
     # --- webhook delivery (notify function) --------------------------------------------------
 

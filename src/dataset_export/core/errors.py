@@ -13,6 +13,7 @@ Our exception hierarchy (``[HTTP n]``: also an ``HttpError``, rendered with that
     + QueryRejected               the query engine refused the query itself
       - QueryTooLarge             it needs more memory than an export may use
     + DatasetMismatch             the dataset file does not fit the catalog
+    + DatasetChanged              a part found other rows than its plan counted
     + AlreadyExists               a create found the document already there
       - ObjectAlreadyExists       the export's object is already in the bucket
     + ObjectMissing               an object the operation reads is not in the bucket
@@ -122,6 +123,12 @@ class DatasetMismatch(PermanentError):
     """The dataset file lacks a column the query needs, or holds it with another type."""
 
     code = "dataset_mismatch"
+
+
+class DatasetChanged(PermanentError):
+    """A part of an export found other rows than the plan counted: the dataset changed."""
+
+    code = "dataset_changed"
 
 
 class AlreadyExists(PermanentError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from .records import ExportRecord, ExportStatus
+from .records import ExportRecord, ExportStatus, PartRecord
 
 DEFAULT_LEASE: Final = dt.timedelta(minutes=2)
 """How long a worker holds a claim before another may take over: an export run (renewed by
@@ -42,11 +42,21 @@ class ClaimDecision:
 
 
 def decide_claim(
-    status: ExportStatus, lease_expires_on: dt.datetime | None, now: dt.datetime
+    status: ExportStatus,
+    lease_expires_on: dt.datetime | None,
+    now: dt.datetime,
+    *,
+    handed_to_parts: bool = False,
 ) -> ClaimDecision:
-    """Decide whether a worker may claim an export in ``status`` at ``now``."""
+    """Decide whether a worker may claim an export (or a part) in ``status`` at ``now``.
+
+    ``handed_to_parts``: the export was planned as parts and every part message published, so
+    the parts run it from now on and a request message has nothing left to do.
+    """
     if status in (ExportStatus.SUBMITTING, ExportStatus.QUEUED):
         return ClaimDecision(ClaimVerdict.RUN, "export is queued")
+    if status is ExportStatus.RUNNING and handed_to_parts:
+        return ClaimDecision(ClaimVerdict.DONE, "export is running as parts")
     if status is ExportStatus.RUNNING:
         if lease_expires_on is None:
             return ClaimDecision(
@@ -75,3 +85,24 @@ def claimed(
         rows_written=0,
         started_on=record.started_on or now,
     )
+
+
+def claimed_part(
+    part: PartRecord, worker: str, now: dt.datetime, lease: dt.timedelta
+) -> PartRecord:
+    """``part`` once ``worker`` claimed it at ``now``: running under its lease, one more try,
+    its rows counted again from zero."""
+    return dataclasses.replace(
+        part,
+        status=ExportStatus.RUNNING,
+        lease_owner=worker,
+        lease_expires_on=now + lease,
+        attempts=part.attempts + 1,
+        rows_written=0,
+    )
+
+
+def last_error_suffix(error: dict[str, str] | None) -> str:
+    """`` (last error: ...)`` from a record's last failed attempt, or nothing."""
+    message = (error or {}).get("message")
+    return f" (last error: {message})" if message else ""

@@ -2,10 +2,10 @@
 
 An export whose rows can be split runs as parts: each part is a range of the dataset's rows
 (whole Parquet row groups, ``[start, stop)`` in file row numbers), run by any instance from its
-own Pub/Sub message into its own temporary object ``tmp/<queryUUID>/part-NNNNN``, an independent
-gzip member. The part that finishes last composes them, in order, into the export's object
-(concatenated gzip members are one gzip file, RFC 1952). The CSV header is a member of its own,
-``tmp/<queryUUID>/header``, written once by the composer.
+own Pub/Sub message into its own temporary object ``tmp/<queryUUID>/part-NNNNN-aK`` (part N,
+attempt K), an independent gzip member. The part that finishes last composes them, in order,
+into the export's object (concatenated gzip members are one gzip file, RFC 1952). The CSV header
+is a member of its own, ``tmp/<queryUUID>/header``, written once by the composer.
 
 Pure: no Google import, no environment, no I/O. The engine counts the rows each row group
 contributes (``ExportEngine.row_groups``); ``plan_parts`` turns those counts into parts.
@@ -49,7 +49,8 @@ DEFAULT_PART_ROWS: Final = 2_000_000
 DEFAULT_MAX_PARTS: Final = 100
 """At most this many parts per export (EXPORT_MAX_PARTS)."""
 MAX_PARTS_LIMIT: Final = 1024
-"""The largest EXPORT_MAX_PARTS: two compose rounds of 32 sources hold 32 * 32 parts."""
+"""The largest EXPORT_MAX_PARTS: two compose rounds of 32 sources hold 32 * 32 objects (a CSV
+export's header member makes 1025, composed in three rounds; compose calls are metadata-only)."""
 TMP_PREFIX: Final = "tmp/"
 
 
@@ -58,9 +59,16 @@ def tmp_prefix(query_uuid: str) -> str:
     return f"{TMP_PREFIX}{query_uuid}/"
 
 
-def part_object_name(query_uuid: str, index: int) -> str:
-    """The temporary object part ``index`` writes (``tmp/<queryUUID>/part-00007``)."""
-    return f"{tmp_prefix(query_uuid)}part-{index:05d}"
+def part_object_name(query_uuid: str, index: int, attempt: int) -> str:
+    """The temporary object attempt ``attempt`` of part ``index`` writes
+    (``tmp/<queryUUID>/part-00007-a1``): each attempt has its own, so a worker that outlived its
+    lease can never replace or delete the object another attempt recorded."""
+    return f"{tmp_prefix(query_uuid)}part-{index:05d}-a{attempt}"
+
+
+def composed_object_name(query_uuid: str) -> str:
+    """The temporary composite of every part, checked before it gets the export's name."""
+    return f"{tmp_prefix(query_uuid)}composed"
 
 
 def header_object_name(query_uuid: str) -> str:

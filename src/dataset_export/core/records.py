@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,10 @@ class ExportRecord:
     run_attempts: int | None = None
     last_error: dict[str, str] | None = None  # the last failed attempt: code, message, at
     ready_published_on: dt.datetime | None = None
+    #: Set when the export was planned as parts (``core.parts``): how many.
+    parts_total: int | None = None
+    #: When every part's message was published: from then on the parts run the export.
+    parts_published_on: dt.datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,9 +80,31 @@ class ExportRecord:
             return None
         return int((self.completed_on - self.requested_on) / dt.timedelta(milliseconds=1))
 
-    def status_document(self) -> dict[str, Any]:
-        """The body of ``GET /dataset/export/{queryUUID}``; fields that do not apply are absent."""
+    def status_document(self, parts: Sequence[PartRecord] = ()) -> dict[str, Any]:
+        """The body of ``GET /dataset/export/{queryUUID}``; fields that do not apply are absent.
+
+        ``parts``: the part records of an export planned as parts, for its live progress (rows
+        written across parts, parts done); a finished export needs none.
+        """
         status = ExportStatus.QUEUED if self.status is ExportStatus.SUBMITTING else self.status
+        rows_written = self.rows_written
+        parts_doc = None
+        if self.parts_total:
+            done = sum(1 for p in parts if p.status is ExportStatus.SUCCEEDED)
+            if self.status is ExportStatus.SUCCEEDED:
+                done = self.parts_total
+            elif parts:
+                rows_written = sum(p.rows_written for p in parts)
+            parts_doc = {"total": self.parts_total, "done": done}
+        last_error = self.last_error
+        if last_error is None and self.status is ExportStatus.RUNNING:
+            # The most recent failed attempt of any part, while the parts retry.
+            errors = [
+                p.last_error
+                for p in parts
+                if p.last_error and p.status is not ExportStatus.SUCCEEDED
+            ]
+            last_error = max(errors, key=lambda e: e.get("at", ""), default=None)
         doc: dict[str, Any] = {
             "queryUUID": self.query_uuid,
             "name": self.name,
@@ -88,7 +115,8 @@ class ExportRecord:
         optional: dict[str, Any] = {
             "startedOn": iso_z(self.started_on),
             "completedOn": iso_z(self.completed_on),
-            "progress": None if self.rows_written is None else {"rowsWritten": self.rows_written},
+            "progress": None if rows_written is None else {"rowsWritten": rows_written},
+            "parts": parts_doc,
             "timeTakenMs": self.time_taken_ms,
             "numberRows": self.number_rows,
             "sizeBytes": self.size_bytes,
@@ -97,8 +125,33 @@ class ExportRecord:
             ),
             "error": self.error,
             "attempts": self.run_attempts or None,
-            "lastError": self.last_error,
+            "lastError": last_error,
             "delivery": None if self.delivery is None else self.delivery.public_document(),
         }
         doc.update({k: v for k, v in optional.items() if v is not None})
         return doc
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One part of an export planned as parts: its rows of the dataset file and how it runs.
+
+    Claimed like an export (``core.lifecycle.decide_claim`` on its status and lease): ``queued``,
+    ``running`` under a worker's lease, ``succeeded`` with its temporary object, or ``failed``.
+    """
+
+    query_uuid: str
+    index: int
+    start: int  # file rows [start, stop)
+    stop: int
+    expected_rows: int  # what the plan counted there; a part that finds other rows fails
+    status: ExportStatus = ExportStatus.QUEUED
+    lease_owner: str | None = None
+    lease_expires_on: dt.datetime | None = None
+    attempts: int = 0
+    rows_written: int = 0
+    object_name: str | None = None
+    size_bytes: int | None = None
+    crc32c: str | None = None
+    last_error: dict[str, str] | None = None
+    completed_on: dt.datetime | None = None

@@ -24,14 +24,15 @@ All of them are one Firestore collection set: ``adapters.firestore_store.Firesto
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..core.delivery import AttemptOutcome, DeliveryRecord
+from ..core.parts import RowGroupCount
 from ..core.query import Query
 from ..core.ratelimit import RequestCount
-from ..core.records import ExportRecord
+from ..core.records import ExportRecord, PartRecord
 
 # --- values ----------------------------------------------------------------------------------
 
@@ -99,6 +100,14 @@ class VersionedExport:
     version: object
 
 
+@dataclass(frozen=True)
+class VersionedPart:
+    """A part as read, with the version a guarded write takes back."""
+
+    part: PartRecord
+    version: object
+
+
 # --- stores ----------------------------------------------------------------------------------
 
 
@@ -109,6 +118,13 @@ class ExportReader(Protocol):
         """The export, or None."""
 
 
+class PartReader(Protocol):
+    """Reads the parts of an export planned as parts."""
+
+    def list_parts(self, query_uuid: str) -> list[PartRecord]:
+        """The export's parts in order (none when it was not planned as parts)."""
+
+
 class KeyReader(Protocol):
     """Reads API key records."""
 
@@ -116,7 +132,7 @@ class KeyReader(Protocol):
         """The key with this hash, or None."""
 
 
-class ExportStore(ExportReader, KeyReader, Protocol):
+class ExportStore(ExportReader, PartReader, KeyReader, Protocol):
     """Durable state: accounts, keys, exports, idempotency keys, rate-limit counters."""
 
     def get_account(self, account_id: str) -> Account | None:
@@ -157,8 +173,13 @@ class ExportStore(ExportReader, KeyReader, Protocol):
         """Take back one request counted in ``second`` (it was refused)."""
 
 
-class LifecycleStore(ExportReader, Protocol):
-    """The export record's transitions, each guarded by a precondition; the runner decides."""
+class LifecycleStore(ExportReader, PartReader, Protocol):
+    """The export record's transitions, each guarded by a precondition; the runner decides.
+
+    An export planned as parts keeps one record per part beside it (``write_plan``); each part
+    is claimed and written like the export, on its own record, so parts running in parallel
+    never write the export's record (one document, a hot spot on Firestore) until the last.
+    """
 
     def read_for_claim(self, query_uuid: str) -> VersionedExport | None:
         """The export and its version, or None when there is no such export."""
@@ -183,6 +204,40 @@ class LifecycleStore(ExportReader, Protocol):
 
     def mark_ready_published(self, query_uuid: str, now: dt.datetime) -> None:
         """Remember that notify was told."""
+
+    def write_plan(self, query_uuid: str, worker: str, parts: Sequence[PartRecord]) -> None:
+        """Store the parts (queued) and their number on the export; ``LeaseLost`` if not ours."""
+
+    def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
+        """Every part message is out: the parts run the export now, so free its lease;
+        ``LeaseLost`` if not ours."""
+
+    def read_part(self, query_uuid: str, index: int) -> VersionedPart | None:
+        """The part and its version, or None."""
+
+    def write_part_claim(self, part: PartRecord, *, if_version: object) -> None:
+        """Store ``part``'s claim (status, lease, attempts, rows) if it is still at
+        ``if_version``; raise ``PreconditionFailed`` otherwise."""
+
+    def record_part_progress(
+        self, query_uuid: str, index: int, worker: str, rows: int, lease_expires_on: dt.datetime
+    ) -> None:
+        """Store the part's rows so far and renew its lease; ``LeaseLost`` if not ours."""
+
+    def complete_part(
+        self, query_uuid: str, index: int, worker: str, rows: int, info: ObjectInfo,
+        now: dt.datetime,
+    ) -> None:  # fmt: skip
+        """Mark the part ``succeeded`` with its object; ``LeaseLost`` if not ours."""
+
+    def release_part(self, query_uuid: str, index: int, worker: str, error: dict[str, str]) -> None:
+        """Record the part's failed attempt and free its lease; ``LeaseLost`` if not ours."""
+
+    def claim_compose(
+        self, query_uuid: str, worker: str, lease_expires_on: dt.datetime, *, if_version: object
+    ) -> None:
+        """Lease the export to ``worker`` to compose its parts, if it is still at ``if_version``;
+        raise ``PreconditionFailed`` otherwise."""
 
 
 class DeliveryStore(KeyReader, Protocol):
@@ -213,6 +268,16 @@ class Publisher(Protocol):
         """
 
 
+class PartsQueue(Protocol):
+    """The ``export-parts`` topic: one ``{"queryUUID": ..., "part": k}`` message per part."""
+
+    def publish_parts(self, query_uuid: str, indices: Sequence[int]) -> None:
+        """Publish one message per part and wait until the broker confirmed them all.
+
+        Raise ``TransientError`` when the queue is unavailable (some may have gone out).
+        """
+
+
 class Writable(Protocol):
     """Where the engine writes the gzip stream."""
 
@@ -239,6 +304,19 @@ class ExportStorage(Protocol):
     def stat(self, name: str) -> ObjectInfo | None:
         """The object's size and checksums, or None."""
 
+    def compose(
+        self, sources: Sequence[str], destination: str, *, metadata: dict[str, str]
+    ) -> ObjectInfo:
+        """Compose ``sources`` (at most 32), in order, into ``destination``, create-only: raise
+        ``ObjectAlreadyExists`` if it exists, ``ObjectMissing`` if a source is gone. A
+        composite has a crc32c and no MD5."""
+
+    def delete(self, name: str, *, if_generation: int | None = None) -> bool:
+        """Delete the object (only that generation when given); False when it was not there."""
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose name starts with ``prefix``."""
+
 
 class UrlSigner(Protocol):
     """Makes short-lived signed GET URLs for objects in the exports bucket."""
@@ -248,18 +326,28 @@ class UrlSigner(Protocol):
 
 
 class ExportEngine(Protocol):
-    """Runs a query and writes the gzip file (``engine.duckdb_engine.run_export``)."""
+    """Runs a query into a gzip member (``engine.duckdb_engine.DuckDbEngine``)."""
 
-    def __call__(
+    def export(
         self,
-        parquet_path: str,
+        dataset_path: str,
         query: Query,
         fmt: str,
         out: Writable,
         *,
+        rows: tuple[int, int] | None = None,
+        header: bool = True,
         on_progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Write the export; return the number of data rows."""
+        """Write the export (with ``rows=(start, stop)`` only the file rows ``[start, stop)``) as
+        one gzip member to ``out``; ``header=False`` leaves the CSV header out. Return the
+        number of data rows."""
+
+    def row_groups(self, dataset_path: str, query: Query) -> list[RowGroupCount]:
+        """The dataset's row groups in file order, each with the rows the query keeps there."""
+
+    def header(self, query: Query, fmt: str) -> bytes:
+        """The CSV header line as a gzip member of its own (``b""`` for JSONL)."""
 
 
 class Sender(Protocol):

@@ -1,5 +1,12 @@
 """The process use case: run one export into one gzip object, exactly once, nothing lost.
 
+An export whose rows can be split (``core.parts.single_part_reason``) and that counts more
+rows than one part holds is planned as parts instead: the plan (one record per part) is
+written, one message per part is published on the parts topic, and ``service.parts`` runs and
+composes them. A redelivered request whose plan was written but not every message published
+publishes them again (duplicates of a part message are harmless); once all are out the request
+has nothing left to do.
+
 Pub/Sub delivers at least once, so every step tolerates repeats: the claim (a lease, decided
 here by ``core.lifecycle.decide_claim`` and written with a precondition on the version read, so
 that of two workers deciding at once one wins and the other reads and decides again) lets one
@@ -34,15 +41,32 @@ from ..core.errors import (
     TransientError,
     public_detail,
 )
-from ..core.lifecycle import DEFAULT_LEASE, ClaimDecision, ClaimVerdict, claimed, decide_claim
-from ..core.records import ExportRecord, ExportStatus, iso_z
-from ..events import READY_KIND, PubSubMessage
+from ..core.lifecycle import (
+    DEFAULT_LEASE,
+    ClaimDecision,
+    ClaimVerdict,
+    claimed,
+    decide_claim,
+    last_error_suffix,
+)
+from ..core.parts import (
+    DEFAULT_MAX_PARTS,
+    DEFAULT_PART_ROWS,
+    plan_parts,
+    single_part_reason,
+    tmp_prefix,
+)
+from ..core.query import Query
+from ..core.records import ExportRecord, ExportStatus, PartRecord, iso_z
+from ..events import PART_KIND, READY_KIND, PubSubMessage
+from .parts import PartRunner
 from .ports import (
     ExportEngine,
     ExportResult,
     ExportStorage,
     LifecycleStore,
     ObjectInfo,
+    PartsQueue,
     Publisher,
 )
 
@@ -78,26 +102,43 @@ class ExportRunner:
     engine: ExportEngine
     dataset_path: Callable[[], str]
     catalog: Catalog
+    #: The parts topic; None: every export runs as one part.
+    parts_queue: PartsQueue | None = None
+    part_rows: int = DEFAULT_PART_ROWS
+    max_parts: int = DEFAULT_MAX_PARTS
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     lease: dt.timedelta = DEFAULT_LEASE
     worker: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
+    max_attempts: int = MAX_RUN_ATTEMPTS
+    claim_retries: int = _CLAIM_RETRIES
+    no_cap: int = _NO_CAP
+
+    def __post_init__(self) -> None:
+        self.parts = PartRunner(self)
 
     def handle_message(self, message: PubSubMessage, *, dead_letter: bool) -> None:
-        """One pushed message: a request is run; a dead-lettered request ends the export failed
-        (``give_up``); a dead-lettered ready message is only logged, because delivery has its
-        own retry schedule and attempt log (notify) and the file stays downloadable.
+        """One pushed message: a request is run, a part message runs its part; a dead-lettered
+        request or part ends the export failed (``give_up``); a dead-lettered ready message is
+        only logged, because delivery has its own retry schedule and attempt log (notify) and
+        the file stays downloadable.
 
         Returns when the message should be acknowledged; raises ``TransientError`` otherwise.
         """
         if not dead_letter:
-            self.handle(message.query_uuid)
+            if message.kind == PART_KIND or message.part is not None:
+                if message.part is None:
+                    log.error("part message without a part index; dropping")
+                    return
+                self.parts.handle(message.query_uuid, message.part)
+            else:
+                self.handle(message.query_uuid)
         elif message.kind == READY_KIND:
             log.error(
                 "ready message dead-lettered; the export stays downloadable",
                 extra={"queryUUID": message.query_uuid},
             )
         else:
-            self.give_up(message.query_uuid, message.dead_letter_attempts)
+            self.give_up(message.query_uuid, message.dead_letter_attempts, part=message.part)
 
     def handle(self, query_uuid: str) -> None:
         """Run the export if it is this delivery's to run.
@@ -118,29 +159,32 @@ class ExportRunner:
         )
         if decision.verdict is ClaimVerdict.DONE:
             if record.status is ExportStatus.SUCCEEDED and record.ready_published_on is None:
-                self._announce(query_uuid)
+                self.announce(query_uuid)
+            elif record.status is ExportStatus.FAILED and record.parts_total:
+                self.clean_up(query_uuid)
             return
         if decision.verdict is ClaimVerdict.BUSY:
             raise TransientError(f"export {query_uuid} is being run by another worker")
-        if (record.run_attempts or 0) > MAX_RUN_ATTEMPTS:
-            self._fail(
+        if (record.run_attempts or 0) > self.max_attempts:
+            self.fail(
                 query_uuid,
                 "too_many_attempts",
-                f"the export did not finish in {MAX_RUN_ATTEMPTS} attempts"
-                f"{_last_error(record)}; please submit it again",
+                f"the export did not finish in {self.max_attempts} attempts"
+                f"{last_error_suffix(record.last_error)}; please submit it again",
             )
             return
         try:
-            self._run(record)
+            finished = self._run(record)
         except PermanentError as exc:
-            self._fail(query_uuid, exc.code, str(exc))
+            self.fail(query_uuid, exc.code, str(exc))
             return
         except LeaseLost:
             raise  # another worker runs the export now: the record is not this one's to touch
         except Exception as exc:
-            self._attempt_failed(record, exc)
+            self.attempt_failed(record, exc)
             raise
-        self._announce(query_uuid)
+        if finished:
+            self.announce(query_uuid)
 
     def claim(self, query_uuid: str) -> Claim:
         """Decide whether this worker may run the export and, if so, take it under its lease."""
@@ -149,7 +193,12 @@ class ExportRunner:
             read = self.store.read_for_claim(query_uuid)
             if read is None:
                 return Claim(ClaimDecision(ClaimVerdict.DONE, "export record is gone"), None)
-            decision = decide_claim(read.record.status, read.record.lease_expires_on, now)
+            decision = decide_claim(
+                read.record.status,
+                read.record.lease_expires_on,
+                now,
+                handed_to_parts=read.record.parts_published_on is not None,
+            )
             if decision.verdict is not ClaimVerdict.RUN:
                 return Claim(decision, read.record)
             record = claimed(read.record, self.worker, now, self.lease)
@@ -160,12 +209,12 @@ class ExportRunner:
             return Claim(decision, record)
         raise LeaseLost(f"could not claim export {query_uuid}: too many concurrent updates")
 
-    def _run(self, record: ExportRecord) -> None:
+    def _run(self, record: ExportRecord) -> bool:
+        """Run the export in one part, or hand it to its parts; True when it finished here."""
         query_uuid = record.query_uuid
-        try:
-            query = record.dataset.query(self.catalog, max_rows=_NO_CAP)
-        except (InvalidRequest, ValueError) as exc:
-            raise PermanentError(f"the query no longer fits the dataset: {exc}") from exc
+        query = self.query_of(record)
+        if self._hand_to_parts(record, query):
+            return False
         name = object_name(query_uuid, record.format)
         started = self.clock()
         upload = self.storage.open_upload(name, metadata={"queryUUID": query_uuid})
@@ -176,12 +225,8 @@ class ExportRunner:
             self.store.record_progress(query_uuid, self.worker, rows, now + self.lease)
 
         try:
-            rows = self.engine(
-                self.dataset_path(),
-                query,
-                record.format,
-                upload,
-                on_progress=progress,
+            rows = self.engine.export(
+                self.dataset_path(), query, record.format, upload, on_progress=progress
             )
             info = upload.commit()
         except ObjectAlreadyExists:
@@ -211,24 +256,79 @@ class ExportRunner:
                 "durationMs": int((result.completed_on - started) / dt.timedelta(milliseconds=1)),
             },
         )
+        return True
 
-    def _attempt_failed(self, record: ExportRecord, exc: Exception) -> None:
-        """Record why this attempt failed and free the lease, so the status says it and the
-        next delivery need not wait for the lease to expire."""
-        attempt = record.run_attempts or 1
+    def _hand_to_parts(self, record: ExportRecord, query: Query) -> bool:
+        """Plan the export as parts and publish their messages, when it should run as parts
+        (or an earlier attempt planned it); False when it runs here, as one part."""
+        query_uuid = record.query_uuid
+        if self.parts_queue is None:
+            return False
+        total = record.parts_total
+        if not total:
+            reason = single_part_reason(query)
+            if reason is not None:
+                log.info("export runs as one part: %s", reason, extra={"queryUUID": query_uuid})
+                return False
+            groups = self.engine.row_groups(self.dataset_path(), query)
+            plan = plan_parts(groups, target_rows=self.part_rows, max_parts=self.max_parts)
+            if len(plan) < 2:
+                return False
+            self.store.write_plan(
+                query_uuid,
+                self.worker,
+                [PartRecord(query_uuid, p.index, p.start, p.stop, p.expected_rows) for p in plan],
+            )
+            total = len(plan)
+            log.info(
+                "export planned as %d parts, %d rows",
+                total,
+                sum(p.expected_rows for p in plan),
+                extra={"queryUUID": query_uuid, "parts": total},
+            )
+        self.parts_queue.publish_parts(query_uuid, range(total))
+        self.store.mark_parts_published(query_uuid, self.worker, self.clock())
+        return True
+
+    def query_of(self, record: ExportRecord) -> Query:
+        """The export's query under today's catalog; ``PermanentError`` when it no longer fits."""
+        try:
+            return record.dataset.query(self.catalog, max_rows=self.no_cap)
+        except (InvalidRequest, ValueError) as exc:
+            raise PermanentError(f"the query no longer fits the dataset: {exc}") from exc
+
+    @staticmethod
+    def final_object(query_uuid: str, fmt: str) -> str:
+        """The export's object (``object_name``)."""
+        return object_name(query_uuid, fmt)
+
+    def attempt_error(self, attempt: int, exc: Exception, *, what: str = "") -> dict[str, str]:
+        """The ``lastError`` of a failed attempt: its code, which attempt (of ``what``, e.g.
+        "part 4: "), why, what happens next, and when."""
         code = "transient_error" if isinstance(exc, TransientError) else "internal_error"
+        message = what + self._attempt_message(attempt, exc)
+        return {"code": code, "message": message, "at": iso_z(self.clock()) or ""}
+
+    def _attempt_message(self, attempt: int, exc: Exception) -> str:
         reason = public_detail(str(exc))
         if not isinstance(exc, ExportError):
             reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
         left = (
             "it is retried automatically"
-            if attempt < MAX_RUN_ATTEMPTS
+            if attempt < self.max_attempts
             else "this was the last attempt"
         )
-        message = f"attempt {attempt} of {MAX_RUN_ATTEMPTS} failed ({reason}); {left}"
-        extra = {"queryUUID": record.query_uuid, "errorCode": code, "attempt": attempt}
-        log.warning("export attempt failed, Pub/Sub will redeliver: %s", message, extra=extra)
-        error = {"code": code, "message": message, "at": iso_z(self.clock()) or ""}
+        return f"attempt {attempt} of {self.max_attempts} failed ({reason}); {left}"
+
+    def attempt_failed(self, record: ExportRecord, exc: Exception) -> None:
+        """Record why this attempt failed and free the lease, so the status says it and the
+        next delivery need not wait for the lease to expire."""
+        attempt = record.run_attempts or 1
+        error = self.attempt_error(attempt, exc)
+        extra = {"queryUUID": record.query_uuid, "errorCode": error["code"], "attempt": attempt}
+        log.warning(
+            "export attempt failed, Pub/Sub will redeliver: %s", error["message"], extra=extra
+        )
         try:
             self.store.release_export(record.query_uuid, self.worker, error)
         except Exception as release_error:  # the store may be what failed: the lease expires
@@ -238,33 +338,46 @@ class ExportRunner:
                 extra={"queryUUID": record.query_uuid},
             )
 
-    def _fail(self, query_uuid: str, code: str, message: str) -> None:
+    def fail(self, query_uuid: str, code: str, message: str) -> None:
+        """End the export failed with its reason, and delete its temporary objects."""
         if self.store.fail_export(query_uuid, code, message, self.clock()):
             log.error(
                 "export failed: %s", message, extra={"queryUUID": query_uuid, "errorCode": code}
             )
+        self.clean_up(query_uuid)
 
-    def _announce(self, query_uuid: str) -> None:
+    def clean_up(self, query_uuid: str) -> None:
+        """Delete the export's temporary objects (parts, header, intermediate composites).
+
+        A failure is raised (transient), so the message that asked for it comes again; the
+        bucket's lifecycle rule on ``tmp/`` is the backstop.
+        """
+        leftovers = self.storage.list(tmp_prefix(query_uuid))
+        for info in leftovers:
+            self.storage.delete(info.name, if_generation=info.generation)
+        if leftovers:
+            log.info(
+                "deleted %d temporary objects",
+                len(leftovers),
+                extra={"queryUUID": query_uuid},
+            )
+
+    def announce(self, query_uuid: str) -> None:
+        """Tell notify the export is ready, and remember that it was told."""
         self.ready.publish(query_uuid)
         self.store.mark_ready_published(query_uuid, self.clock())
 
-    def give_up(self, query_uuid: str, attempts: int | None) -> None:
-        """A dead-lettered request: record the failure so the status API says why."""
+    def give_up(self, query_uuid: str, attempts: int | None, *, part: int | None = None) -> None:
+        """A dead-lettered request or part: record the failure so the status API says why."""
         tried = f" after {attempts} delivery attempts" if attempts else ""
         record = self.store.get_export(query_uuid)
-        last = _last_error(record) if record is not None else ""
-        self._fail(
+        last = last_error_suffix(record.last_error) if record is not None else ""
+        what = "the export" if part is None else f"part {part + 1} of the export"
+        self.fail(
             query_uuid,
             "dead_lettered",
-            f"the export could not be processed{tried}{last}; it was moved to the dead-letter "
-            "topic",
+            f"{what} could not be processed{tried}{last}; it was moved to the dead-letter topic",
         )
-
-
-def _last_error(record: ExportRecord) -> str:
-    """`` (last error: ...)`` from the record's last failed attempt, or nothing."""
-    message = (record.last_error or {}).get("message")
-    return f" (last error: {message})" if message else ""
 
 
 def _missing(name: str) -> ObjectInfo:

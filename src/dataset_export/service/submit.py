@@ -25,7 +25,7 @@ from ..core.errors import (
 )
 from ..core.ratelimit import decide as decide_rate
 from ..core.ratelimit import second_of
-from ..core.records import ExportRecord, ExportStatus
+from ..core.records import ExportRecord, ExportStatus, PartRecord
 from ..core.request import parse_export_request
 from ..core.urlpolicy import Resolver, check_webhook_url
 from .ports import ApiKeyRecord, ExportStore, IdempotencyRecord, Publisher
@@ -225,6 +225,16 @@ class ExportService:
             # The first attempt died between recording and queueing: finish its job.
             self._queue(record, None)
         return SubmitResult(query_uuid=record.query_uuid, replayed=True)
+
+    def live_parts(self, record: ExportRecord) -> list[PartRecord]:
+        """The parts of an export planned as parts that is running or failed (for its live
+        progress, or how far it got); none otherwise."""
+        if not record.parts_total or record.status not in (
+            ExportStatus.RUNNING,
+            ExportStatus.FAILED,
+        ):
+            return []
+        return self.store.list_parts(record.query_uuid)
 
     def status(self, caller: Caller, query_uuid: str) -> ExportRecord:
         """The export if the caller's key owns it; otherwise ``NotFound`` (never 403: no leak)."""
