@@ -27,7 +27,13 @@ from dataset_export.core.errors import (
     PreconditionFailed,
     TransientError,
 )
-from dataset_export.core.parts import RowGroupCount
+from dataset_export.core.parts import (
+    ExportPlan,
+    PartSpec,
+    RowGroupCount,
+    plan_parts,
+    single_part_reason,
+)
 from dataset_export.core.ratelimit import RequestCount, window_of
 from dataset_export.core.records import ExportRecord, ExportStatus, PartRecord
 from dataset_export.service.ports import (
@@ -256,6 +262,7 @@ class InMemoryStore:
             object_name=result.object_name,
             crc32c=result.crc32c,
             md5=result.md5,
+            engine=result.engine,
             completed_on=result.completed_on,
             lease_owner=None,
             lease_expires_on=None,
@@ -303,15 +310,29 @@ class InMemoryStore:
         return part
 
     @_writes_export
-    def write_plan(self, query_uuid: str, worker: str, parts: Sequence[PartRecord]) -> None:
-        """Store the parts and their number; ``LeaseLost`` if the export is not ours."""
+    def write_plan(
+        self,
+        query_uuid: str,
+        worker: str,
+        parts: Sequence[PartRecord],
+        *,
+        planned_rows: int | None,
+        engine: str,
+    ) -> None:
+        """Store the parts, their number, the rows and engine; ``LeaseLost`` if not ours."""
         record = self._owned(query_uuid, worker)
         planned = {part.index for part in parts}
         for key in [k for k in self.parts if k[0] == query_uuid and k[1] not in planned]:
             del self.parts[key]
         for part in parts:
             self._put_part(part)
-        self._change(record, parts_total=len(parts), rows_written=0)
+        self._change(
+            record,
+            parts_total=len(parts),
+            planned_rows=planned_rows,
+            engine=engine,
+            rows_written=0,
+        )
 
     @_writes_export
     def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
@@ -561,8 +582,11 @@ class FakeResolver:
 
 class FakeEngine:
     """``ExportEngine`` over a dataset of ``rows`` rows (``city-<i>``) in row groups of
-    ``group_rows``: writes the lines of the rows asked for (not gzipped: concatenation is what a
-    compose does), reports progress after the header, and can fail part-way."""
+    ``group_rows``: plans with the real planner, writes the lines of the rows asked for (not
+    gzipped: concatenation is what a compose does), reports progress after the header, and can
+    fail part-way."""
+
+    name = "fake"
 
     def __init__(
         self, rows: int = 3, fail_with: BaseException | None = None, group_rows: int = 1
@@ -571,29 +595,45 @@ class FakeEngine:
         self.fail_with = fail_with
         self.group_rows = group_rows
         self.calls = 0
-        self.ranges: list[tuple[int, int] | None] = []
+        self.ranges: list[tuple[int, int | None] | None] = []
+        self.finished: list[str] = []
+
+    def plan(
+        self, source: str, query: Any, *, query_uuid: str, target_rows: int, max_parts: int
+    ) -> ExportPlan:
+        """The real planner over ``row_groups``; the whole dataset when it cannot split."""
+        reason = single_part_reason(query)
+        if reason is not None or max_parts < 2:
+            return ExportPlan([PartSpec(0)], None, self.name, reason)
+        parts = plan_parts(
+            self.row_groups(source, query), target_rows=target_rows, max_parts=max_parts
+        )
+        rows = sum(p.expected_rows or 0 for p in parts)
+        return ExportPlan(parts if len(parts) > 1 else [PartSpec(0)], rows, self.name)
 
     def export(
         self,
-        dataset_path: str,
+        source: str,
         query: Any,
         fmt: str,
         out: Any,
         *,
-        rows: tuple[int, int] | None = None,
+        part: PartSpec | None = None,
         header: bool = True,
         on_progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Write the header (unless left out) and the lines of the rows in range."""
+        """Write the header (unless left out) and the lines of the part's rows."""
         self.calls += 1
-        self.ranges.append(rows)
+        whole = part is None or (part.start, part.stop) == (0, None)
+        self.ranges.append(None if whole or part is None else (part.start, part.stop))
         if header:
             out.write(b"city\r\n")
         if on_progress is not None:
             on_progress(1)
         if self.fail_with is not None:
             raise self.fail_with
-        start, stop = rows if rows is not None else (0, self.rows)
+        start = 0 if part is None else part.start
+        stop = self.rows if part is None or part.stop is None else part.stop
         indices = range(start, min(stop, self.rows))
         for i in indices:
             out.write(f"city-{i}\r\n".encode())
@@ -608,6 +648,10 @@ class FakeEngine:
     def header(self, query: Any, fmt: str) -> bytes:
         """The header line (``b""`` for JSONL)."""
         return b"city\r\n" if fmt == "csv" else b""
+
+    def finish(self, query_uuid: str) -> None:
+        """Remember that the export's temporary state was dropped."""
+        self.finished.append(query_uuid)
 
 
 class FailingThenWorking(FakeEngine):

@@ -592,6 +592,8 @@ def planned(store: Store, parts: int = 3, worker: str = "w1") -> str:
         record.query_uuid,
         worker,
         [PartRecord(record.query_uuid, i, 100 * i, 100 * (i + 1), 90) for i in range(parts)],
+        planned_rows=90 * parts,
+        engine="duckdb",
     )
     return record.query_uuid
 
@@ -614,7 +616,8 @@ def test_a_plan_stores_its_parts_queued_in_order_and_their_number(store: Store) 
         (i, 100 * i, 100 * (i + 1)) for i in range(12)
     ]
     assert all(p.status is ExportStatus.QUEUED and p.expected_rows == 90 for p in parts)
-    assert stored(store, query_uuid).parts_total == 12
+    after = stored(store, query_uuid)
+    assert (after.parts_total, after.planned_rows, after.engine) == (12, 1080, "duckdb")
     assert store.read_part(query_uuid, 12) is None
 
 
@@ -622,10 +625,17 @@ def test_a_shorter_plan_replaces_every_part_of_a_longer_one(store: Store) -> Non
     """A planner that died before its plan counted leaves no part behind the next plan's."""
     query_uuid = planned(store, parts=5)
     store.write_plan(
-        query_uuid, "w1", [PartRecord(query_uuid, i, 200 * i, 200 * (i + 1), 150) for i in range(2)]
+        query_uuid,
+        "w1",
+        [PartRecord(query_uuid, i, 200 * i, None, None, stream=f"s{i}") for i in range(2)],
+        planned_rows=None,
+        engine="bigquery",
     )
-    assert [(p.index, p.stop) for p in store.list_parts(query_uuid)] == [(0, 200), (1, 400)]
-    assert stored(store, query_uuid).parts_total == 2
+    assert [(p.index, p.stop, p.stream) for p in store.list_parts(query_uuid)] == [
+        (0, None, "s0"), (1, None, "s1")
+    ]  # fmt: skip
+    after = stored(store, query_uuid)
+    assert (after.parts_total, after.planned_rows, after.engine) == (2, None, "bigquery")
 
 
 def test_only_the_lease_holder_plans_and_publishing_frees_the_lease(store: Store) -> None:
@@ -633,7 +643,9 @@ def test_only_the_lease_holder_plans_and_publishing_frees_the_lease(store: Store
     the lease and makes any further request claim DONE."""
     query_uuid = planned(store)
     with pytest.raises(LeaseLost):
-        store.write_plan(query_uuid, "w2", [PartRecord(query_uuid, 0, 0, 1, 1)])
+        store.write_plan(
+            query_uuid, "w2", [PartRecord(query_uuid, 0, 0, 1, 1)], planned_rows=1, engine="duckdb"
+        )
     with pytest.raises(LeaseLost):
         store.mark_parts_published(query_uuid, "w2", T0)
     store.mark_parts_published(query_uuid, "w1", T0 + MINUTE)

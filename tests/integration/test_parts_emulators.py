@@ -38,8 +38,9 @@ from dataset_export.adapters.pubsub_publisher import PubSubPublisher
 from dataset_export.config import Settings
 from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.errors import QueryRejected, TransientError
-from dataset_export.core.parts import tmp_prefix
+from dataset_export.core.parts import PartSpec, tmp_prefix
 from dataset_export.core.records import ExportRecord, ExportStatus
+from dataset_export.engine.duckdb_engine import DuckDbEngine
 from dataset_export.events import PART_KIND, READY_KIND, decode_message
 from dataset_export.service.process import ExportRunner, object_name
 from dataset_export.wiring import build_export_runner
@@ -243,19 +244,12 @@ def test_duplicate_part_messages_write_each_part_once_and_the_file_once(
     """Every part message delivered three times: each part runs once, one final object."""
     query_uuid = new_export(stack_env, FULL_TABLE)
     runner = runner_for(stack_env, dataset, topics)
-    runs: list[tuple[int, int] | None] = []
-    engine = runner.engine
+    runs: list[PartSpec | None] = []
 
-    class Counting:
+    class Counting(DuckDbEngine):
         def export(self, *args: Any, **kwargs: Any) -> int:
-            runs.append(kwargs.get("rows"))
-            return engine.export(*args, **kwargs)
-
-        def row_groups(self, *args: Any) -> Any:
-            return engine.row_groups(*args)
-
-        def header(self, *args: Any) -> bytes:
-            return engine.header(*args)
+            runs.append(kwargs.get("part"))
+            return super().export(*args, **kwargs)
 
     runner = dataclasses.replace(runner, engine=Counting())
     runner.handle(query_uuid)
@@ -264,7 +258,7 @@ def test_duplicate_part_messages_write_each_part_once_and_the_file_once(
     assert len(messages) == 10
     deliver(runner, messages, times=3)
     assert len(runs) == 10
-    assert len(set(runs)) == 10
+    assert len({(p.start, p.stop) for p in runs if p is not None}) == 10
     blob = bucket(stack_env).get_blob(object_name(query_uuid, "csv"))
     assert blob is not None
     generation = blob.generation
@@ -282,23 +276,16 @@ def test_a_part_killed_mid_upload_leaves_nothing_visible_and_runs_again(
     """Part 3 dies after sending bytes: no object of it appears; its redelivery completes it."""
     query_uuid = new_export(stack_env, FULL_TABLE)
     runner = runner_for(stack_env, dataset, topics)
-    engine = runner.engine
     killed: list[int] = []
 
-    class KillsOnce:
+    class KillsOnce(DuckDbEngine):
         def export(self, path: str, query: Any, fmt: str, out: Any, **kwargs: Any) -> int:
-            rows = kwargs.get("rows")
-            if rows is not None and rows[0] == 4 * GROUP_ROWS * 3 and not killed:
+            part = kwargs.get("part")
+            if part is not None and part.start == 4 * GROUP_ROWS * 3 and not killed:
                 out.write(b"\x1f\x8b" + b"x" * 100_000)  # some bytes go out, then it dies
                 killed.append(1)
                 raise TransientError("instance lost")
-            return engine.export(path, query, fmt, out, **kwargs)
-
-        def row_groups(self, *args: Any) -> Any:
-            return engine.row_groups(*args)
-
-        def header(self, *args: Any) -> bytes:
-            return engine.header(*args)
+            return super().export(path, query, fmt, out, **kwargs)
 
     runner = dataclasses.replace(runner, engine=KillsOnce())
     runner.handle(query_uuid)
@@ -326,20 +313,13 @@ def test_a_part_that_fails_for_good_fails_the_export_and_leaves_no_temporary(
     """Part 5 is refused: the export fails with its reason, no file, nothing under tmp/."""
     query_uuid = new_export(stack_env, FULL_TABLE)
     runner = runner_for(stack_env, dataset, topics)
-    engine = runner.engine
 
-    class RefusesPart5:
+    class RefusesPart5(DuckDbEngine):
         def export(self, path: str, query: Any, fmt: str, out: Any, **kwargs: Any) -> int:
-            rows = kwargs.get("rows")
-            if rows is not None and rows[0] == 4 * GROUP_ROWS * 5:
+            part = kwargs.get("part")
+            if part is not None and part.start == 4 * GROUP_ROWS * 5:
                 raise QueryRejected("the query engine refused the query: a value is not valid")
-            return engine.export(path, query, fmt, out, **kwargs)
-
-        def row_groups(self, *args: Any) -> Any:
-            return engine.row_groups(*args)
-
-        def header(self, *args: Any) -> bytes:
-            return engine.header(*args)
+            return super().export(path, query, fmt, out, **kwargs)
 
     runner = dataclasses.replace(runner, engine=RefusesPart5())
     run_as_parts(stack_env, runner, topics, query_uuid)
@@ -352,3 +332,37 @@ def test_a_part_that_fails_for_good_fails_the_export_and_leaves_no_temporary(
     assert temporaries(stack_env, query_uuid) == []
     assert bucket(stack_env).get_blob(object_name(query_uuid, "csv")) is None
     assert topics["ready"].pull() == []
+
+
+def test_a_filtered_jsonl_export_splits_where_its_rows_are_and_reads_whole(
+    stack_env: dict[str, str], dataset: Path, topics: dict[str, Topic], tmp_path: Path
+) -> None:
+    """A filter that most row groups do not match: the plan cuts by matching rows, the parts
+    hold the single export's lines, and pandas and DuckDB read the JSONL file whole."""
+    table = pd.read_parquet(dataset, columns=["msa"])
+    metros = list(table["msa"].value_counts().index[:2])
+    wanted = int(table["msa"].isin(metros).sum())
+    query = {
+        "scopes": [{"column": "property_id"}, {"column": "msa"}, {"column": "listed_on"}],
+        "filters": [{"column": "msa", "filter": {"in": metros}}],
+    }
+    parted = new_export(stack_env, query, "jsonl")
+    single = new_export(stack_env, query, "jsonl")
+    runner = runner_for(stack_env, dataset, topics, part_rows=max(1, wanted // 3))
+    parts = run_as_parts(stack_env, runner, topics, parted)
+    assert parts >= 2
+    dataclasses.replace(runner, parts_queue=None).handle(single)
+    record = record_of(stack_env, parted)
+    assert record.status is ExportStatus.SUCCEEDED, record.error
+    assert record.number_rows == wanted
+    data = download(stack_env, object_name(parted, "jsonl"))
+    lines = gzip.decompress(data).splitlines()
+    single_lines = gzip.decompress(download(stack_env, object_name(single, "jsonl"))).splitlines()
+    assert Counter(lines) == Counter(single_lines)
+    path = tmp_path / "export.jsonl.gz"
+    path.write_bytes(data)
+    frame = pd.read_json(path, lines=True, compression="gzip")
+    assert len(frame) == wanted
+    assert set(frame["msa"]) == set(metros)
+    assert duckdb.read_json(str(path)).aggregate("count(*)").fetchall() == [(wanted,)]
+    assert temporaries(stack_env, parted) == []

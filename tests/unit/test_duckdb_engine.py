@@ -35,6 +35,7 @@ from dataset_export.core.errors import (
     QueryRejected,
     QueryTooLarge,
 )
+from dataset_export.core.formats import ExportFormat
 from dataset_export.core.parts import PartSpec, RowGroupCount, plan_parts
 from dataset_export.core.query import Query, parse_dataset
 from dataset_export.engine import DuckDbEngine, EngineSettings, ExportStats, run_export
@@ -648,9 +649,7 @@ def concatenated_parts(
     members = [engine.header(query, fmt)]
     for part in plan:
         out = io.BytesIO()
-        written = engine.export(
-            str(path), query, fmt, out, rows=(part.start, part.stop), header=False
-        )
+        written = engine.export(str(path), query, fmt, out, part=part, header=False)
         assert written == part.expected_rows
         members.append(out.getvalue())
     return b"".join(members), plan
@@ -689,13 +688,15 @@ def test_the_parts_of_a_plan_make_the_single_export(grouped: Path, fmt: str, dat
 
 
 def test_a_range_exports_exactly_its_file_rows(awkward: tuple[Path, list[dict[str, Any]]]) -> None:
-    """rows=(start, stop) exports the rows numbered start..stop-1, even across row groups."""
+    """A part of file rows [start, stop) exports the rows numbered start..stop-1, even across
+    row groups."""
     path, rows = awkward
     query = parse({"scopes": [{"column": "property_id"}, {"column": "building_name"}]})
     engine = DuckDbEngine(EngineSettings(threads=1, memory_limit="255MB"))
     for start, stop in [(0, 0), (0, 1), (999, 1_001), (1_500, 3_000), (2_999, 5_000)]:
+        part = PartSpec(0, start, stop)
         data = member(
-            lambda out, r=(start, stop): engine.export(str(path), query, "jsonl", out, rows=r)
+            lambda out, p=part: engine.export(str(path), query, "jsonl", out, part=p)  # type: ignore[misc]
         )
         want = [(r["property_id"], r["building_name"]) for r in rows[start:stop]]
         assert read_rows(query, "jsonl", gzip.decompress(data)) == want
@@ -708,7 +709,9 @@ def test_the_header_member_is_a_gzip_member_of_its_own(grouped: Path) -> None:
     assert gzip.decompress(engine.header(query, "csv")) == b"city,beds\n"
     assert engine.header(query, "jsonl") == b""
     part = member(
-        lambda out: engine.export(str(grouped), query, "csv", out, rows=(0, 3), header=False)
+        lambda out: engine.export(
+            str(grouped), query, "csv", out, part=PartSpec(0, 0, 3), header=False
+        )
     )
     assert gzip.decompress(part).count(b"\n") == 3
     assert not gzip.decompress(part).startswith(b"city,")
@@ -719,8 +722,8 @@ def test_a_bad_row_range_is_refused(grouped: Path, rows: Any) -> None:
     """A range that is not two integers 0 <= start <= stop raises before any byte is written."""
     out = io.BytesIO()
     with pytest.raises(ValueError, match="rows must"):
-        DuckDbEngine().export(
-            str(grouped), parse({"scopes": [{"column": "city"}]}), "csv", out, rows=rows
+        run_export(
+            str(grouped), parse({"scopes": [{"column": "city"}]}), ExportFormat.CSV, out, rows=rows
         )
     assert out.getvalue() == b""
 

@@ -490,3 +490,23 @@ def test_a_final_object_an_earlier_composer_made_is_kept_when_it_is_the_same() -
     assert r.storage.generations[FINAL] == generation
     assert r.storage.objects[FINAL] == single_file(4)
     assert r.ready.published == [QUERY_UUID]
+
+
+def test_the_engine_drops_its_temporary_state_once_the_export_ends_either_way() -> None:
+    """finish() runs after the compose, after a single-part export and after a failure; the
+    record and the status say which engine ran the export."""
+    composed = rig(4)
+    composed.runner().handle(QUERY_UUID)
+    composed.run_parts()
+    assert composed.engine.finished == [QUERY_UUID]
+    assert composed.record.status_document()["engine"] == "fake"
+    single = rig(2)
+    single.runner().handle(QUERY_UUID)
+    assert single.engine.finished == [QUERY_UUID]
+    assert single.record.engine == "fake"
+    failed = rig(4)
+    failed.runner().handle(QUERY_UUID)
+    failed.engine.fail_with = QueryRejected("the query engine refused the query: bad value")
+    failed.run_parts()
+    assert failed.record.status is ExportStatus.FAILED
+    assert QUERY_UUID in failed.engine.finished

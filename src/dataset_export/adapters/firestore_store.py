@@ -60,6 +60,8 @@ _EXPORT_FIELDS = {
     "ready_published_on": "readyPublishedOn",
     "parts_total": "partsTotal",
     "parts_published_on": "partsPublishedOn",
+    "planned_rows": "plannedRows",
+    "engine": "engine",
 }
 # Part record attribute -> field of its document in the export's ``parts`` subcollection.
 _PART_FIELDS = {
@@ -68,6 +70,7 @@ _PART_FIELDS = {
     "start": "start",
     "stop": "stop",
     "expected_rows": "expectedRows",
+    "stream": "stream",
     "lease_owner": "leaseOwner",
     "lease_expires_on": "leaseExpiresOn",
     "attempts": "attempts",
@@ -395,6 +398,7 @@ class FirestoreStore:
             "objectName": result.object_name,
             "crc32c": result.crc32c,
             "md5": result.md5,
+            "engine": result.engine,
             "completedOn": result.completed_on,
             "leaseOwner": None,
             "leaseExpiresOn": None,
@@ -447,8 +451,17 @@ class FirestoreStore:
         what = f"part {index} of export {query_uuid}"
         self._owned_write(self._part_ref(query_uuid, index), what, worker, update)
 
-    def write_plan(self, query_uuid: str, worker: str, parts: Sequence[PartRecord]) -> None:
-        """Store the parts (queued) and their number on the export; ``LeaseLost`` if not ours."""
+    def write_plan(
+        self,
+        query_uuid: str,
+        worker: str,
+        parts: Sequence[PartRecord],
+        *,
+        planned_rows: int | None,
+        engine: str,
+    ) -> None:
+        """Store the parts (queued), their number, the rows planned and the engine on the
+        export; ``LeaseLost`` if not ours."""
         with google_errors("storing the plan"):
             snap = self._export_ref(query_uuid).get()
             doc = snap.to_dict() or {}
@@ -473,7 +486,13 @@ class FirestoreStore:
                     else:
                         batch.set(ref, document)
                 batch.commit()
-            self._owned_update(query_uuid, worker, {"partsTotal": len(parts), "rowsWritten": 0})
+            update = {
+                "partsTotal": len(parts),
+                "plannedRows": planned_rows,
+                "engine": engine,
+                "rowsWritten": 0,
+            }
+            self._owned_update(query_uuid, worker, update)
 
     def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
         """Every part message is out: free the export's lease; ``LeaseLost`` if not ours."""

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from .errors import DatasetChanged
 from .query import Query
 
 DEFAULT_PART_ROWS: Final = 2_000_000
@@ -87,12 +88,30 @@ class RowGroupCount:
 
 @dataclass(frozen=True)
 class PartSpec:
-    """One part of a plan: the file rows ``[start, stop)`` and the rows the plan expects there."""
+    """One part of a plan: what the part reads, and the rows the plan expects there.
+
+    DuckDB reads the file rows ``[start, stop)`` (``stop`` None: to the end; ``PartSpec(0)``
+    is the whole file); BigQuery reads one stream of the result's read session. ``expected_rows``
+    is None where the engine cannot know a part's rows before reading it (a stream).
+    """
 
     index: int
-    start: int
-    stop: int
-    expected_rows: int
+    start: int = 0
+    stop: int | None = None
+    expected_rows: int | None = None
+    stream: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """How an export runs: its parts in order (one: it runs where it was planned), the rows of
+    the whole result when the engine knows them (checked against the file at the end), the
+    engine, and why it is a single part when it must be."""
+
+    parts: list[PartSpec]
+    rows: int | None
+    engine: str
+    single_part_reason: str | None = None
 
 
 def single_part_reason(query: Query) -> str | None:
@@ -177,3 +196,12 @@ def _check_groups(groups: Sequence[RowGroupCount]) -> None:
                 f"{group.start}, the one before it stops at {previous.stop}"
             )
         previous = group
+
+
+def check_rows(planned: int | None, found: int) -> None:
+    """``DatasetChanged`` unless the rows found are the rows the plan counted (when it did)."""
+    if planned is not None and found != planned:
+        raise DatasetChanged(
+            f"the dataset changed while the export ran: the plan counted {planned} rows, the "
+            f"export found {found}; submit the export again"
+        )

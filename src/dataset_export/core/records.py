@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from .dataset import SubmittedDataset
+from .parts import PartSpec
 
 if TYPE_CHECKING:  # delivery.py reads iso_z from here and its lease from lifecycle.py
     from .delivery import DeliveryRecord
@@ -71,6 +72,10 @@ class ExportRecord:
     parts_total: int | None = None
     #: When every part's message was published: from then on the parts run the export.
     parts_published_on: dt.datetime | None = None
+    #: The rows the plan expects in the whole result, when the engine knows them.
+    planned_rows: int | None = None
+    #: The query engine that runs (or ran) the export: "duckdb" or "bigquery".
+    engine: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -118,6 +123,7 @@ class ExportRecord:
             "progress": None if rows_written is None else {"rowsWritten": rows_written},
             "parts": parts_doc,
             "timeTakenMs": self.time_taken_ms,
+            "engine": self.engine,
             "numberRows": self.number_rows,
             "sizeBytes": self.size_bytes,
             "checksum": (
@@ -142,9 +148,10 @@ class PartRecord:
 
     query_uuid: str
     index: int
-    start: int  # file rows [start, stop)
-    stop: int
-    expected_rows: int  # what the plan counted there; a part that finds other rows fails
+    start: int  # what the part reads: file rows [start, stop) (stop None: to the end) ...
+    stop: int | None
+    expected_rows: int | None  # what the plan counted there; a part that finds other rows fails
+    stream: str | None = None  # ... or a read stream of the result (BigQuery)
     status: ExportStatus = ExportStatus.QUEUED
     lease_owner: str | None = None
     lease_expires_on: dt.datetime | None = None
@@ -155,3 +162,15 @@ class PartRecord:
     crc32c: str | None = None
     last_error: dict[str, str] | None = None
     completed_on: dt.datetime | None = None
+
+
+def part_record(query_uuid: str, spec: PartSpec) -> PartRecord:
+    """The queued record of a planned part."""
+    return PartRecord(
+        query_uuid, spec.index, spec.start, spec.stop, spec.expected_rows, stream=spec.stream
+    )
+
+
+def part_spec(part: PartRecord) -> PartSpec:
+    """What the engine reads for ``part``."""
+    return PartSpec(part.index, part.start, part.stop, part.expected_rows, part.stream)

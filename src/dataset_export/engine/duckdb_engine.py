@@ -101,7 +101,13 @@ from dataset_export.core.errors import (
     public_detail,
 )
 from dataset_export.core.formats import ExportFormat
-from dataset_export.core.parts import RowGroupCount
+from dataset_export.core.parts import (
+    ExportPlan,
+    PartSpec,
+    RowGroupCount,
+    plan_parts,
+    single_part_reason,
+)
 from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query
 from dataset_export.service.ports import Writable
 
@@ -333,25 +339,47 @@ def header_member(
 class DuckDbEngine:
     """The export engine over DuckDB and a local Parquet file (``service.ports.ExportEngine``)."""
 
+    name = "duckdb"
+
     def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
 
+    def plan(
+        self, source: str, query: Query, *, query_uuid: str, target_rows: int, max_parts: int
+    ) -> ExportPlan:
+        """Parts of whole row groups with about ``target_rows`` matching rows each
+        (``core.parts.plan_parts`` over ``row_groups``); one part, the whole file, when the
+        query cannot be split or its rows fit one part. Nothing is started: planning again
+        plans the same."""
+        reason = single_part_reason(query)
+        if reason is not None or max_parts < 2:
+            return ExportPlan([PartSpec(0)], None, self.name, reason or "one part at most")
+        parts = plan_parts(
+            self.row_groups(source, query), target_rows=target_rows, max_parts=max_parts
+        )
+        rows = sum(p.expected_rows or 0 for p in parts)
+        if len(parts) == 1:
+            return ExportPlan([PartSpec(0)], rows, self.name, "its rows fit one part")
+        return ExportPlan(parts, rows, self.name)
+
     def export(
         self,
-        dataset_path: str,
+        source: str,
         query: Query,
         fmt: str,
         out: Writable,
         *,
-        rows: tuple[int, int] | None = None,
+        part: PartSpec | None = None,
         header: bool = True,
         on_progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Write the export (or, with ``rows=(start, stop)``, only the file rows ``[start,
-        stop)``) as one gzip member to ``out``; ``header=False`` leaves the CSV header out;
-        return the data rows."""
+        """Write the export (with a ``part``, only its file rows ``[start, stop)``) as one gzip
+        member to ``out``; ``header=False`` leaves the CSV header out; return the data rows."""
+        rows = None
+        if part is not None and (part.start, part.stop) != (0, None):
+            rows = (part.start, part.stop if part.stop is not None else 2**63 - 1)
         stats = run_export(
-            dataset_path, query, ExportFormat(fmt), cast(BinaryIO, out), rows=rows,
+            source, query, ExportFormat(fmt), cast(BinaryIO, out), rows=rows,
             header=header, on_progress=on_progress, settings=self.settings,
         )  # fmt: skip
         return stats.rows
@@ -363,6 +391,9 @@ class DuckDbEngine:
     def header(self, query: Query, fmt: str) -> bytes:
         """The CSV header line as a gzip member of its own (``b""`` for JSONL)."""
         return header_member(query, ExportFormat(fmt), settings=self.settings)
+
+    def finish(self, query_uuid: str) -> None:
+        """Nothing to drop: a plan over a file starts nothing."""
 
 
 _DATABASES: dict[tuple[str, int | None, str | None, bool], Any] = {}

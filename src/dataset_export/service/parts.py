@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING
 from ..core.checksums import combined_crc32c
 from ..core.compose import ComposeStep, compose_steps
 from ..core.errors import (
-    DatasetChanged,
     LeaseLost,
     ObjectAlreadyExists,
     ObjectMissing,
@@ -51,8 +50,14 @@ from ..core.errors import (
 )
 from ..core.formats import ExportFormat
 from ..core.lifecycle import ClaimVerdict, claimed_part, decide_claim, last_error_suffix
-from ..core.parts import composed_object_name, header_object_name, part_object_name, tmp_prefix
-from ..core.records import ExportRecord, ExportStatus, PartRecord
+from ..core.parts import (
+    check_rows,
+    composed_object_name,
+    header_object_name,
+    part_object_name,
+    tmp_prefix,
+)
+from ..core.records import ExportRecord, ExportStatus, PartRecord, part_spec
 from .ports import ExportResult, ObjectInfo
 
 if TYPE_CHECKING:
@@ -183,16 +188,11 @@ class PartRunner:
                 query,
                 record.format,
                 upload,
-                rows=(part.start, part.stop),
+                part=part_spec(part),
                 header=False,
                 on_progress=progress,
             )
-            if rows != part.expected_rows:
-                raise DatasetChanged(
-                    f"the dataset changed while the export ran: the plan counted "
-                    f"{part.expected_rows} rows in this part, the part found {rows}; "
-                    "submit the export again"
-                )
+            check_rows(part.expected_rows, rows)
             info = upload.commit()
         except ObjectAlreadyExists as exc:  # this attempt's name was taken: a worker's twin
             raise TransientError(f"part {part.index + 1}'s object is already there") from exc
@@ -266,6 +266,7 @@ class PartRunner:
         query_uuid = record.query_uuid
         started = time.monotonic()
         rows = sum(p.rows_written for p in parts)
+        check_rows(record.planned_rows, rows)
         known: dict[str, tuple[str | None, int]] = {}  # object -> (crc32c, size)
         if record.format == ExportFormat.CSV:
             header = self._header(record)
@@ -295,8 +296,10 @@ class PartRunner:
             md5=None,  # a composite object has none
             started_on=started_on,
             completed_on=completed,
+            engine=record.engine,
         )
         r.store.complete_export(query_uuid, r.worker, result)
+        r.finish_engine(query_uuid)
         log.info(
             "export succeeded: %d rows, %d bytes, %d parts composed in %d ms",
             rows,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..core.delivery import AttemptOutcome, DeliveryRecord
-from ..core.parts import RowGroupCount
+from ..core.parts import ExportPlan, PartSpec
 from ..core.query import Query
 from ..core.ratelimit import RequestCount
 from ..core.records import ExportRecord, PartRecord
@@ -90,6 +90,7 @@ class ExportResult:
     md5: str | None
     started_on: dt.datetime
     completed_on: dt.datetime
+    engine: str | None = None  # the engine that ran it ("duckdb", "bigquery")
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,17 @@ class LifecycleStore(ExportReader, PartReader, Protocol):
     def mark_ready_published(self, query_uuid: str, now: dt.datetime) -> None:
         """Remember that notify was told."""
 
-    def write_plan(self, query_uuid: str, worker: str, parts: Sequence[PartRecord]) -> None:
-        """Store the parts (queued) and their number on the export; ``LeaseLost`` if not ours."""
+    def write_plan(
+        self,
+        query_uuid: str,
+        worker: str,
+        parts: Sequence[PartRecord],
+        *,
+        planned_rows: int | None,
+        engine: str,
+    ) -> None:
+        """Store the parts (queued), their number, the rows planned and the engine on the
+        export; ``LeaseLost`` if not ours."""
 
     def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
         """Every part message is out: the parts run the export now, so free its lease;
@@ -326,28 +336,37 @@ class UrlSigner(Protocol):
 
 
 class ExportEngine(Protocol):
-    """Runs a query into a gzip member (``engine.duckdb_engine.DuckDbEngine``)."""
+    """Runs a query into gzip members (``engine.duckdb_engine.DuckDbEngine``,
+    ``adapters.bigquery_engine.BigQueryEngine``)."""
+
+    def plan(
+        self, source: str, query: Query, *, query_uuid: str, target_rows: int, max_parts: int
+    ) -> ExportPlan:
+        """The export's parts in order (one when the query cannot be split or fits one part).
+
+        May start work the parts read (BigQuery: the query job, its result table, a read
+        session); called again for the same export, it finds that work instead of repeating it.
+        """
 
     def export(
         self,
-        dataset_path: str,
+        source: str,
         query: Query,
         fmt: str,
         out: Writable,
         *,
-        rows: tuple[int, int] | None = None,
+        part: PartSpec | None = None,
         header: bool = True,
         on_progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Write the export (with ``rows=(start, stop)`` only the file rows ``[start, stop)``) as
-        one gzip member to ``out``; ``header=False`` leaves the CSV header out. Return the
-        number of data rows."""
-
-    def row_groups(self, dataset_path: str, query: Query) -> list[RowGroupCount]:
-        """The dataset's row groups in file order, each with the rows the query keeps there."""
+        """Write the part's rows (``part`` None: the whole result) as one gzip member to
+        ``out``; ``header=False`` leaves the CSV header out. Return the number of data rows."""
 
     def header(self, query: Query, fmt: str) -> bytes:
         """The CSV header line as a gzip member of its own (``b""`` for JSONL)."""
+
+    def finish(self, query_uuid: str) -> None:
+        """Drop what ``plan`` made for the export (BigQuery: its result table); idempotent."""
 
 
 class Sender(Protocol):

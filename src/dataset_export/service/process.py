@@ -49,15 +49,9 @@ from ..core.lifecycle import (
     decide_claim,
     last_error_suffix,
 )
-from ..core.parts import (
-    DEFAULT_MAX_PARTS,
-    DEFAULT_PART_ROWS,
-    plan_parts,
-    single_part_reason,
-    tmp_prefix,
-)
+from ..core.parts import DEFAULT_MAX_PARTS, DEFAULT_PART_ROWS, check_rows, tmp_prefix
 from ..core.query import Query
-from ..core.records import ExportRecord, ExportStatus, PartRecord, iso_z
+from ..core.records import ExportRecord, ExportStatus, iso_z, part_record
 from ..events import PART_KIND, READY_KIND, PubSubMessage
 from .parts import PartRunner
 from .ports import (
@@ -213,8 +207,39 @@ class ExportRunner:
         """Run the export in one part, or hand it to its parts; True when it finished here."""
         query_uuid = record.query_uuid
         query = self.query_of(record)
-        if self._hand_to_parts(record, query):
+        if record.parts_total:  # planned by an earlier attempt that did not publish every part
+            self._hand_to_parts(record, record.parts_total)
             return False
+        plan = self.engine.plan(
+            self.dataset_path(),
+            query,
+            query_uuid=query_uuid,
+            target_rows=self.part_rows,
+            max_parts=self.max_parts if self.parts_queue is not None else 1,
+        )
+        if len(plan.parts) > 1:
+            self.store.write_plan(
+                query_uuid,
+                self.worker,
+                [part_record(query_uuid, spec) for spec in plan.parts],
+                planned_rows=plan.rows,
+                engine=plan.engine,
+            )
+            log.info(
+                "export planned as %d parts (%s rows) on %s",
+                len(plan.parts),
+                "unknown" if plan.rows is None else plan.rows,
+                plan.engine,
+                extra={"queryUUID": query_uuid, "parts": len(plan.parts), "engine": plan.engine},
+            )
+            self._hand_to_parts(record, len(plan.parts))
+            return False
+        log.info(
+            "export runs as one part on %s: %s",
+            plan.engine,
+            plan.single_part_reason or "one part",
+            extra={"queryUUID": query_uuid, "engine": plan.engine},
+        )
         name = object_name(query_uuid, record.format)
         started = self.clock()
         upload = self.storage.open_upload(name, metadata={"queryUUID": query_uuid})
@@ -226,8 +251,14 @@ class ExportRunner:
 
         try:
             rows = self.engine.export(
-                self.dataset_path(), query, record.format, upload, on_progress=progress
+                self.dataset_path(),
+                query,
+                record.format,
+                upload,
+                part=plan.parts[0],
+                on_progress=progress,
             )
+            check_rows(plan.rows, rows)
             info = upload.commit()
         except ObjectAlreadyExists:
             # An earlier run finished the upload but not the record: keep that object.
@@ -243,8 +274,10 @@ class ExportRunner:
             md5=info.md5,
             started_on=started,
             completed_on=self.clock(),
+            engine=plan.engine,
         )
         self.store.complete_export(query_uuid, self.worker, result)
+        self.finish_engine(query_uuid)
         log.info(
             "export succeeded: %d rows, %d bytes",
             rows,
@@ -258,37 +291,23 @@ class ExportRunner:
         )
         return True
 
-    def _hand_to_parts(self, record: ExportRecord, query: Query) -> bool:
-        """Plan the export as parts and publish their messages, when it should run as parts
-        (or an earlier attempt planned it); False when it runs here, as one part."""
-        query_uuid = record.query_uuid
-        if self.parts_queue is None:
-            return False
-        total = record.parts_total
-        if not total:
-            reason = single_part_reason(query)
-            if reason is not None:
-                log.info("export runs as one part: %s", reason, extra={"queryUUID": query_uuid})
-                return False
-            groups = self.engine.row_groups(self.dataset_path(), query)
-            plan = plan_parts(groups, target_rows=self.part_rows, max_parts=self.max_parts)
-            if len(plan) < 2:
-                return False
-            self.store.write_plan(
-                query_uuid,
-                self.worker,
-                [PartRecord(query_uuid, p.index, p.start, p.stop, p.expected_rows) for p in plan],
+    def _hand_to_parts(self, record: ExportRecord, total: int) -> None:
+        """Publish one message per part, then hand the export over to its parts."""
+        assert self.parts_queue is not None  # a plan of several parts needs the parts topic
+        self.parts_queue.publish_parts(record.query_uuid, range(total))
+        self.store.mark_parts_published(record.query_uuid, self.worker, self.clock())
+
+    def finish_engine(self, query_uuid: str) -> None:
+        """Let the engine drop what it made for the export; a failure is only logged (the
+        BigQuery result table also expires with its dataset's default expiration)."""
+        try:
+            self.engine.finish(query_uuid)
+        except Exception as exc:
+            log.warning(
+                "could not drop the engine's temporary state: %s",
+                public_detail(str(exc)) or type(exc).__name__,
+                extra={"queryUUID": query_uuid},
             )
-            total = len(plan)
-            log.info(
-                "export planned as %d parts, %d rows",
-                total,
-                sum(p.expected_rows for p in plan),
-                extra={"queryUUID": query_uuid, "parts": total},
-            )
-        self.parts_queue.publish_parts(query_uuid, range(total))
-        self.store.mark_parts_published(query_uuid, self.worker, self.clock())
-        return True
 
     def query_of(self, record: ExportRecord) -> Query:
         """The export's query under today's catalog; ``PermanentError`` when it no longer fits."""
@@ -345,6 +364,7 @@ class ExportRunner:
                 "export failed: %s", message, extra={"queryUUID": query_uuid, "errorCode": code}
             )
         self.clean_up(query_uuid)
+        self.finish_engine(query_uuid)
 
     def clean_up(self, query_uuid: str) -> None:
         """Delete the export's temporary objects (parts, header, intermediate composites).
