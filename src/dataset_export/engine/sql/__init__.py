@@ -4,6 +4,9 @@
   safety rules and the semantics), ``CompiledQuery``, ``output_type``, ``check_identifier``.
 - ``duckdb_dialect.py``: DuckDB's spellings, ``compile_query`` (result columns) and
   ``compile_export`` (rows rendered as CSV or JSONL lines in SQL).
+- ``bigquery_dialect.py``: GoogleSQL's spellings, ``compile_query`` over a table path
+  ``project.dataset.table`` with typed named parameters (``QueryParameter``); rendering the rows
+  stays ours.
 
-A new dialect is a module beside ``duckdb_dialect.py`` with its own ``SqlCompiler`` subclass.
+A new dialect is a module beside these with its own ``SqlCompiler`` subclass.
 """

@@ -1,14 +1,15 @@
 """What every SQL dialect shares: the walk from a validated ``Query`` to SQL text and parameters.
 
-A dialect (``duckdb_dialect.py``; the next one beside it) subclasses ``SqlCompiler`` and spells
-identifiers, aggregates and the two text functions its way; the structure of the statement, the
-order in which parameters bind and the checks on every value are decided here once.
+A dialect (``duckdb_dialect.py``, ``bigquery_dialect.py``) subclasses ``SqlCompiler`` and spells
+identifiers, aggregates, the two text functions, its placeholders (``placeholder``, ``in_list``)
+and its FROM item (``from_where``) its way; the structure of the statement, the order in which
+parameters bind and the checks on every value are decided here once.
 
 Safety: the only words a customer can influence in the SQL text are catalog column names and
 validated output names (``[A-Za-z_][A-Za-z0-9_]*``, always quoted and re-checked by
-``check_identifier``), the choice of operator or aggregate, and the number of ``?``
-placeholders. Every value is a positional parameter (dates as ``datetime.date``), so no string a
-customer sends ever appears in the text. Columns are qualified with the source
+``check_identifier``), the choice of operator or aggregate, and the number of placeholders.
+Every value is a parameter (dates as ``datetime.date``), checked by ``check_value``, so no string
+a customer sends ever appears in the text. Columns are qualified with the source
 (``"dataset"."bed"``) so an alias that happens to equal a column name can never change what
 WHERE, GROUP BY or ORDER BY refer to.
 
@@ -29,7 +30,7 @@ Semantics (the contract every dialect keeps):
 - ``contains`` and ``startsWith`` are literal and case-sensitive (``%`` and ``_`` match only
   themselves); strings compare and sort by their UTF-8 bytes.
 - ``orderBy`` sorts with ``NULLS LAST`` in both directions; an output name wins over a catalog
-  column of the same name, as the query model decides. ``limit`` is ``LIMIT ?``; without
+  column of the same name, as the query model decides. ``limit`` is a parameter; without
   ``orderBy`` which rows a limit keeps is unspecified.
 """
 
@@ -42,7 +43,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dataset_export.core.catalog import Aggregate, Column, ColumnType, FilterOp
-from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query, Scope
+from dataset_export.core.query import (
+    AllOf,
+    AnyOf,
+    Condition,
+    FilterNode,
+    Negation,
+    Query,
+    Scalar,
+    Scope,
+)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -58,7 +68,8 @@ _COMPARISONS = {
 
 @dataclass(frozen=True)
 class CompiledQuery:
-    """SQL text with ``?`` placeholders and the values to bind to them, in order."""
+    """SQL text with placeholders and what to bind to them, in text order: for DuckDB the
+    values themselves (``?``), for BigQuery typed named parameters (``QueryParameter``)."""
 
     sql: str
     params: list[object]
@@ -69,6 +80,15 @@ def check_identifier(name: str) -> str:
     if not _IDENTIFIER.fullmatch(name):
         raise ValueError(f"not a safe SQL identifier: {name!r}")
     return name
+
+
+def check_value(value: object) -> Scalar:
+    """``value`` itself; TypeError unless it is a value a filter may bind."""
+    if isinstance(value, dt.datetime):  # a datetime is a date subclass: never bind one
+        raise TypeError("filter values must be dates, not datetimes")
+    if not isinstance(value, str | bool | int | float | dt.date):
+        raise TypeError(f"unsupported filter value type {type(value).__name__}")
+    return value
 
 
 def output_type(scope: Scope) -> ColumnType:
@@ -87,7 +107,10 @@ class SqlCompiler(ABC):
     """Compiles one query over the table or view ``source``; one instance per statement."""
 
     def __init__(self, source: str) -> None:
+        #: What columns are qualified with.
         self.source = self.quote_identifier(source)
+        #: The FROM item (the source itself, unless a dialect reads a table under an alias).
+        self.relation = self.source
         self.params: list[object] = []
 
     # The dialect's spellings.
@@ -120,12 +143,18 @@ class SqlCompiler(ABC):
         return self.aggregate(scope.aggregate, scope.column, ref)
 
     def bind(self, value: object) -> str:
-        if isinstance(value, dt.datetime):  # a datetime is a date subclass: never bind one
-            raise TypeError("filter values must be dates, not datetimes")
-        if not isinstance(value, str | bool | int | float | dt.date):
-            raise TypeError(f"unsupported filter value type {type(value).__name__}")
+        """Bind one value; its placeholder in the text."""
+        return self.placeholder(check_value(value))
+
+    def placeholder(self, value: Scalar) -> str:
+        """Record a checked value as the next parameter; the text that refers to it."""
         self.params.append(value)
         return "?"
+
+    def in_list(self, ref: str, values: Sequence[object], *, negated: bool) -> str:
+        """``ref [NOT] IN`` the values, each one bound."""
+        marks = ", ".join(self.bind(v) for v in values)
+        return f"{ref} {'NOT IN' if negated else 'IN'} ({marks})"
 
     def values(self, value: object) -> Sequence[object]:
         if not isinstance(value, tuple) or not value:
@@ -138,8 +167,7 @@ class SqlCompiler(ABC):
         if op in _COMPARISONS:
             return f"{col} {_COMPARISONS[op]} {self.bind(node.value)}"
         if op in (FilterOp.IN, FilterOp.NOT_IN):
-            marks = ", ".join(self.bind(v) for v in self.values(node.value))
-            return f"{col} {'IN' if op is FilterOp.IN else 'NOT IN'} ({marks})"
+            return self.in_list(col, self.values(node.value), negated=op is FilterOp.NOT_IN)
         if op is FilterOp.BETWEEN:
             low, high = self.values(node.value)
             return f"{col} BETWEEN {self.bind(low)} AND {self.bind(high)}"
@@ -168,11 +196,16 @@ class SqlCompiler(ABC):
         """The condition of the query's filter (binding its parameters), or None without one."""
         return None if query.filter is None else self.filter(query.filter)
 
-    def tail(self, query: Query, *, where: str | None) -> str:
-        """FROM, WHERE, GROUP BY, ORDER BY and LIMIT; binds parameters in text order."""
-        parts = [f"FROM {self.source}"]
+    def from_where(self, query: Query, *, where: str | None) -> list[str]:
+        """The FROM clause and, when there is a filter, the WHERE clause."""
+        parts = [f"FROM {self.relation}"]
         if where is not None:
             parts.append(f"WHERE {where}")
+        return parts
+
+    def tail(self, query: Query, *, where: str | None) -> str:
+        """FROM, WHERE, GROUP BY, ORDER BY and LIMIT; binds parameters in text order."""
+        parts = self.from_where(query, where=where)
         keys = list(dict.fromkeys(self.column(s.column) for s in query.group_by))
         if keys:
             parts.append("GROUP BY " + ", ".join(keys))
