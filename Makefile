@@ -11,7 +11,7 @@ NODE_STAMP := tests/node/node_modules/.installed-stamp
 CHECKOV_VENV := .local/checkov-venv
 CHECKOV_STAMP := $(CHECKOV_VENV)/.checkov-3.3.30
 
-.PHONY: help setup lock deps up down status run demo test lint typecheck unit bundle bench terraform-check clean
+.PHONY: help setup lock deps up down status run demo test lint typecheck unit bundle bench terraform-check clean bqemulator-venv bqemulator-lock
 
 help:
 	@echo "make run    - start the local stack on the emulators and run a real export end to end"
@@ -19,6 +19,7 @@ help:
 	@echo "make up / make down / make status - the local stack alone"
 	@echo "make bundle - build the function zips for infra/terraform"
 	@echo "make lock   - after editing pyproject.toml's dependencies: uv.lock, .venv, requirements"
+	@echo "DWE_ENGINE=bigquery make up - the stack with the BigQuery emulator and the demo table"
 
 # uv.lock is the one lock (README "Dependencies"). uv itself comes from PyPI through pip, pinned
 # with its hashes by requirements-bootstrap.txt (exported from the lock's uv group).
@@ -59,6 +60,18 @@ deps: setup
 
 up: setup
 	$(PY) -m dataset_export_tools.localstack up
+
+# The BigQuery emulator (PyPI bqemulator) needs duckdb 1.5.5, so it has a virtualenv of its own,
+# built from tools/bqemulator/requirements.txt (hash-pinned). `DWE_ENGINE=bigquery make up` and
+# the BigQuery tests build it on demand; this target builds it ahead.
+bqemulator-venv: setup
+	$(PY) -m dataset_export_tools.localstack bqemulator-venv
+
+# After editing tools/bqemulator/requirements.in: pin every distribution with its hashes.
+bqemulator-lock: $(UV)
+	$(UV) pip compile tools/bqemulator/requirements.in --generate-hashes --quiet \
+	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	  -o tools/bqemulator/requirements.txt
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m dataset_export_tools.localstack down; else echo "nothing to stop"; fi

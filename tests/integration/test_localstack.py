@@ -1,7 +1,8 @@
 """The local stack manager: a real stack on its own ports in a temporary state dir.
 
-Checks that `up` starts every part and each answers, that a second `up` (through the CLI, so
-from another process) restarts nothing, that a stale pidfile or a hung part is replaced, that a
+Checks that `up` starts every default part and each answers, that a second `up` (through the
+CLI, so from another process) restarts nothing, that the BigQuery emulator is opt-in and loads
+the dataset, that a stale pidfile or a hung part is replaced, that a
 busy port fails fast, that an `up` on other ports refuses to replace a running stack, that a
 restart appends to a part's log, and that `down` leaves none of the recorded processes behind.
 """
@@ -27,9 +28,11 @@ import pytest
 
 from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.core.apikeys import key_hash, new_api_key
+from dataset_export.core.catalog import RENTAL_LISTINGS
+from dataset_export_tools.bigquery_load import BIGQUERY_TYPES, emulator_clients, table_rows
 from dataset_export_tools.localstack import procs
 from dataset_export_tools.localstack.envfile import read_env_file
-from dataset_export_tools.localstack.parts import ALL_PARTS, PART_NAMES
+from dataset_export_tools.localstack.parts import ALL_PARTS, BIGQUERY, BY_NAME, DEFAULT_PART_NAMES
 from dataset_export_tools.localstack.stack import (
     Ports,
     StackConfig,
@@ -46,6 +49,8 @@ REPO = find_repo_root(Path(__file__).parent)
 PORTS = Ports.starting_at(int(os.environ.get("DWE_LOCALSTACK_TEST_PORT_BASE", "27081")))
 SMALL_PORTS = Ports.starting_at(PORTS.submit + 100)
 OTHER_PORTS = Ports.starting_at(PORTS.submit + 200)
+BIGQUERY_PORTS = Ports.starting_at(PORTS.submit + 300)
+DEFAULT_PARTS = [BY_NAME[name] for name in DEFAULT_PART_NAMES]
 PROJECT = "dwe-lstest"
 # A named Firestore database, as a deployment with a prefix has: the functions, exportctl (the
 # demo key) and stack.env must all use it.
@@ -84,8 +89,10 @@ def _cli(
     extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GOOGLE_CLOUD_PROJECT": PROJECT, "EXPORT_FIRESTORE_DATABASE": DATABASE}
+    env.pop("DWE_ENGINE", None)  # the default stack, whatever the shell running the tests asks
     env.update(extra_env or {})
     env.update({part.port_env: str(ports.of(part)) for part in ALL_PARTS})
+    env["DWE_BIGQUERY_GRPC_PORT"] = str(ports.bigquery_grpc)
     module = [sys.executable, "-m", "dataset_export_tools.localstack"]
     return subprocess.run(
         [*module, command, "--state-dir", str(state_dir), *options],
@@ -140,7 +147,7 @@ def test_up_is_complete_idempotent_and_down_stops_everything(
 ) -> None:
     config = dataclasses.replace(full_config, part_settings={"EXPORT_PART_ROWS": "5000"})
     info = up(config)
-    assert set(info.started) == set(PART_NAMES)
+    assert set(info.started) == set(DEFAULT_PART_NAMES)  # the BigQuery emulator is opt-in
     assert info.reused == ()
     assert info.warnings == ()
     first_pids = _recorded_pids(config)
@@ -255,7 +262,7 @@ def test_up_is_complete_idempotent_and_down_stops_everything(
     unset = {"EXPORT_MAX_PARTS": ""}
     again = _cli("up", config.state_dir, PORTS, extra_env={"EXPORT_PART_ROWS": "6000", **unset})
     assert again.returncode == 0, again.stderr
-    for part in ALL_PARTS:
+    for part in DEFAULT_PARTS:
         assert f"{part.short} already running (pid {first_pids[part.name]})" in again.stderr
     assert _recorded_pids(config) == first_pids
     assert read_env_file(config.stack_env_path)["EXPORT_API_KEY"] == env["EXPORT_API_KEY"]
@@ -265,7 +272,8 @@ def test_up_is_complete_idempotent_and_down_stops_everything(
 
     shown = _cli("status", config.state_dir, PORTS)
     assert shown.returncode == 0, shown.stdout + shown.stderr
-    assert shown.stdout.count(" running ") == len(PART_NAMES)
+    assert shown.stdout.count(" running ") == len(DEFAULT_PART_NAMES)
+    assert BIGQUERY.short not in shown.stdout
 
     assert down(config) == first_pids
     _assert_gone(first_pids)
@@ -274,7 +282,69 @@ def test_up_is_complete_idempotent_and_down_stops_everything(
         assert procs.port_is_free(PORTS.of(part)), part.name
     shown = _cli("status", config.state_dir, PORTS)
     assert shown.returncode == 3
-    assert shown.stdout.count(" stopped ") == len(PART_NAMES)
+    assert shown.stdout.count(" stopped ") == len(DEFAULT_PART_NAMES)
+
+
+@pytest.fixture
+def bigquery_config(tmp_path: Path) -> Iterator[StackConfig]:
+    config = StackConfig(
+        state_dir=tmp_path / "state",
+        repo_root=REPO,
+        ports=BIGQUERY_PORTS,
+        project=PROJECT,
+        parts=frozenset({"bigquery"}),
+        dataset_rows=2_000,
+        create_demo_key=False,
+    )
+    try:
+        yield config
+    finally:
+        down(config)
+
+
+def test_the_bigquery_emulator_starts_on_request_loads_the_dataset_and_stops_by_pid(
+    bigquery_config: StackConfig,
+) -> None:
+    """`up` with the bigquery part starts bqemulator on its two ports, loads the demo dataset
+    into <project>.listings.rental_listings with the catalog's schema, points stack.env at it,
+    leaves it alone on a second `up`, and `down` stops it by PID."""
+    config = bigquery_config
+    lines: list[str] = []
+    info = up(config, echo=lines.append)
+    assert info.started == ("bigquery",)
+    pid = info.pids["bigquery"]
+    assert procs.http_get(BIGQUERY_PORTS.bigquery, "/readyz") is not None
+    assert not procs.port_is_free(BIGQUERY_PORTS.bigquery_grpc)
+    table = f"{PROJECT}.listings.rental_listings"
+    assert any(f"loaded 2,000 rows into BigQuery table {table}" in line for line in lines)
+    assert info.env["BIGQUERY_EMULATOR_HOST"] == f"http://127.0.0.1:{BIGQUERY_PORTS.bigquery}"
+    assert info.env["BIGQUERY_EMULATOR_GRPC_HOST"] == f"127.0.0.1:{BIGQUERY_PORTS.bigquery_grpc}"
+    assert info.env["DWE_BIGQUERY_TABLE"] == table
+    client, read = emulator_clients(
+        PROJECT, info.env["BIGQUERY_EMULATOR_HOST"], info.env["BIGQUERY_EMULATOR_GRPC_HOST"]
+    )
+    try:
+        assert table_rows(client, table) == 2_000
+        # BigQuery's REST API may spell INT64, FLOAT64 and BOOL with their legacy names.
+        legacy = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+        schema = [(f.name, legacy.get(f.field_type, f.field_type), f.mode)
+                  for f in client.get_table(table).schema]  # fmt: skip
+        assert schema == [(c.name, BIGQUERY_TYPES[c.type], "NULLABLE") for c in RENTAL_LISTINGS]
+    finally:
+        client.close()
+        read.transport.close()
+
+    again = _cli("up", config.state_dir, BIGQUERY_PORTS, "--only", "bigquery")
+    assert again.returncode == 0, again.stderr
+    assert f"bigquery emulator already running (pid {pid})" in again.stderr
+    assert f"BigQuery table {PROJECT}.listings.rental_listings is up to date" in again.stderr
+    shown = _cli("status", config.state_dir, BIGQUERY_PORTS)
+    assert f"bigquery emulator  running                  pid {pid}" in shown.stdout
+
+    assert down(config) == {"bigquery": pid}
+    _assert_gone({"bigquery": pid})
+    assert procs.port_is_free(BIGQUERY_PORTS.bigquery)
+    assert procs.port_is_free(BIGQUERY_PORTS.bigquery_grpc)
 
 
 def test_part_settings_come_from_the_environment_and_are_checked_before_anything_starts(

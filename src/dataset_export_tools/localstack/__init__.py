@@ -1,5 +1,6 @@
-"""The local stack: Pub/Sub, Firestore and GCS emulators, the three functions and a demo
-webhook receiver, on 127.0.0.1 (`python -m dataset_export_tools.localstack up|down|status`).
+"""The local stack: Pub/Sub, Firestore and GCS emulators (and, opt-in, a BigQuery emulator), the
+three functions and a demo webhook receiver, on 127.0.0.1
+(`python -m dataset_export_tools.localstack up|down|status`).
 
 For tests::
 

@@ -1,4 +1,4 @@
-"""python -m dataset_export_tools.localstack up|down|status [--state-dir DIR]
+"""python -m dataset_export_tools.localstack up|down|status [--state-dir DIR] | bqemulator-venv
 
 Exit status: 0 on success; 1 when `up` or `down` failed; for `status`, 3 when a part is not
 running and answering (as LSB init scripts do, so scripts can test it).
@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from dataset_export_tools.localstack import bqemulator
 from dataset_export_tools.localstack.parts import PART_NAMES
 from dataset_export_tools.localstack.stack import StackConfig, StackError, down, status, up
 
@@ -25,8 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dataset_export_tools.localstack",
         description="Run the Dataset Webhook Export stack locally on emulators.",
-        epilog="Ports: DWE_SUBMIT_PORT .. DWE_SCHEDULER_PORT (18081-18088); project: "
-        "GOOGLE_CLOUD_PROJECT (dwe-local); dataset size: DWE_DATASET_ROWS (1000000).",
+        epilog="Ports: DWE_SUBMIT_PORT .. DWE_SCHEDULER_PORT (18081-18088), DWE_BIGQUERY_PORT and "
+        "DWE_BIGQUERY_GRPC_PORT (18089, 18090); project: GOOGLE_CLOUD_PROJECT (dwe-local); "
+        "dataset size: DWE_DATASET_ROWS (1000000); DWE_ENGINE=bigquery also starts the BigQuery "
+        "emulator and loads the dataset into it.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser(
@@ -42,13 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("down", parents=[common], help="stop every recorded process")
     commands.add_parser("status", parents=[common], help="one line per part")
+    commands.add_parser(
+        "bqemulator-venv", help="build the BigQuery emulator's virtualenv if it is not up to date"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = StackConfig.from_env(state_dir=args.state_dir)
+        config = StackConfig.from_env(state_dir=getattr(args, "state_dir", None))
         if args.command == "up":
             if args.no_dataset:
                 config = dataclasses.replace(config, prepare_dataset=False)
@@ -59,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "down":
             down(config)
+            return 0
+        if args.command == "bqemulator-venv":
+            if bqemulator.is_built(config.bigquery_venv, config.repo_root):
+                print(f"{config.bigquery_venv} is up to date", file=sys.stderr)
+            else:
+                bqemulator.ensure_venv(config.bigquery_venv, config.repo_root)
             return 0
         lines = status(config)
         for line in lines:

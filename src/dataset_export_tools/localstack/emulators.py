@@ -1,6 +1,6 @@
-"""The emulators: where the Google Cloud CLI's Pub/Sub and Firestore emulators and the
-fake-gcs-server binary are, the commands that start them, and the environment that points the
-Google clients at them.
+"""The emulators: where the Google Cloud CLI's Pub/Sub and Firestore emulators, the
+fake-gcs-server binary and the optional BigQuery emulator (bqemulator.py) are, the commands that
+start them, and the environment that points the Google clients at them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from dataset_export_tools.localstack.parts import FIRESTORE, GCS, PUBSUB, Part
+from dataset_export_tools.localstack import bqemulator
+from dataset_export_tools.localstack.parts import BIGQUERY, FIRESTORE, GCS, PUBSUB, Part
 from dataset_export_tools.localstack.state import StackConfig, StackError
 
 GCLOUD_SDK_ROOT = Path("/usr/lib/google-cloud-sdk")
@@ -110,13 +111,27 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
 
 def client_environ(config: StackConfig) -> dict[str, str]:
     """The variables that point the Google clients (in this process and its children) at the
-    emulators, with loopback exempt from any proxy."""
-    return {
+    emulators, with loopback exempt from any proxy. With the BigQuery emulator:
+    BIGQUERY_EMULATOR_HOST (which google-cloud-bigquery reads), and for the Storage Read client,
+    which reads no such variable, BIGQUERY_EMULATOR_GRPC_HOST."""
+    env = {
         "PUBSUB_EMULATOR_HOST": config.host(PUBSUB),
         "FIRESTORE_EMULATOR_HOST": config.host(FIRESTORE),
         "STORAGE_EMULATOR_HOST": config.url(GCS),
         "NO_PROXY": no_proxy(os.environ),
         "no_proxy": no_proxy(os.environ),
+    }
+    if config.enabled(BIGQUERY):
+        env.update(bigquery_environ(config))
+    return env
+
+
+def bigquery_environ(config: StackConfig) -> dict[str, str]:
+    """Where the BigQuery emulator's two APIs and the demo table are (also in stack.env)."""
+    return {
+        "BIGQUERY_EMULATOR_HOST": config.url(BIGQUERY),
+        "BIGQUERY_EMULATOR_GRPC_HOST": f"127.0.0.1:{config.ports.bigquery_grpc}",
+        "DWE_BIGQUERY_TABLE": config.bigquery_table,
     }
 
 
@@ -129,6 +144,13 @@ def command(config: StackConfig, part: Part) -> tuple[list[str], dict[str, str]]
     if part is FIRESTORE:
         cmd = [java(), "-cp", str(firestore_jar()), FIRESTORE_MAIN_CLASS, "start"]
         return [*cmd, "--host=127.0.0.1", f"--port={port}"], env
+    if part is BIGQUERY:
+        return bqemulator.command(
+            config.bigquery_venv,
+            rest_port=config.ports.of(BIGQUERY),
+            grpc_port=config.ports.bigquery_grpc,
+            project=config.project,
+        )
     host = f"127.0.0.1:{port}"
     # -public-host: without it path-style and signed-URL downloads answer 404 (DESIGN.md).
     cmd = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", port]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ProbeKind = Literal["emulator_ok", "gcs_buckets", "openapi", "any_http", "any_https"]
+ProbeKind = Literal[
+    "emulator_ok", "gcs_buckets", "bigquery_ready", "openapi", "any_http", "any_https"
+]
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class Part:
     #: reboot is never mistaken for ours (and never signalled).
     marker: str
     probe: ProbeKind
+    #: Started only when asked for (BIGQUERY: DWE_ENGINE=bigquery, or `up --only bigquery`).
+    optional: bool = False
 
 
 PUBSUB = Part(
@@ -51,6 +55,18 @@ GCS = Part(
     18087,
     "fake-gcs-server",
     "gcs_buckets",
+)
+# The BigQuery emulator (PyPI bqemulator, in a virtualenv of its own: bqemulator.py); its
+# Storage Read API listens on a second port, DWE_BIGQUERY_GRPC_PORT (Ports.bigquery_grpc).
+BIGQUERY = Part(
+    "bigquery",
+    "bigquery emulator",
+    "the BigQuery emulator (bqemulator)",
+    "DWE_BIGQUERY_PORT",
+    18089,
+    "bqemulator",
+    "bigquery_ready",
+    optional=True,
 )
 SUBMIT = Part(
     "submit",
@@ -99,10 +115,12 @@ SCHEDULER = Part(
     "any_http",
 )
 
-EMULATORS: tuple[Part, ...] = (PUBSUB, FIRESTORE, GCS)
+EMULATORS: tuple[Part, ...] = (PUBSUB, FIRESTORE, GCS, BIGQUERY)
 FUNCTIONS: tuple[Part, ...] = (SUBMIT, PROCESS, NOTIFY)
 SERVERS: tuple[Part, ...] = (*FUNCTIONS, RECEIVER, SCHEDULER)
 #: Start order; `down` stops in the reverse order.
 ALL_PARTS: tuple[Part, ...] = (*EMULATORS, *SERVERS)
 PART_NAMES: tuple[str, ...] = tuple(p.name for p in ALL_PARTS)
+#: What `up` starts unless told otherwise: every part but the optional ones.
+DEFAULT_PART_NAMES: tuple[str, ...] = tuple(p.name for p in ALL_PARTS if not p.optional)
 BY_NAME: dict[str, Part] = {p.name: p for p in ALL_PARTS}

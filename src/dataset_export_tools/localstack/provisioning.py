@@ -15,9 +15,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from dataset_export_tools.localstack import procs
+from dataset_export_tools.localstack import emulators, procs
 from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
-from dataset_export_tools.localstack.parts import BY_NAME, GCS, RECEIVER
+from dataset_export_tools.localstack.parts import BIGQUERY, BY_NAME, GCS, RECEIVER
 from dataset_export_tools.localstack.state import (
     DATASET_FILE,
     SIGNER_KEY_FILE,
@@ -159,6 +159,32 @@ def prepare_dataset(config: StackConfig, env: Mapping[str, str], say: Echo) -> N
         say(f"gs://{bucket}/{DATASET_FILE} is up to date")
 
 
+def load_bigquery_table(config: StackConfig, say: Echo) -> None:
+    """Load the demo dataset into ``<project>.listings.rental_listings`` on the BigQuery
+    emulator, unless the table already holds the file's rows (the emulator kept running)."""
+    import pyarrow.parquet as pq
+
+    from dataset_export_tools.bigquery_load import emulator_clients, load_parquet, table_rows
+
+    t0 = time.monotonic()
+    table = config.bigquery_table
+    grpc_host = f"127.0.0.1:{config.ports.bigquery_grpc}"
+    client, _ = emulator_clients(config.project, config.url(BIGQUERY), grpc_host)
+    try:
+        rows = pq.ParquetFile(config.dataset_path).metadata.num_rows
+        if table_rows(client, table) == rows:
+            say(f"BigQuery table {table} is up to date ({rows:,} rows)")
+            return
+        loaded = load_parquet(client, config.dataset_path, table)
+    except Exception as exc:
+        raise StackError(f"loading {config.dataset_path} into {table} failed: {exc}") from exc
+    finally:
+        client.close()
+    if loaded != rows:
+        raise StackError(f"{table} holds {loaded:,} rows after the load, the file {rows:,}")
+    say(f"loaded {rows:,} rows into BigQuery table {table} ({elapsed(t0)})")
+
+
 def _generate_dataset(config: StackConfig, path: Path, env: Mapping[str, str], say: Echo) -> None:
     exportctl = config.exportctl_path
     # Written under another name and renamed, so an interrupted run leaves no half file
@@ -240,5 +266,6 @@ def stack_env(
         "EXPORT_PARTS_SUBSCRIPTION": PARTS_SUBSCRIPTION,
         "EXPORT_NOTIFY_SUBSCRIPTION": NOTIFY_SUBSCRIPTION,
         "EXPORT_DEAD_LETTER_SUBSCRIPTION": DEAD_LETTER_SUBSCRIPTION,
+        **(emulators.bigquery_environ(config) if config.enabled(BIGQUERY) else {}),
         **{key: value for key, value in common.items() if key != "PYTHONUNBUFFERED"},
     }

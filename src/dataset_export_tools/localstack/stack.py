@@ -15,16 +15,25 @@ topics and subscriptions, buckets, dataset, demo key, stack.env).
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from dataset_export_tools.localstack import emulators, functions, pki, procs, provisioning
+from dataset_export_tools.localstack import (
+    bqemulator,
+    emulators,
+    functions,
+    pki,
+    procs,
+    provisioning,
+)
 from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
 from dataset_export_tools.localstack.parts import (
     ALL_PARTS,
+    BIGQUERY,
     BY_NAME,
     EMULATORS,
     FIRESTORE,
@@ -36,6 +45,7 @@ from dataset_export_tools.localstack.parts import (
 )
 from dataset_export_tools.localstack.provisioning import API_KEY_VAR
 from dataset_export_tools.localstack.state import (
+    BIGQUERY_GRPC_PORT_ENV,
     PART_SETTINGS,
     Echo,
     PartStatus,
@@ -80,12 +90,25 @@ def probe(part: Part, port: int) -> bool:
     if part.probe == "gcs_buckets":
         answer = procs.http_get(port, "/storage/v1/b")
         return answer is not None and answer[0] == 200
+    if part.probe == "bigquery_ready":
+        # 200 once its DuckDB engine and catalog answer (503 before).
+        answer = procs.http_get(port, "/readyz")
+        return answer is not None and answer[0] == 200
     if part.probe == "openapi":
         answer = procs.http_get(port, "/openapi.json")
         return answer is not None and answer[0] == 200
     if part.probe == "any_https":
         return procs.https_get(port, "/") is not None
     return procs.http_get(port, "/") is not None
+
+
+def _accepts(port: int) -> bool:
+    """True when something accepts a TCP connection on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 # --- up -------------------------------------------------------------------------------------
@@ -138,15 +161,19 @@ class _Up:
         return False
 
     def _check_port(self, part: Part) -> None:
-        port = self.config.ports.of(part)
-        if procs.port_is_free(port):
-            return
-        holders = sorted(procs.port_holders(port))
-        who = f" ({'; '.join(procs.describe(pid) for pid in holders)})" if holders else ""
-        raise StackError(
-            f"port {port} for {part.long} is in use by another process{who}; "
-            f"free it or set {part.port_env}"
-        )
+        ports = [(self.config.ports.of(part), part.long, part.port_env)]
+        if part is BIGQUERY:
+            grpc_port = self.config.ports.bigquery_grpc
+            ports.append((grpc_port, f"{part.long}'s gRPC API", BIGQUERY_GRPC_PORT_ENV))
+        for port, what, variable in ports:
+            if procs.port_is_free(port):
+                continue
+            holders = sorted(procs.port_holders(port))
+            who = f" ({'; '.join(procs.describe(pid) for pid in holders)})" if holders else ""
+            raise StackError(
+                f"port {port} for {what} is in use by another process{who}; "
+                f"free it or set {variable}"
+            )
 
     def _await_ready(self, part: Part, pid: int, started_at: float, abort: threading.Event) -> None:
         port = self.config.ports.of(part)
@@ -167,6 +194,18 @@ class _Up:
             else:
                 why = f"did not answer on 127.0.0.1:{port} within {self.config.timeout:.0f} s"
             raise self._failure(part, why)
+        if part is BIGQUERY:
+            # Its REST API answers first, then the Storage Read (gRPC) server starts.
+            grpc_port = self.config.ports.bigquery_grpc
+            if not procs.poll(
+                lambda: _accepts(grpc_port),
+                started_at + self.config.timeout,
+                abort,
+                alive=lambda: procs.is_alive(pid),
+            ):
+                if abort.is_set():
+                    raise _Aborted(part.name)
+                raise self._failure(part, f"did not listen on gRPC port {grpc_port}")
         if part is FIRESTORE:
             try:
                 from dataset_export_tools.localstack.provision import warm_up_firestore
@@ -250,6 +289,8 @@ def up(config: StackConfig, *, echo: Echo | None = None) -> StackInfo:
     with state_lock(config, say), emulators.patched_environ(emulator_hosts):
         check_same_ports(config)
         try:
+            if config.enabled(BIGQUERY):
+                bqemulator.ensure_venv(config.bigquery_venv, config.repo_root, run.say_safely)
             run.bring_up(
                 [p for p in EMULATORS if config.enabled(p)],
                 lambda part: emulators.command(config, part),
@@ -268,6 +309,8 @@ def up(config: StackConfig, *, echo: Echo | None = None) -> StackInfo:
             client_env = {**os.environ, **provisioning.stack_env(config, common, previous_key)}
             if config.prepare_dataset:
                 provisioning.prepare_dataset(config, client_env, run.say_safely)
+                if config.enabled(BIGQUERY):
+                    provisioning.load_bigquery_table(config, run.say_safely)
             servers = [p for p in SERVERS if config.enabled(p)]
             run.bring_up(servers, functions.command_factory(config, common))
             if PROCESS.name in run.reused:
@@ -380,10 +423,13 @@ def down(config: StackConfig, *, echo: Echo | None = None) -> dict[str, int]:
 
 
 def status(config: StackConfig) -> list[PartStatus]:
-    """The state of every part, recorded or not."""
+    """The state of every part, recorded or not (an optional part only when it is enabled or
+    recorded: a stack without the BigQuery emulator is complete)."""
     remembered = remembered_ports(config)
     result: list[PartStatus] = []
     for part in ALL_PARTS:
+        if part.optional and not config.enabled(part) and not config.pidfile(part).exists():
+            continue
         pid = procs.read_pid(config.pidfile(part))
         running = pid is not None and procs.is_recorded_process(pid, part.marker)
         # A running part is shown on the port it was started on, whatever this shell asks.

@@ -20,7 +20,14 @@ from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, Settings, firestor
 from dataset_export.core.errors import ConfigError
 from dataset_export_tools.localstack import procs
 from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
-from dataset_export_tools.localstack.parts import ALL_PARTS, BY_NAME, PART_NAMES, Part
+from dataset_export_tools.localstack.parts import (
+    ALL_PARTS,
+    BIGQUERY,
+    BY_NAME,
+    DEFAULT_PART_NAMES,
+    PART_NAMES,
+    Part,
+)
 
 DEFAULT_PROJECT = "dwe-local"
 DEFAULT_DATASET_ROWS = 1_000_000
@@ -31,6 +38,12 @@ DATASET_FILE = "rental_listings.parquet"
 #: Settings of the process function that `up` takes from its caller's environment, when set
 #: (``EXPORT_PART_ROWS=200000 make up``), and records in stack.env.
 PART_SETTINGS = ("EXPORT_PART_ROWS", "EXPORT_MAX_PARTS")
+#: DWE_ENGINE values: the query engine the local stack runs exports on.
+ENGINES = ("duckdb", "bigquery")
+#: The port variable of the BigQuery emulator's Storage Read (gRPC) listener.
+BIGQUERY_GRPC_PORT_ENV = "DWE_BIGQUERY_GRPC_PORT"
+#: The dataset (in the stack's project) that holds the demo table on the BigQuery emulator.
+BIGQUERY_DATASET = "listings"
 
 Echo = Callable[[str], None]
 
@@ -57,6 +70,9 @@ class Ports:
     firestore: int = 18086
     gcs: int = 18087
     scheduler: int = 18088
+    #: The BigQuery emulator's REST API, and its Storage Read API (gRPC).
+    bigquery: int = 18089
+    bigquery_grpc: int = 18090
 
     def of(self, part: Part | str) -> int:
         """The port of a part (by Part or by name)."""
@@ -65,7 +81,7 @@ class Ports:
 
     @classmethod
     def starting_at(cls, first: int) -> Ports:
-        """Seven consecutive ports in the default order, e.g. 28081..28087 for tests."""
+        """Consecutive ports in the default order, e.g. 28081..28090 for tests."""
         return cls(**{f.name: first + i for i, f in enumerate(fields(cls))})
 
     @classmethod
@@ -80,6 +96,11 @@ class Ports:
             if not raw.isdigit():
                 raise StackError(f"{part.port_env} must be a port number, got {raw!r}")
             values[part.name] = int(raw)
+        raw = env.get(BIGQUERY_GRPC_PORT_ENV, "").strip()
+        if raw:
+            if not raw.isdigit():
+                raise StackError(f"{BIGQUERY_GRPC_PORT_ENV} must be a port number, got {raw!r}")
+            values["bigquery_grpc"] = int(raw)
         return cls(**values)
 
     def validate(self) -> None:
@@ -96,6 +117,14 @@ class Ports:
                     f"change {other.port_env} or {part.port_env}"
                 )
             seen[port] = part.name
+        if not 1 <= self.bigquery_grpc <= 65535:
+            raise StackError(f"{BIGQUERY_GRPC_PORT_ENV}={self.bigquery_grpc} is not a TCP port")
+        if self.bigquery_grpc in seen:
+            other = BY_NAME[seen[self.bigquery_grpc]]
+            raise StackError(
+                f"{other.long} and the BigQuery emulator's gRPC API are both set to port "
+                f"{self.bigquery_grpc}; change {other.port_env} or {BIGQUERY_GRPC_PORT_ENV}"
+            )
 
 
 def find_repo_root(start: Path | None = None) -> Path:
@@ -133,8 +162,9 @@ class StackConfig:
     #: The Firestore database the functions and exportctl use (EXPORT_FIRESTORE_DATABASE).
     firestore_database: str = DEFAULT_FIRESTORE_DATABASE
     dataset_rows: int = DEFAULT_DATASET_ROWS
-    #: Names from PART_NAMES to start; the others are left alone.
-    parts: frozenset[str] = frozenset(PART_NAMES)
+    #: Names from PART_NAMES to start; the others are left alone. The default leaves out the
+    #: optional parts (the BigQuery emulator: from_env adds it for DWE_ENGINE=bigquery).
+    parts: frozenset[str] = frozenset(DEFAULT_PART_NAMES)
     #: Generate the demo Parquet dataset if missing and upload it to the datasets bucket.
     prepare_dataset: bool = True
     #: Create the demo account's API key with `exportctl keys create` (needs Firestore).
@@ -158,8 +188,8 @@ class StackConfig:
         cwd: Path | None = None,
     ) -> StackConfig:
         """The configuration the CLI uses: DWE_*_PORT, GOOGLE_CLOUD_PROJECT,
-        EXPORT_FIRESTORE_DATABASE, DWE_DATASET_ROWS, PART_SETTINGS, and for development
-        DWE_EXPORTCTL and DWE_FUNCTIONS_DIR."""
+        EXPORT_FIRESTORE_DATABASE, DWE_DATASET_ROWS, PART_SETTINGS, DWE_ENGINE (bigquery adds
+        the BigQuery emulator), and for development DWE_EXPORTCTL and DWE_FUNCTIONS_DIR."""
         env = os.environ if environ is None else environ
         repo = find_repo_root(cwd)
         rows_raw = env.get("DWE_DATASET_ROWS", "").strip()
@@ -167,6 +197,12 @@ class StackConfig:
             raise StackError(f"DWE_DATASET_ROWS must be a positive integer, got {rows_raw!r}")
         exportctl = env.get("DWE_EXPORTCTL", "").strip()
         functions_dir = env.get("DWE_FUNCTIONS_DIR", "").strip()
+        engine = env.get("DWE_ENGINE", "").strip().lower() or "duckdb"
+        if engine not in ENGINES:
+            raise StackError(f"DWE_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}")
+        parts = set(DEFAULT_PART_NAMES)
+        if engine == "bigquery":
+            parts.add(BIGQUERY.name)
         return cls(
             state_dir=(state_dir or repo / ".local").resolve(),
             repo_root=repo,
@@ -180,6 +216,7 @@ class StackConfig:
             part_settings={
                 name: env[name].strip() for name in PART_SETTINGS if env.get(name, "").strip()
             },
+            parts=frozenset(parts),
         )
 
     def validate(self) -> None:
@@ -258,6 +295,17 @@ class StackConfig:
     @property
     def datasets_bucket(self) -> str:
         return f"{self.project}-datasets"
+
+    @property
+    def bigquery_table(self) -> str:
+        """The demo table on the BigQuery emulator: ``<project>.listings.rental_listings``."""
+        return f"{self.project}.{BIGQUERY_DATASET}.{Path(DATASET_FILE).stem}"
+
+    @property
+    def bigquery_venv(self) -> Path:
+        """The BigQuery emulator's virtualenv (a build artefact of the repository, shared by
+        every state dir, like .venv)."""
+        return self.repo_root / ".local" / "bqemulator-venv"
 
     @property
     def exportctl_path(self) -> Path:

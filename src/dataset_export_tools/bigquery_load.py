@@ -1,0 +1,98 @@
+"""The rental-listings dataset in a BigQuery table: its schema from the catalog, the loader, and
+clients for the local BigQuery emulator (tooling: the local stack and the tests; the deployed
+code does not import it).
+
+The emulator loads Parquet only with an explicit schema, and the schema should say what the
+catalog says anyway: one column per catalog column, in catalog order, with the GoogleSQL type of
+its logical type (``INT64`` for the file's int32 columns). Every column is ``NULLABLE``, the
+mode BigQuery itself defaults to: the catalog's ``nullable`` describes the data, the table need
+not enforce it. No column has a collation, so ``STRPOS`` and ``STARTS_WITH`` stay
+case-sensitive (``bigquery_dialect``).
+
+The emulator speaks plain HTTP (REST) and plaintext gRPC (Storage Read): ``emulator_clients``
+gives both clients with anonymous credentials; the REST one could also come from the official
+client's ``BIGQUERY_EMULATOR_HOST``, the Storage Read one has no such variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.api_core import exceptions as gexc
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery, bigquery_storage_v1
+from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
+    BigQueryReadGrpcTransport,
+)
+
+from dataset_export.core.catalog import RENTAL_LISTINGS, Catalog, ColumnType
+
+#: The GoogleSQL type of each logical column type.
+BIGQUERY_TYPES = {
+    ColumnType.STRING: "STRING",
+    ColumnType.INTEGER: "INT64",
+    ColumnType.NUMBER: "FLOAT64",
+    ColumnType.DATE: "DATE",
+    ColumnType.BOOLEAN: "BOOL",
+}
+
+
+def table_schema(catalog: Catalog = RENTAL_LISTINGS) -> list[Any]:
+    """The table's columns: the catalog's names, types and descriptions, all NULLABLE."""
+    return [
+        bigquery.SchemaField(
+            c.name, BIGQUERY_TYPES[c.type], mode="NULLABLE", description=c.description
+        )
+        for c in catalog
+    ]
+
+
+def emulator_clients(project: str, rest_url: str, grpc_host: str) -> tuple[Any, Any]:
+    """A BigQuery client on the emulator's REST API (``http://127.0.0.1:P``) and a Storage Read
+    client on its gRPC API (``127.0.0.1:P``, plaintext), both with anonymous credentials."""
+    client = bigquery.Client(
+        project=project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options=ClientOptions(api_endpoint=rest_url),
+    )
+    channel = grpc.insecure_channel(grpc_host)
+    transport = BigQueryReadGrpcTransport(channel=channel)
+    read = bigquery_storage_v1.BigQueryReadClient(transport=transport)  # type: ignore[no-untyped-call]
+    return client, read
+
+
+def table_rows(client: Any, table: str) -> int | None:
+    """The table's row count, or None when it does not exist."""
+    try:
+        return int(client.get_table(table).num_rows)
+    except gexc.NotFound:
+        return None
+
+
+def load_parquet(
+    client: Any,
+    path: Path,
+    table: str,
+    catalog: Catalog = RENTAL_LISTINGS,
+    *,
+    timeout: float = 600.0,
+) -> int:
+    """Replace ``table`` (``project.dataset.table``; the dataset is created if missing) with the
+    rows of the Parquet file ``path``, under ``table_schema(catalog)``; its row count."""
+    project, dataset, _ = table.split(".")
+    client.create_dataset(f"{project}.{dataset}", exists_ok=True)
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        schema=table_schema(catalog),
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+    )
+    with path.open("rb") as source:
+        job = client.load_table_from_file(source, table, job_config=config)
+    job.result(timeout=timeout)
+    rows = table_rows(client, table)
+    if rows is None:
+        raise RuntimeError(f"the load job finished but {table} does not exist")
+    return rows
