@@ -430,11 +430,9 @@ def test_aliases_are_identifiers_or_refused(alias: str) -> None:
 # --- Results against an independent evaluation ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def listings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
-    """A 2,500-row file from the demo generator with extra nulls, and its rows as dicts."""
-    root = tmp_path_factory.mktemp("sql")
-    generated = generate_dataset(2_500, root / "generated.parquet", seed=7).path
+def write_listings(root: Path, rows: int) -> tuple[Path, list[dict[str, Any]]]:
+    """A file of ``rows`` rows from the demo generator with extra nulls, and its rows as dicts."""
+    generated = generate_dataset(rows, root / "generated.parquet", seed=7).path
     table = pq.read_table(generated)
     for i, name in enumerate(NULLED):
         column = table.column(name).combine_chunks()
@@ -448,6 +446,12 @@ def listings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[
     path = root / "listings.parquet"
     pq.write_table(table, path, row_group_size=1_000)
     return path, table.to_pylist()
+
+
+@pytest.fixture(scope="module")
+def listings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """A 2,500-row file from the demo generator with extra nulls, and its rows as dicts."""
+    return write_listings(tmp_path_factory.mktemp("sql"), 2_500)
 
 
 @pytest.fixture(scope="module")
