@@ -269,7 +269,7 @@ def test_export_csv_renders_fields_in_sql() -> None:
     )
     compiled = compile_export(query, "csv")
     assert compiled.sql.startswith('SELECT concat(CASE WHEN contains("dataset"."city", \',\')')
-    assert 'CAST("dataset"."bed" AS VARCHAR), \',\', CASE WHEN isfinite(avg(' in compiled.sql
+    assert 'CAST("dataset"."bed" AS VARCHAR), \',\', CASE WHEN NOT isfinite(avg(' in compiled.sql
     assert compiled.sql.endswith(
         'chr(10)) AS "line" FROM "dataset" WHERE "dataset"."msa" = ? '
         'GROUP BY "dataset"."city", "dataset"."bed"'

@@ -12,11 +12,16 @@ import os
 import zlib
 from typing import Any
 
+import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataset_export.core.catalog import Column, ColumnType
+from dataset_export.core.formats import ExportFormat
+from dataset_export.core.query import Query, Scope
 from dataset_export.engine.gzip_sink import GzipSink, default_gzip_backend
 from dataset_export.engine.render import (
     CsvEncoder,
@@ -27,6 +32,7 @@ from dataset_export.engine.render import (
     csv_header,
     encoder_for,
 )
+from dataset_export.engine.sql.duckdb_dialect import compile_export
 
 HOSTILE_TEXT = [
     "Smith, Jones & Co. Lofts",
@@ -212,6 +218,75 @@ def test_jsonl_floats_read_back_exactly(values: list[float]) -> None:
             assert got == value
         else:
             assert got is None
+
+
+# --- the DuckDB rendering is the reference ---------------------------------------------------
+
+
+def _column_type(kind: pa.DataType) -> ColumnType:
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return ColumnType.STRING
+    if pa.types.is_integer(kind):
+        return ColumnType.INTEGER
+    if pa.types.is_floating(kind):
+        return ColumnType.NUMBER
+    if pa.types.is_date(kind):
+        return ColumnType.DATE
+    assert pa.types.is_boolean(kind), kind
+    return ColumnType.BOOLEAN
+
+
+def duckdb_rendering(table: pa.Table, fmt: ExportFormat) -> bytes:
+    """The rows of ``table`` (in order, no header) as the DuckDB engine renders them: the lines
+    ``compile_export`` makes DuckDB write, over the table's own column types."""
+    scopes = tuple(
+        Scope(Column(field.name, _column_type(field.type), "", nullable=True), None, field.name)
+        for field in table.schema
+    )
+    compiled = compile_export(Query(scopes, None, None, ()), fmt, "t")
+    con = duckdb.connect(":memory:", config={"threads": 1})  # one thread: rows stay in order
+    try:
+        con.register("t", table)
+        lines = con.sql(compiled.sql, params=compiled.params).fetchall()
+    finally:
+        con.close()
+    return "".join(line for (line,) in lines).encode("utf-8")
+
+
+def encoded(encoder: Encoder, table: pa.Table, batch_rows: int) -> bytes:
+    """The bytes ``encoder`` writes for ``table``'s rows in batches of ``batch_rows``."""
+    return b"".join(bytes(encoder.encode(b)) for b in table.to_batches(max_chunksize=batch_rows))
+
+
+def awkward_doubles() -> list[float | None]:
+    """Doubles where renderings differ: every power of two (the lopsided rounding intervals,
+    DuckDB's three misprints among them) with its neighbours and negatives, the edges of the
+    ranges written without an exponent, random bit patterns, and rounded and huge values."""
+    powers = [2.0**e for e in range(-1074, 1024)]
+    values = powers + [-p for p in powers]
+    values += [math.nextafter(p, math.inf) for p in powers]
+    values += [math.nextafter(p, 0.0) for p in powers]
+    for edge in (1e-6, 1e-5, 1e-4, 1e10, 1e15, 1e16, 1e21):
+        values += [edge, math.nextafter(edge, 0.0), math.nextafter(edge, math.inf), -edge]
+    values += [0.0, -0.0, 784.0, 2150.5, 0.1, 1 / 3, 123456789012345.0, 1234560000000.0]
+    values += [float("nan"), float("inf"), -float("inf"), None, 5e-324, 1.7976931348623157e308]
+    rng = np.random.default_rng(12)
+    bits = rng.integers(0, 2**63, 40_000, dtype=np.int64).view(np.float64)
+    values += bits.tolist() + (-bits[:5_000]).tolist()
+    values += np.round(rng.uniform(-1e6, 1e6, 20_000), 2).tolist()
+    values += (10.0 ** rng.uniform(-12, 25, 20_000)).round().tolist()
+    return values
+
+
+def test_the_duckdb_rendering_writes_every_double_as_its_shortest_text() -> None:
+    """DuckDB's CSV lines write each awkward double as Python's repr, its three misprinted
+    powers of two included, and NaN, infinities and null as empty fields."""
+    doubles = awkward_doubles()
+    lines = duckdb_rendering(pa.table({"x": pa.array(doubles, pa.float64())}), ExportFormat.CSV)
+    want = [
+        '""' if v is None or not math.isfinite(v) else repr(v) for v in doubles
+    ]  # one column: a null is ""
+    assert lines.decode().split("\n")[:-1] == want
 
 
 def test_empty_results_give_header_only_csv_and_empty_jsonl() -> None:

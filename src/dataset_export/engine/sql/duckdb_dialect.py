@@ -17,7 +17,8 @@ for the parts planner (``duckdb_engine.row_groups`` says how the rows are bucket
 VARCHAR column ``line`` per row, each ending in ``\\n``: DuckDB formats in its own worker threads,
 faster than formatting Arrow batches with pyarrow (at 2M rows about 1.5x for CSV, 2.5x for
 JSONL; see bench/engine_bench.py). Its CSV quotes a field only where needed (``,`` ``"`` CR LF)
-and prints doubles as DuckDB does (``784.0``, ``2150.5``, ``1e+20``).
+and prints doubles as DuckDB does (``784.0``, ``2150.5``, ``1e+20``), except three that DuckDB
+misprints (``MISPRINTED_POWERS``).
 """
 
 from __future__ import annotations
@@ -129,6 +130,18 @@ def compile_row_group_counts(
     return CompiledQuery(sql=sql, params=[*compiler.params, *lists, width])
 
 
+MISPRINTED_POWERS = {
+    81: "2.4178516392292583e+24",
+    91: "2.4758800785707605e+27",
+    807: "8.535058474086213e+242",
+}
+"""The doubles DuckDB 2.0's ``CAST(x AS VARCHAR)`` writes wrongly, as powers of two, and their
+shortest text: 2**81 comes out as ``4.835703278458517e+24`` (twice the value), 2**807 as
+``A.070116948172427e+242``. Found by comparing the cast with Python's ``repr`` on every power of
+two (the only doubles whose rounding interval is lopsided) and their neighbours, and on 800k
+other values; ``to_json`` writes them right."""
+
+
 def _csv_field(expr: str, kind: ColumnType) -> str:
     """SQL rendering one value as an RFC 4180 field; NULL (empty under ``concat``) for null."""
     if kind is ColumnType.STRING:
@@ -141,8 +154,18 @@ def _csv_field(expr: str, kind: ColumnType) -> str:
             f"WHEN {expr} = '' THEN '\"\"' ELSE {expr} END"
         )
     if kind is ColumnType.NUMBER:
-        # DuckDB prints the shortest text that reads back as the same double (2150.5, 784.0).
-        return f"CASE WHEN isfinite({expr}) THEN CAST({expr} AS VARCHAR) END"
+        # DuckDB prints the shortest text that reads back as the same double (2150.5, 784.0),
+        # but for three magnitudes; those are spelled out (a test checks them against repr).
+        powers = ", ".join(f"2.0::DOUBLE ** {p}" for p in MISPRINTED_POWERS)
+        spelled = " ".join(
+            f"WHEN 2.0::DOUBLE ** {p} THEN '{text}'" for p, text in MISPRINTED_POWERS.items()
+        )
+        return (
+            f"CASE WHEN NOT isfinite({expr}) THEN NULL "
+            f"WHEN abs({expr}) IN ({powers}) AND typeof({expr}) = 'DOUBLE' THEN "
+            f"(CASE WHEN {expr} < 0 THEN '-' ELSE '' END) || CASE abs({expr}) {spelled} END "
+            f"ELSE CAST({expr} AS VARCHAR) END"
+        )
     # Integers as digits, dates as ISO-8601 (2025-01-31), booleans as true/false.
     return f"CAST({expr} AS VARCHAR)"
 
