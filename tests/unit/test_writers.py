@@ -124,18 +124,20 @@ def test_csv_round_trips_hostile_text_through_gzip_and_the_csv_module() -> None:
 
 
 def test_csv_formats_values_as_documented() -> None:
-    """Booleans true/false, ISO dates, short floats, empty nulls, quoted strings, LF endings."""
+    """Booleans true/false, ISO dates, floats with a fraction, empty nulls, text quoted only
+    where needed, LF endings."""
     batch = pa.RecordBatch.from_arrays(
         [
-            pa.array(["a", None, ""]),
-            pa.array([2150.5, float("nan"), 784.0]),
-            pa.array([True, None, False]),
-            pa.array([dt.date(2025, 1, 31), None, dt.date(1999, 12, 1)]),
+            pa.array(["a", None, "", "Akron, OH", 'say "hi"']),
+            pa.array([2150.5, float("nan"), 784.0, 1e-05, 1e16]),
+            pa.array([True, None, False, True, True]),
+            pa.array([dt.date(2025, 1, 31), None, dt.date(1999, 12, 1), None, None]),
         ],
         names=["s", "f", "b", "d"],
     )
     assert CsvEncoder(["s", "f", "b", "d"]).encode(batch).tobytes() == (
-        b'"a",2150.5,true,2025-01-31\n,,,\n"",784,false,1999-12-01\n'
+        b'a,2150.5,true,2025-01-31\n,,,\n"",784.0,false,1999-12-01\n'
+        b'"Akron, OH",1e-05,true,\n"say ""hi""",1e+16,true,\n'
     )
 
 
@@ -189,20 +191,19 @@ def test_jsonl_types_and_key_order() -> None:
     numbers=st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), min_size=20,
                      max_size=20),
 )  # fmt: skip
-def test_jsonl_text_is_escaped_exactly_like_json_dumps(
+def test_jsonl_text_is_escaped_exactly_like_duckdb_to_json(
     values: list[str | None], numbers: list[int | None]
 ) -> None:
-    """Strings, integers and nulls are written byte for byte as json.dumps writes them."""
+    """Strings, integers and nulls are written byte for byte as DuckDB's to_json writes them,
+    which reads back as the values."""
     numbers = numbers[: len(values)]
     batch = pa.RecordBatch.from_arrays(
-        [pa.array(values, pa.string()), pa.array(numbers, pa.int64())], ["s", 'we"ird']
+        [pa.array(values, pa.string()), pa.array(numbers, pa.int64())], ["s", "n"]
     )
-    got = JsonlEncoder(["s", 'we"ird']).encode(batch).tobytes().decode("utf-8")
-    want = "".join(
-        json.dumps({"s": v, 'we"ird': n}, ensure_ascii=False, separators=(",", ":")) + "\n"
-        for v, n in zip(values, numbers, strict=True)
-    )
-    assert got == want
+    got = JsonlEncoder(["s", "n"]).encode(batch).tobytes()
+    assert got == duckdb_rendering(pa.Table.from_batches([batch]), ExportFormat.JSONL)
+    rows = [json.loads(line) for line in got.decode("utf-8").split("\n")[:-1]]
+    assert rows == [{"s": v, "n": n} for v, n in zip(values, numbers, strict=True)]
 
 
 @settings(max_examples=100, deadline=None)
@@ -278,6 +279,41 @@ def awkward_doubles() -> list[float | None]:
     return values
 
 
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_every_type_is_written_byte_for_byte_as_duckdb_writes_it(fmt: ExportFormat) -> None:
+    """Doubles (DuckDB's misprints corrected), every integer width, dates BC to AD 10183,
+    booleans, hostile text and nulls: the bytes equal the DuckDB rendering's, in any batches."""
+    doubles = awkward_doubles()
+    n = len(doubles)
+    rng = np.random.default_rng(13)
+    texts = [HOSTILE_TEXT[i % len(HOSTILE_TEXT)] if i % 3 else f"plain {i}" for i in range(n)]
+    text = pa.array([None if i % 29 == 0 else t for i, t in enumerate(texts)], pa.string())
+    days = rng.integers(-1_000_000, 3_000_000, n)
+    days[:4] = [-719_163, -719_162, -719_528, 2_932_896]  # 1 BC, AD 1, 0 BC's start, 9999-12-31
+    columns: dict[str, pa.Array] = {
+        "d": pa.array(doubles, pa.float64(), from_pandas=False),
+        "s": text,
+        "i8": pa.array(rng.integers(-128, 128, n), pa.int8()),
+        "i32": pa.array(rng.integers(-(2**31), 2**31, n), pa.int32()),
+        "i64": pa.array([None if i % 7 == 0 else int(v) for i, v in
+                         enumerate(rng.integers(-(2**63), 2**63 - 1, n))], pa.int64()),
+        "u64": pa.array(rng.integers(0, 2**64 - 1, n, dtype=np.uint64), pa.uint64()),
+        "day": pa.array(days.astype(np.int32), pa.date32()),
+        "b": pa.array([None if i % 5 == 0 else bool(i % 2) for i in range(n)], pa.bool_()),
+    }  # fmt: skip
+    table = pa.table(columns)
+    want = duckdb_rendering(table, fmt)
+    encoder = encoder_for(fmt, table.column_names)
+    for batch_rows in (n, 4_096, 7):
+        if batch_rows == 7:
+            table = table.slice(0, 3_000)
+            want = duckdb_rendering(table, fmt)
+        assert encoded(encoder, table, batch_rows) == want
+    # One column: DuckDB writes a null as "" there.
+    alone = pa.table({"s": text})
+    assert encoded(encoder_for(fmt, ["s"]), alone, 1_000) == duckdb_rendering(alone, fmt)
+
+
 def test_the_duckdb_rendering_writes_every_double_as_its_shortest_text() -> None:
     """DuckDB's CSV lines write each awkward double as Python's repr, its three misprinted
     powers of two included, and NaN, infinities and null as empty fields."""
@@ -287,6 +323,45 @@ def test_the_duckdb_rendering_writes_every_double_as_its_shortest_text() -> None
         '""' if v is None or not math.isfinite(v) else repr(v) for v in doubles
     ]  # one column: a null is ""
     assert lines.decode().split("\n")[:-1] == want
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_an_int64_is_written_as_the_int32_holding_the_same_value(fmt: ExportFormat) -> None:
+    """BigQuery's Storage Read hands over INT64 where the Parquet file has int32: same bytes."""
+    values = [0, -1, 2**31 - 1, -(2**31), None, 42]
+    small = pa.table({"n": pa.array(values, pa.int32()), "x": pa.array([1.5] * 6)})
+    wide = pa.table({"n": pa.array(values, pa.int64()), "x": pa.array([1.5] * 6)})
+    encoder = encoder_for(fmt, ["n", "x"])
+    assert encoded(encoder, small, 6) == encoded(encoder, wide, 6) == duckdb_rendering(small, fmt)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.floats()),
+            st.one_of(st.none(), st.text()),
+            st.one_of(st.none(), st.dates()),
+            st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+            st.one_of(st.none(), st.booleans()),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    fmt=st.sampled_from(list(ExportFormat)),
+)
+def test_any_row_is_written_as_duckdb_writes_it(
+    rows: list[tuple[Any, ...]], fmt: ExportFormat
+) -> None:
+    """Random doubles (NaN and infinities too), text, dates, integers and booleans: the
+    encoders' bytes equal the DuckDB rendering's."""
+    columns = list(zip(*rows, strict=True))
+    types = [pa.float64(), pa.string(), pa.date32(), pa.int64(), pa.bool_()]
+    table = pa.table(
+        [pa.array(list(c), t, from_pandas=False) for c, t in zip(columns, types, strict=True)],
+        names=["f", "s", "d", "i", "b"],
+    )
+    assert encoded(encoder_for(fmt, table.column_names), table, 8) == duckdb_rendering(table, fmt)
 
 
 def test_empty_results_give_header_only_csv_and_empty_jsonl() -> None:
