@@ -15,12 +15,16 @@ keeps none), and answers 500 for a missing source.
 from __future__ import annotations
 
 import base64
+import csv
 import dataclasses
 import datetime as dt
 import gzip
 import io
 import json
+import os
+import signal
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -167,6 +171,14 @@ def download(env: dict[str, str], name: str) -> bytes:
     return data
 
 
+def records(text: bytes, fmt: str) -> list[Any]:
+    """The file's records: CSV rows as parsed (a quoted field may hold a line break), or JSONL
+    lines (JSON escapes every line break)."""
+    if fmt == "csv":
+        return [tuple(row) for row in csv.reader(io.StringIO(text.decode("utf-8"), newline=""))]
+    return text.split(b"\n")[:-1]
+
+
 def temporaries(env: dict[str, str], query_uuid: str) -> list[str]:
     return [b.name for b in bucket(env).list_blobs(prefix=tmp_prefix(query_uuid))]
 
@@ -199,8 +211,8 @@ def test_a_multi_part_export_has_the_rows_of_the_single_part_export(
     record = record_of(stack_env, parted)
     assert record.status is ExportStatus.SUCCEEDED, record.error
     assert (record.parts_total, record.number_rows) == (10, ROWS)
-    parted_text = gzip.decompress(download(stack_env, object_name(parted, fmt))).splitlines()
-    single_text = gzip.decompress(download(stack_env, object_name(single, fmt))).splitlines()
+    parted_text = records(gzip.decompress(download(stack_env, object_name(parted, fmt))), fmt)
+    single_text = records(gzip.decompress(download(stack_env, object_name(single, fmt))), fmt)
     if fmt == "csv":
         assert parted_text[0] == single_text[0]
         assert parted_text.count(parted_text[0]) == 1  # the header, once
@@ -226,7 +238,7 @@ def test_forty_parts_compose_in_two_rounds_and_every_reader_reads_the_whole_file
     path = tmp_path / "export.csv.gz"
     path.write_bytes(data)
     text = gzip.decompress(data)
-    assert len(text.splitlines()) == ROWS + 1
+    assert len(records(text, "csv")) == ROWS + 1
     zcat = subprocess.run(["zcat", str(path)], capture_output=True, check=True).stdout
     assert zcat == text
     assert subprocess.run(["gzip", "-t", str(path)], check=False).returncode == 0
@@ -303,7 +315,7 @@ def test_a_part_killed_mid_upload_leaves_nothing_visible_and_runs_again(
     record = record_of(stack_env, query_uuid)
     assert record.status is ExportStatus.SUCCEEDED, record.error
     text = gzip.decompress(download(stack_env, object_name(query_uuid, "csv")))
-    assert len(text.splitlines()) == ROWS + 1
+    assert len(records(text, "csv")) == ROWS + 1
     assert temporaries(stack_env, query_uuid) == []
 
 
@@ -356,8 +368,10 @@ def test_a_filtered_jsonl_export_splits_where_its_rows_are_and_reads_whole(
     assert record.status is ExportStatus.SUCCEEDED, record.error
     assert record.number_rows == wanted
     data = download(stack_env, object_name(parted, "jsonl"))
-    lines = gzip.decompress(data).splitlines()
-    single_lines = gzip.decompress(download(stack_env, object_name(single, "jsonl"))).splitlines()
+    lines = records(gzip.decompress(data), "jsonl")
+    single_lines = records(
+        gzip.decompress(download(stack_env, object_name(single, "jsonl"))), "jsonl"
+    )
     assert Counter(lines) == Counter(single_lines)
     path = tmp_path / "export.jsonl.gz"
     path.write_bytes(data)
@@ -366,3 +380,93 @@ def test_a_filtered_jsonl_export_splits_where_its_rows_are_and_reads_whole(
     assert set(frame["msa"]) == set(metros)
     assert duckdb.read_json(str(path)).aggregate("count(*)").fetchall() == [(wanted,)]
     assert temporaries(stack_env, parted) == []
+
+
+PART_WORKER = r"""
+import dataclasses, json, os, signal, sys, time
+from dataset_export.config import Settings
+from dataset_export.engine.duckdb_engine import DuckDbEngine
+from dataset_export.wiring import build_export_runner
+
+spec = json.loads(sys.argv[1])
+limit = spec["kill_after_bytes"]
+
+
+class KilledMidUpload(DuckDbEngine):
+    def export(self, path, query, fmt, out, **options):
+        class Dying:
+            written = 0
+            def write(self, data):
+                out.write(data)
+                self.written += len(data)
+                if self.written > limit:
+                    # Die only once those bytes went down the connection.
+                    deadline = time.monotonic() + 10
+                    while out.sent_bytes < limit and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    sys.stderr.write(f"killed after sending {out.sent_bytes} bytes\n")
+                    sys.stderr.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return len(data)
+        return super().export(path, query, fmt, Dying(), **options)
+
+
+runner = dataclasses.replace(
+    build_export_runner(Settings.from_env()),
+    dataset_path=lambda: spec["dataset"],
+    engine=KilledMidUpload(),
+)
+runner.parts.handle(spec["queryUUID"], spec["part"])
+"""
+
+
+def test_a_part_killed_by_sigkill_mid_upload_shows_nothing_and_is_taken_over(
+    stack_env: dict[str, str], topics: dict[str, Topic], tmp_path: Path
+) -> None:
+    """A worker process killed while its part's bytes are on the wire: no object of it appears,
+    the part stays leased to the dead worker, and after the lease a redelivery completes the
+    export with every row."""
+    path = tmp_path / "big.parquet"
+    generate_dataset(200_000, str(path), row_group_rows=50_000)
+    query_uuid = new_export(stack_env, FULL_TABLE)
+    runner = runner_for(stack_env, path, topics, part_rows=100_000)
+    runner.handle(query_uuid)
+    messages = topics["parts"].pull()
+    assert len(messages) == 2
+    worker = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PART_WORKER,
+            json.dumps(
+                {"queryUUID": query_uuid, "part": 0, "dataset": str(path),
+                 "kill_after_bytes": 700 * 1024}
+            ),
+        ],
+        env={**os.environ, **stack_env, "EXPORT_ENV": "local"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert worker.returncode == -signal.SIGKILL, worker.stderr[-2000:]
+    assert "killed after sending" in worker.stderr
+    assert temporaries(stack_env, query_uuid) == []
+    store = FirestoreStore.for_project(stack_env["GOOGLE_CLOUD_PROJECT"])
+    part = store.list_parts(query_uuid)[0]
+    assert part.status is ExportStatus.RUNNING
+    assert part.lease_owner is not None
+    # Inside the dead worker's lease the part is busy; after it, a redelivery takes over.
+    with pytest.raises(TransientError, match="is being run"):
+        deliver(runner, [messages[0]])
+    later = dataclasses.replace(
+        runner, clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    )
+    deliver(later, messages)
+    record = record_of(stack_env, query_uuid)
+    assert record.status is ExportStatus.SUCCEEDED, record.error
+    assert record.number_rows == 200_000
+    assert store.list_parts(query_uuid)[0].attempts == 2
+    text = gzip.decompress(download(stack_env, object_name(query_uuid, "csv")))
+    assert len(records(text, "csv")) == 200_001
+    assert temporaries(stack_env, query_uuid) == []
