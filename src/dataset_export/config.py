@@ -14,6 +14,18 @@ from dataclasses import dataclass
 
 from .core.errors import ConfigError
 from .core.parts import DEFAULT_MAX_PARTS, DEFAULT_PART_ROWS, MAX_PARTS_LIMIT
+from .core.source import (
+    DEFAULT_BIGQUERY_LOCATION,
+    DEFAULT_BIGQUERY_MAX_BYTES_BILLED,
+    MIN_BYTES_BILLED,
+    BigQueryDataset,
+    BigQueryTable,
+    DatasetSource,
+    Engine,
+    bigquery_location_problem,
+    parse_bigquery_dataset,
+    parse_dataset_source,
+)
 
 LOCAL = "local"
 PRODUCTION = "production"
@@ -69,6 +81,21 @@ class Settings:
     #: At most this many parts per export (two compose rounds of 32 hold 1024).
     max_parts: int = DEFAULT_MAX_PARTS
     webhook_ca_file: str = ""
+    #: ``dataset_uri`` parsed: a Parquet file (DuckDB) or a BigQuery table (BigQuery); None when
+    #: EXPORT_DATASET_URI is not set (submit and notify query nothing).
+    dataset_source: DatasetSource | None = None
+    #: ``PROJECT.DATASET`` where each BigQuery export's result table is created (required when
+    #: the source is a BigQuery table).
+    bigquery_temp_dataset: BigQueryDataset | None = None
+    #: A BigQuery export's ``maximum_bytes_billed``: the dry run refuses a query above it.
+    bigquery_max_bytes_billed: int = DEFAULT_BIGQUERY_MAX_BYTES_BILLED
+    #: Where BigQuery runs the jobs: the location of the source table and the temporary dataset.
+    bigquery_location: str = DEFAULT_BIGQUERY_LOCATION
+
+    @property
+    def engine(self) -> Engine:
+        """Which engine runs exports: ``bigquery`` for a BigQuery table, else ``duckdb``."""
+        return self.dataset_source.engine if self.dataset_source is not None else "duckdb"
 
     @property
     def is_local(self) -> bool:
@@ -139,6 +166,30 @@ class Settings:
                 problems.append(f"{name} must decode to 32 bytes")
             return value
 
+        dataset_uri = env.get("EXPORT_DATASET_URI", "").strip()
+        dataset_source: DatasetSource | None = None
+        if dataset_uri:
+            try:
+                dataset_source = parse_dataset_source(dataset_uri)
+            except ValueError as error:
+                problems.append(f"EXPORT_DATASET_URI {error}")
+        temp_dataset_text = env.get("EXPORT_BIGQUERY_TEMP_DATASET", "").strip()
+        temp_dataset: BigQueryDataset | None = None
+        if temp_dataset_text:
+            try:
+                temp_dataset = parse_bigquery_dataset(temp_dataset_text)
+            except ValueError as error:
+                problems.append(f"EXPORT_BIGQUERY_TEMP_DATASET {error}")
+        elif isinstance(dataset_source, BigQueryTable):
+            problems.append(
+                "EXPORT_BIGQUERY_TEMP_DATASET is not set: a BigQuery table in EXPORT_DATASET_URI "
+                "needs a PROJECT.DATASET for each export's result table"
+            )
+        location = env.get("EXPORT_BIGQUERY_LOCATION", "").strip() or DEFAULT_BIGQUERY_LOCATION
+        location_problem = bigquery_location_problem(location)
+        if location_problem:
+            problems.append(f"EXPORT_BIGQUERY_LOCATION {location_problem}")
+
         settings = cls(
             project=project,
             env=mode,
@@ -148,7 +199,7 @@ class Settings:
             dead_letter_topic=env.get("EXPORT_DEAD_LETTER_TOPIC", "export-dead-letter"),
             exports_bucket=need("EXPORT_BUCKET"),
             firestore_database=database,
-            dataset_uri=env.get("EXPORT_DATASET_URI", "").strip(),
+            dataset_uri=dataset_uri,
             key_encryption_key=key32("EXPORT_KEY_ENCRYPTION_KEY"),
             link_signing_key=key32("EXPORT_LINK_SIGNING_KEY"),
             url_signer_key_file=env.get("EXPORT_URL_SIGNER_KEY_FILE", "").strip(),
@@ -165,7 +216,19 @@ class Settings:
             part_rows=integer("EXPORT_PART_ROWS", DEFAULT_PART_ROWS),
             max_parts=integer("EXPORT_MAX_PARTS", DEFAULT_MAX_PARTS),
             webhook_ca_file=env.get("EXPORT_WEBHOOK_CA_FILE", "").strip(),
+            dataset_source=dataset_source,
+            bigquery_temp_dataset=temp_dataset,
+            bigquery_max_bytes_billed=integer(
+                "EXPORT_BIGQUERY_MAX_BYTES_BILLED", DEFAULT_BIGQUERY_MAX_BYTES_BILLED
+            ),
+            bigquery_location=location,
         )
+        cap = settings.bigquery_max_bytes_billed
+        if 0 < cap < MIN_BYTES_BILLED:
+            problems.append(
+                f"EXPORT_BIGQUERY_MAX_BYTES_BILLED must be at least {MIN_BYTES_BILLED} "
+                f"(BigQuery bills at least 10 MiB a query), got {cap}"
+            )
         if settings.max_parts > MAX_PARTS_LIMIT:
             problems.append(
                 f"EXPORT_MAX_PARTS must be at most {MAX_PARTS_LIMIT}, got {settings.max_parts}"

@@ -187,6 +187,69 @@ def test_settings_size_the_parts_of_an_export() -> None:
             Settings.from_env({**base, name: bad})
 
 
+def test_settings_choose_the_engine_from_the_dataset_uri() -> None:
+    """A bq:// table is the BigQuery engine and needs a temporary dataset; a path is DuckDB."""
+    from dataset_export.core.source import (
+        DEFAULT_BIGQUERY_LOCATION,
+        DEFAULT_BIGQUERY_MAX_BYTES_BILLED,
+        BigQueryDataset,
+        BigQueryTable,
+        ParquetSource,
+    )
+
+    base = {"GOOGLE_CLOUD_PROJECT": "p", "EXPORT_BUCKET": "b"}
+    nothing = Settings.from_env(base)
+    assert (nothing.dataset_source, nothing.engine) == (None, "duckdb")
+    assert nothing.bigquery_max_bytes_billed == DEFAULT_BIGQUERY_MAX_BYTES_BILLED
+    assert nothing.bigquery_location == DEFAULT_BIGQUERY_LOCATION == "US"
+    parquet = Settings.from_env({**base, "EXPORT_DATASET_URI": "gs://d/rental_listings.parquet"})
+    assert parquet.dataset_source == ParquetSource("gs://d/rental_listings.parquet")
+    assert parquet.engine == "duckdb"
+    bigquery = Settings.from_env(
+        {
+            **base,
+            "EXPORT_DATASET_URI": " bq://warehouse-prod.listings.rental_listings ",
+            "EXPORT_BIGQUERY_TEMP_DATASET": "my-project.export_tmp",
+            "EXPORT_BIGQUERY_MAX_BYTES_BILLED": "50000000000",
+            "EXPORT_BIGQUERY_LOCATION": "europe-west4",
+        }
+    )
+    assert bigquery.dataset_source == BigQueryTable("warehouse-prod", "listings", "rental_listings")
+    assert bigquery.engine == "bigquery"
+    assert bigquery.dataset_uri == "bq://warehouse-prod.listings.rental_listings"
+    assert bigquery.bigquery_temp_dataset == BigQueryDataset("my-project", "export_tmp")
+    assert bigquery.bigquery_max_bytes_billed == 50_000_000_000
+    assert bigquery.bigquery_location == "europe-west4"
+
+
+def test_bigquery_settings_name_every_problem_at_once() -> None:
+    """A bad table, a missing temporary dataset, a cap under 10 MiB and a bad location: one
+    message names them all, each with its variable."""
+    base = {"GOOGLE_CLOUD_PROJECT": "p", "EXPORT_BUCKET": "b"}
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(
+            {
+                **base,
+                "EXPORT_DATASET_URI": "bq://warehouse-prod.list-ings.rental_listings",
+                "EXPORT_BIGQUERY_TEMP_DATASET": "my-project",
+                "EXPORT_BIGQUERY_MAX_BYTES_BILLED": "1000",
+                "EXPORT_BIGQUERY_LOCATION": "mars",
+            }
+        )
+    message = str(raised.value)
+    assert "EXPORT_DATASET_URI dataset ID 'list-ings' must be 1-1024 letters" in message
+    assert "EXPORT_BIGQUERY_TEMP_DATASET must be PROJECT.DATASET, got 'my-project'" in message
+    assert "EXPORT_BIGQUERY_MAX_BYTES_BILLED must be at least 10485760" in message
+    assert "EXPORT_BIGQUERY_LOCATION must be the US or EU multi-region" in message
+    missing = {**base, "EXPORT_DATASET_URI": "bq://warehouse-prod.listings.rental_listings"}
+    with pytest.raises(ConfigError, match="EXPORT_BIGQUERY_TEMP_DATASET is not set"):
+        Settings.from_env(missing)
+    with pytest.raises(ConfigError, match="EXPORT_BIGQUERY_MAX_BYTES_BILLED must be positive"):
+        Settings.from_env({**base, "EXPORT_BIGQUERY_MAX_BYTES_BILLED": "0"})
+    # A Parquet deployment needs no temporary dataset.
+    assert Settings.from_env({**base, "EXPORT_DATASET_URI": "/d.parquet"}).engine == "duckdb"
+
+
 def test_log_lines_are_cloud_logging_json_without_secrets() -> None:
     """A log line is one JSON object with severity, trace and queryUUID, secrets redacted."""
     stream = io.StringIO()
