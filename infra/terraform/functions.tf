@@ -61,6 +61,11 @@ locals {
         EXPORT_PARTS_TOPIC        = google_pubsub_topic.parts.name
         EXPORT_PART_ROWS          = tostring(var.part_rows)
         EXPORT_MAX_PARTS          = tostring(var.max_parts)
+        # Read when EXPORT_DATASET_URI is a bq:// table (var.bigquery_source_table); the
+        # temporary dataset is "" otherwise (bigquery.tf).
+        EXPORT_BIGQUERY_TEMP_DATASET     = local.bigquery_temp_dataset
+        EXPORT_BIGQUERY_MAX_BYTES_BILLED = tostring(var.bigquery_max_bytes_billed)
+        EXPORT_BIGQUERY_LOCATION         = var.bigquery_location
       }
       secrets = {}
       # A finished export announces itself on the ready topic; an export planned as parts

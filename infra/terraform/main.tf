@@ -36,8 +36,11 @@ locals {
   # Gen2 functions answer on https://REGION-PROJECT.cloudfunctions.net/NAME; computed (with the
   # same name as local.function_names.submit) rather than read from the resource, because
   # submit needs its own URL in its environment.
-  public_url  = coalesce(var.public_url, "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.prefix}-submit")
-  dataset_uri = "gs://${google_storage_bucket.datasets.name}/${var.dataset_object}"
+  public_url = coalesce(var.public_url, "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.prefix}-submit")
+
+  # What process queries (EXPORT_DATASET_URI): the BigQuery table var.bigquery_source_table
+  # names (bigquery.tf), or else the Parquet object var.dataset_object in the datasets bucket.
+  dataset_uri = var.bigquery_source_table == null ? "gs://${google_storage_bucket.datasets.name}/${var.dataset_object}" : "bq://${var.bigquery_source_table}"
 
   bundle_dir = coalesce(var.bundle_dir, "${path.module}/../../build/bundles")
 
@@ -50,7 +53,8 @@ locals {
   firestore_database_id = coalesce(var.firestore_database, "${var.prefix}-db")
   firestore_database    = var.create_firestore_database ? google_firestore_database.this[0].name : local.firestore_database_id
 
-  services = toset([
+  # The BigQuery and Storage Read APIs are enabled only when exports query a BigQuery table.
+  services = setunion([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
@@ -65,7 +69,7 @@ locals {
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
-  ])
+  ], var.bigquery_source_table == null ? [] : ["bigquery.googleapis.com", "bigquerystorage.googleapis.com"])
 }
 
 # The bundles `make bundle` wrote (build/bundles/manifest.json). Without them, plan stops with

@@ -14,13 +14,18 @@ output "exports_bucket" {
 }
 
 output "datasets_bucket" {
-  description = "Bucket that holds the Parquet dataset."
+  description = "Bucket that holds the Parquet dataset (left empty when exports query a BigQuery table)."
   value       = google_storage_bucket.datasets.name
 }
 
 output "dataset_uri" {
-  description = "Where process reads the dataset (upload it there: see the README, Deploy)."
+  description = "What process queries (EXPORT_DATASET_URI): the gs:// object to upload the Parquet dataset to (see the README, Deploy), or bq://PROJECT.DATASET.TABLE when bigquery_source_table is set."
   value       = local.dataset_uri
+}
+
+output "bigquery_temp_dataset" {
+  description = "PROJECT.DATASET of the BigQuery exports' result tables (EXPORT_BIGQUERY_TEMP_DATASET); empty when exports run on DuckDB (no bigquery_source_table)."
+  value       = local.bigquery_temp_dataset
 }
 
 output "topics" {

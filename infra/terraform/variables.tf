@@ -99,13 +99,60 @@ variable "public_url" {
 }
 
 variable "dataset_object" {
-  description = "Name of the Parquet dataset object in the datasets bucket."
+  description = "Name of the Parquet dataset object in the datasets bucket (not read when bigquery_source_table is set)."
   type        = string
   default     = "rental_listings.parquet"
 
   validation {
     condition     = can(regex("^[^/.][^\\r\\n]*\\.parquet$", var.dataset_object)) && length(var.dataset_object) <= 1024
     error_message = "dataset_object must be a Cloud Storage object name (no leading slash or dot, at most 1024 characters) ending in .parquet."
+  }
+}
+
+variable "bigquery_source_table" {
+  description = "The BigQuery table exports query, \"PROJECT.DATASET.TABLE\", with the catalog's columns: process runs every export on BigQuery (EXPORT_DATASET_URI = bq://PROJECT.DATASET.TABLE), and this module creates the temporary dataset of the exports' result tables, enables the BigQuery and Storage Read APIs and grants process the roles it needs (bigquery.tf). The table may be in another project, whose dataset IAM the identity running Terraform must be allowed to change. Default (null): the Parquet object dataset_object in the datasets bucket, queried by DuckDB inside each process instance, and none of the BigQuery resources exist. Project IDs follow Google Cloud's rule (domain-scoped ones are not supported), dataset IDs BigQuery's; table IDs are kept to ASCII letters, digits, underscores and hyphens (config.py applies the same rules)."
+  type        = string
+  default     = null
+
+  validation {
+    condition = var.bigquery_source_table == null || (
+      can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]\\.[A-Za-z0-9_]+\\.[A-Za-z0-9_-]+$", var.bigquery_source_table)) &&
+      try(alltrue([for id in slice(split(".", var.bigquery_source_table), 1, 3) : length(id) <= 1024]), false)
+    )
+    error_message = "bigquery_source_table must be null or PROJECT.DATASET.TABLE: a project ID (6-30 lowercase letters, digits and hyphens, a letter first, no hyphen last), a dataset ID (1-1024 letters, digits and underscores) and a table ID (1-1024 ASCII letters, digits, underscores and hyphens)."
+  }
+}
+
+variable "bigquery_location" {
+  description = "EXPORT_BIGQUERY_LOCATION: the BigQuery location of bigquery_source_table (US, EU or a region such as us-central1). The query jobs run there and the temporary dataset is created there, since a query's tables and its destination table must share one location. Unused without bigquery_source_table."
+  type        = string
+  default     = "US"
+
+  validation {
+    condition     = can(regex("^(US|EU|[a-z]+-[a-z]+[0-9]+)$", var.bigquery_location))
+    error_message = "bigquery_location must be the US or EU multi-region or a region such as us-central1."
+  }
+}
+
+variable "bigquery_max_bytes_billed" {
+  description = "EXPORT_BIGQUERY_MAX_BYTES_BILLED: the most bytes one BigQuery export's query may bill. Each export's dry run is refused above it, before anything is billed, as a permanent failure whose reason names the cap. The default, 1 TB (10^12 bytes), lets a full scan of every column of about 5.6 billion listings through (about 178 logical bytes a row), and caps one export at about $5.68 at the on-demand list price of $6.25 per TiB. Set it near the source table's full-scan size with room for growth; a project-level query quota caps the total. At least 10485760: BigQuery bills at least 10 MiB a query. Unused without bigquery_source_table."
+  type        = number
+  default     = 1000000000000
+
+  validation {
+    condition     = var.bigquery_max_bytes_billed >= 10485760 && floor(var.bigquery_max_bytes_billed) == var.bigquery_max_bytes_billed
+    error_message = "bigquery_max_bytes_billed must be a whole number of bytes, at least 10485760 (BigQuery bills at least 10 MiB a query)."
+  }
+}
+
+variable "bigquery_temp_table_expiration_hours" {
+  description = "Default table expiration of the temporary dataset, in hours. process deletes each export's result table itself once the export's file is composed, or once the export failed; the expiration removes what a crashed instance left. At least 6: a Storage Read session, which the export's parts read from, lives 6 hours, and the table must outlive it. Unused without bigquery_source_table."
+  type        = number
+  default     = 24
+
+  validation {
+    condition     = var.bigquery_temp_table_expiration_hours >= 6 && var.bigquery_temp_table_expiration_hours <= 168 && floor(var.bigquery_temp_table_expiration_hours) == var.bigquery_temp_table_expiration_hours
+    error_message = "bigquery_temp_table_expiration_hours must be a whole number from 6 to 168: a result table must outlive the 6-hour Storage Read session its parts read, and the expiration is only a backstop."
   }
 }
 

@@ -126,6 +126,11 @@ FUNCTIONS: Final[Mapping[str, FunctionSpec]] = {
                 "EXPORT_PARTS_TOPIC",
                 "EXPORT_PART_ROWS",
                 "EXPORT_MAX_PARTS",
+                # The BigQuery engine's settings, read when EXPORT_DATASET_URI is a bq:// table
+                # (Terraform sets them either way; the temporary dataset is "" without one).
+                "EXPORT_BIGQUERY_TEMP_DATASET",
+                "EXPORT_BIGQUERY_MAX_BYTES_BILLED",
+                "EXPORT_BIGQUERY_LOCATION",
             },
             secrets=frozenset(),
             # A finished export announces itself; an export planned as parts publishes one

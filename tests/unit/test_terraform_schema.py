@@ -156,6 +156,31 @@ PLANTED = [
         "",
     ),
     (check.PARSE_ERROR, "outputs.tf", 'output "topics" {', 'output "topics" {{'),
+    # The BigQuery resources (bigquery.tf) are checked like the rest.
+    (
+        check.UNKNOWN_ARGUMENT,
+        "bigquery.tf",
+        "  default_table_expiration_ms = var.bigquery_temp_table_expiration_hours",
+        "  default_table_expiration    = var.bigquery_temp_table_expiration_hours",
+    ),
+    (
+        check.TYPE_MISMATCH,
+        "bigquery.tf",
+        "  delete_contents_on_destroy = true",
+        '  delete_contents_on_destroy = "always"',
+    ),
+    (
+        check.MISSING_REQUIRED,
+        "bigquery.tf",
+        "  dataset_id = each.value.dataset\n",
+        "",
+    ),
+    (
+        check.COMPUTED_ONLY,
+        "bigquery.tf",
+        "  location                    = var.bigquery_location\n",
+        '  location                    = var.bigquery_location\n  self_link = "x"\n',
+    ),
 ]
 
 
@@ -229,6 +254,15 @@ def test_the_schema_is_the_pinned_providers() -> None:
     assert "uri" in function["blocks"]["service_config"]["block"]["computed"]
     assert {"name", "location"} <= set(function["required"])
     assert "result" in providers["random"]["ephemeral"]["random_password"]["computed"]
+    google = providers["google"]["resource"]
+    dataset = google["google_bigquery_dataset"]
+    assert {"default_table_expiration_ms", "delete_contents_on_destroy", "location"} <= set(
+        dataset["attrs"]
+    )
+    assert dataset["required"] == ["dataset_id"]
+    member = google["google_bigquery_dataset_iam_member"]
+    assert set(member["required"]) == {"dataset_id", "member", "role"}
+    assert set(google["google_project_iam_member"]["required"]) == {"member", "project", "role"}
     size = check.SCHEMA.stat().st_size
     assert size < 300_000, f"{size} bytes: keep the committed schema compact"
 

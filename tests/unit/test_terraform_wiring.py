@@ -31,6 +31,16 @@ from dataset_export import config as config_module
 from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, Settings, firestore_database_problem
 from dataset_export.core import parts
 from dataset_export.core.errors import ConfigError
+from dataset_export.core.source import (
+    DATASET_ID,
+    DEFAULT_BIGQUERY_LOCATION,
+    MIN_BYTES_BILLED,
+    ParquetSource,
+    bigquery_location_problem,
+    parse_bigquery_dataset,
+    parse_bigquery_table,
+    parse_dataset_source,
+)
 from dataset_export_tools.deploy_manifest import (
     COMMON_ENV,
     DEAD_LETTER_TOPIC,
@@ -57,6 +67,8 @@ LONG_HANDLERS = {("process", "/"), ("notify", "/tick")}
 #: Pub/Sub's largest ack deadline (the push timeout).
 MAX_ACK_DEADLINE = 600
 QUERY_UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+#: A BigQuery source table (var.bigquery_source_table), with which the BigQuery resources exist.
+SOURCE_TABLE = "warehouse-prod.listings.rental_listings"
 
 
 # --- the HCL -------------------------------------------------------------------------------
@@ -130,6 +142,19 @@ class Terraform:
         if branches is not None:
             condition, yes, no = branches
             return self._expression(yes if self._expression(condition, scope) else no, scope)
+        if text == "null":
+            return None
+        comparison = _comparison(text)
+        if comparison is not None:
+            left, operator, right = comparison
+            equal = self._expression(left, scope) == self._expression(right, scope)
+            return equal if operator == "==" else not equal
+        call = re.fullmatch(r"replace\((.*)\)", text)
+        if call:
+            # Terraform's replace() with a plain substring (a /regex/ is not needed here).
+            value, old, new = (self._expression(a, scope) for a in _top_level_split(call[1], ","))
+            assert not str(old).startswith("/"), f"{text}: a regex replace"
+            return str(value).replace(str(old), str(new))
         call = re.fullmatch(r"tostring\((.*)\)", text)
         if call:
             return str(self._expression(call[1], scope))
@@ -190,10 +215,13 @@ class Terraform:
         return self.evaluate(value, scope)
 
     def for_each(self, body: Mapping[str, Any], scope: Scope | None = None) -> dict[str, Any]:
-        """The instances of a ``for_each`` over a local map (or the flattened subscriptions)."""
+        """The instances of a ``for_each`` over a local map (or the flattened subscriptions, or
+        the BigQuery source table, which depend on the variables of ``scope``)."""
         source = body["for_each"]
         if source == "${local.push_subscriptions}":
             return push_subscriptions()
+        if source == "${local.bigquery}":
+            return bigquery_instances(scope or Scope())
         match = re.fullmatch(r"\$\{local\.(\w+)\}", source)
         if match is None:
             raise Unevaluable(source)
@@ -314,6 +342,15 @@ def _conditional(text: str) -> tuple[str, str, str] | None:
     return None
 
 
+def _comparison(text: str) -> tuple[str, str, str] | None:
+    """``(left, "==" or "!=", right)`` of a comparison outside strings and brackets, or None."""
+    marks = list(_top_level(text))
+    for (i, first), (j, second) in itertools.pairwise(marks):
+        if j == i + 1 and first in "=!" and second == "=":
+            return text[:i].strip(), first + second, text[j + 1 :].strip()
+    return None
+
+
 def _path_parts(text: str) -> list[str | int | tuple[str, str]]:
     """``a.b["c"][0][each.key].d`` -> ``["a", "b", "c", 0, ("ref", "each.key"), "d"]``."""
     pattern = r'\.?([A-Za-z_][\w-]*)|\["([^"]*)"\]|\[(\d+)\]|\[([a-z_.]+)\]'
@@ -420,6 +457,22 @@ def push_subscriptions() -> dict[str, dict[str, Any]]:
             assert key not in found, f"push subscription {key} twice"
             found[key] = {**push, "function": function}
     return found
+
+
+def bigquery_instances(scope: Scope) -> dict[str, dict[str, str]]:
+    """``local.bigquery``: ``{"source": {project, dataset, table}}`` when
+    ``var.bigquery_source_table`` is set in ``scope`` (else its default), or ``{}``.
+
+    The HCL splits the variable with a conditional, which this mirrors; a test below checks
+    that the expression is this split.
+    """
+    table = scope.variables.get(
+        "bigquery_source_table", terraform().default("bigquery_source_table")
+    )
+    if table is None:
+        return {}
+    project, dataset, name = str(table).split(".")
+    return {"source": {"project": project, "dataset": dataset, "table": name}}
 
 
 def topic_key_name(key: str, scope: Scope | None = None) -> str:
@@ -1013,12 +1066,23 @@ def test_submit_signs_urls_as_itself_and_may_read_exports() -> None:
     assert grant["member"] == "${google_service_account.function[each.value.function].member}"
 
 
+#: Project-level roles granted without a condition, because their permissions exist only on
+#: projects: log writing (the builder), BigQuery jobs and Storage Read sessions (process, only
+#: with a BigQuery source). None of them reads or writes any data by itself.
+UNCONDITIONED_PROJECT_ROLES = {
+    "roles/logging.logWriter",
+    "roles/bigquery.jobUser",
+    "roles/bigquery.readSessionUser",
+}
+
+
 def test_no_primitive_or_broad_project_roles() -> None:
-    """Project-level grants: Firestore and the source read, each limited by a condition; logs."""
-    allowed = {"roles/datastore.user", "roles/logging.logWriter", "roles/storage.objectViewer"}
+    """Project-level grants: Firestore and the source read, each limited by a condition; logs,
+    BigQuery jobs and read sessions, which exist only on projects."""
+    allowed = {"roles/datastore.user", "roles/storage.objectViewer"} | UNCONDITIONED_PROJECT_ROLES
     for name, body in terraform().of_type("google_project_iam_member").items():
         assert body["role"] in allowed, name
-        if body["role"] != "roles/logging.logWriter":
+        if body["role"] not in UNCONDITIONED_PROJECT_ROLES:
             assert "condition" in body, f"{name} must be limited by a condition"
     for entry in functions_map().values():
         assert all(
@@ -1172,6 +1236,205 @@ def test_firestore_access_is_limited_to_the_deployments_database() -> None:
     assert tf.evaluate(expression, chosen) == (
         'resource.name == "projects/my-project/databases/(default)"'
     )
+
+
+# --- BigQuery: only with a source table ----------------------------------------------------
+
+#: The resources bigquery.tf makes, each over local.bigquery.
+BIGQUERY_RESOURCES = {
+    ("google_bigquery_dataset", "temp"),
+    ("google_project_iam_member", "process_runs_bigquery_jobs"),
+    ("google_project_iam_member", "process_creates_read_sessions"),
+    ("google_bigquery_dataset_iam_member", "process_reads_source"),
+    ("google_bigquery_dataset_iam_member", "process_writes_results"),
+}
+#: Table references, and whether BigQuery (as config.py checks it) takes them.
+SOURCE_TABLES = {
+    SOURCE_TABLE: True,
+    "abcdef.a.b": True,
+    "a" + "b" * 28 + "c.d.t": True,
+    f"my-project.{'d' * 1024}.{'t' * 1024}": True,
+    "my-project.Listings_2026.rental-listings-v2": True,
+    "abcde.d.t": False,
+    "a" + "b" * 29 + "c.d.t": False,
+    "My-project.d.t": False,
+    "my-project-.d.t": False,
+    "my-project.list-ings.t": False,
+    f"my-project.{'d' * 1025}.t": False,
+    f"my-project.d.{'t' * 1025}": False,
+    "my-project.d.rental listings": False,
+    "my-project.d": False,
+    "my-project.d.t.x": False,
+    "my-project..t": False,
+    "example.com:my-project.d.t": False,
+    "": False,
+}
+
+
+def _bigquery_scope(table: str | None = SOURCE_TABLE, **variables: Any) -> Scope:
+    return Scope({"project_id": "my-project", "bigquery_source_table": table, **variables})
+
+
+def test_bigquery_resources_exist_only_with_a_source_table() -> None:
+    """Every BigQuery resource iterates over local.bigquery: one instance with a table, none
+    without; the two APIs are enabled only then."""
+    tf = terraform()
+    made = {
+        (kind, name)
+        for kind, resources in tf.resources.items()
+        for name, body in resources.items()
+        if body.get("for_each") == "${local.bigquery}"
+    }
+    assert made == BIGQUERY_RESOURCES
+    assert flattened("bigquery") == (
+        "${var.bigquery_source_table == null ? {} : {source = {"
+        'project = split(".", var.bigquery_source_table)[0], '
+        'dataset = split(".", var.bigquery_source_table)[1], '
+        'table = split(".", var.bigquery_source_table)[2]}}}'
+    )
+    assert tf.default("bigquery_source_table") is None
+    assert bigquery_instances(Scope()) == {}
+    assert bigquery_instances(_bigquery_scope()) == {
+        "source": {"project": "warehouse-prod", "dataset": "listings", "table": "rental_listings"}
+    }
+    services = flattened("services")
+    assert services.endswith(
+        ', var.bigquery_source_table == null ? [] : ["bigquery.googleapis.com", '
+        '"bigquerystorage.googleapis.com"])}'
+    )
+    assert services.count("bigquery") == 3  # the condition and the two APIs, nowhere else
+
+
+@pytest.mark.parametrize("table", [None, SOURCE_TABLE])
+def test_process_is_given_a_configuration_the_code_accepts(table: str | None) -> None:
+    """Without a table process gets the Parquet object (DuckDB); with one, the bq:// table and the
+    temporary dataset (BigQuery): config.py accepts both as Terraform plans them."""
+    tf = terraform()
+    scope = _bigquery_scope(table, prefix="staging")
+    environment = tf.evaluate(function_entry(FUNCTIONS["process"])["environment"], scope)
+    settings = Settings.from_env(environment)
+    source = parse_dataset_source(environment["EXPORT_DATASET_URI"])
+    assert settings.dataset_source == source
+    if table is None:
+        assert source == ParquetSource("gs://my-project-staging-datasets/rental_listings.parquet")
+        assert settings.engine == "duckdb"
+        assert environment["EXPORT_BIGQUERY_TEMP_DATASET"] == ""
+        assert settings.bigquery_temp_dataset is None
+        return
+    assert source == parse_bigquery_table(table)
+    assert environment["EXPORT_DATASET_URI"] == f"bq://{table}"
+    assert settings.engine == "bigquery"
+    assert environment["EXPORT_BIGQUERY_TEMP_DATASET"] == "my-project.staging_tmp"
+    assert settings.bigquery_temp_dataset == parse_bigquery_dataset("my-project.staging_tmp")
+    # The dataset the variable names is the one the module creates (process waits for it).
+    assert 'google_bigquery_dataset.temp["source"].dataset_id' in str(
+        tf.locals["bigquery_temp_dataset"]
+    )
+
+
+def test_bigquery_settings_default_as_the_code_defaults() -> None:
+    """Location and byte cap: the same defaults both sides, and the cap's floor is BigQuery's."""
+    tf = terraform()
+    entry = function_entry(FUNCTIONS["process"])["environment"]
+    assert entry["EXPORT_BIGQUERY_LOCATION"] == "${var.bigquery_location}"
+    assert entry["EXPORT_BIGQUERY_MAX_BYTES_BILLED"] == "${tostring(var.bigquery_max_bytes_billed)}"
+    assert entry["EXPORT_BIGQUERY_TEMP_DATASET"] == "${local.bigquery_temp_dataset}"
+    code = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "EXPORT_BUCKET": "b"})
+    assert tf.default("bigquery_location") == code.bigquery_location == DEFAULT_BIGQUERY_LOCATION
+    assert tf.default("bigquery_max_bytes_billed") == code.bigquery_max_bytes_billed
+    condition = str(_one(tf.variables["bigquery_max_bytes_billed"]["validation"])["condition"])
+    assert f"var.bigquery_max_bytes_billed >= {MIN_BYTES_BILLED}" in condition
+
+
+def _terraform_regex(variable: str, directory: str = "") -> str:
+    """The one regex a variable's validation applies (in the module or an example), unescaped
+    from HCL."""
+    condition = str(
+        _one(_load(TERRAFORM / directory).variables[variable]["validation"])["condition"]
+    )
+    (pattern,) = re.findall(rf'regex\("(.*?)", var\.{variable}\)', condition)
+    return pattern.replace("\\\\", "\\")
+
+
+def test_terraform_and_the_code_accept_the_same_source_tables() -> None:
+    """var.bigquery_source_table's validation (its regex, and 1024 at most per ID) and config.py's
+    check agree on every sample table."""
+    condition = str(_one(terraform().variables["bigquery_source_table"]["validation"])["condition"])
+    assert condition.startswith("${var.bigquery_source_table == null || (")
+    assert "length(id) <= 1024" in condition
+    assert 'slice(split(".", var.bigquery_source_table), 1, 3)' in condition
+    pattern = _terraform_regex("bigquery_source_table")
+    assert _terraform_regex("bigquery_source_table", "examples/simple") == pattern
+    for table, valid in SOURCE_TABLES.items():
+        ids = table.split(".")
+        in_terraform = bool(re.fullmatch(pattern.strip("^$"), table)) and all(
+            len(i) <= 1024 for i in ids[1:3]
+        )
+        assert in_terraform == valid, f"Terraform on {table[:60]!r}"
+        try:
+            parse_bigquery_table(table)
+        except ValueError:
+            in_code = False
+        else:
+            in_code = True
+        assert in_code == valid, f"config.py on {table[:60]!r}"
+
+
+def test_terraform_and_the_code_accept_the_same_locations() -> None:
+    """var.bigquery_location's regex and config.py's check agree."""
+    pattern = _terraform_regex("bigquery_location").strip("^$")
+    assert _terraform_regex("bigquery_location", "examples/simple").strip("^$") == pattern
+    for location in ("US", "EU", "us-central1", "europe-west4", "us", "mars", "US-CENTRAL1", ""):
+        in_terraform = bool(re.fullmatch(pattern, location))
+        assert in_terraform == (bigquery_location_problem(location) is None), location
+
+
+def test_the_temporary_dataset_expires_what_a_crash_leaves() -> None:
+    """In the source's location, tables expire after var.bigquery_temp_table_expiration_hours
+    (24), never sooner than a 6-hour read session; always removable; the module's labels."""
+    tf = terraform()
+    dataset = tf.of_type("google_bigquery_dataset")["temp"]
+    assert dataset["project"] == "${var.project_id}"
+    assert dataset["location"] == "${var.bigquery_location}"
+    assert dataset["default_table_expiration_ms"] == (
+        "${var.bigquery_temp_table_expiration_hours * 3600000}"
+    )
+    assert tf.default("bigquery_temp_table_expiration_hours") == 24
+    validation = str(_one(tf.variables["bigquery_temp_table_expiration_hours"]["validation"]))
+    assert "var.bigquery_temp_table_expiration_hours >= 6" in validation
+    assert dataset["delete_contents_on_destroy"] is True
+    assert dataset["labels"] == "${local.labels}"
+    assert dataset["depends_on"] == ["${google_project_service.this}"]
+
+
+def test_process_gets_exactly_the_bigquery_roles_it_needs() -> None:
+    """jobUser and readSessionUser on this project, dataViewer on the source dataset, dataEditor
+    on the temporary dataset: all to process, nothing to submit or notify."""
+    tf = terraform()
+    process = '${google_service_account.function["process"].member}'
+    scope = _bigquery_scope()
+    (key,) = bigquery_instances(scope)
+    each = Scope(scope.variables, (key, bigquery_instances(scope)[key]))
+    grants = {}
+    for kind, name in BIGQUERY_RESOURCES - {("google_bigquery_dataset", "temp")}:
+        body = tf.of_type(kind)[name]
+        assert body["member"] == process, name
+        target = (tf.evaluate(body["project"], each), tf.evaluate(body.get("dataset_id"), each))
+        grants[body["role"]] = (kind, target)
+    assert grants == {
+        "roles/bigquery.jobUser": ("google_project_iam_member", ("my-project", None)),
+        "roles/bigquery.readSessionUser": ("google_project_iam_member", ("my-project", None)),
+        "roles/bigquery.dataViewer": (
+            "google_bigquery_dataset_iam_member",
+            ("warehouse-prod", "listings"),
+        ),
+        "roles/bigquery.dataEditor": (
+            "google_bigquery_dataset_iam_member",
+            ("my-project", "export_tmp"),
+        ),
+    }
+    writes = tf.of_type("google_bigquery_dataset_iam_member")["process_writes_results"]
+    assert writes["dataset_id"] == "${google_bigquery_dataset.temp[each.key].dataset_id}"
 
 
 def test_exports_outlive_their_download_links() -> None:
@@ -1420,6 +1683,7 @@ NAME_ARGUMENT = {
     "google_cloud_scheduler_job": "name",
     "google_artifact_registry_repository": "repository_id",
     "google_firestore_database": "name",
+    "google_bigquery_dataset": "dataset_id",
 }
 #: Resources that are not named (bindings, objects inside a prefixed parent) or are the
 #: project's own, shared by every deployment in it, and why.
@@ -1434,16 +1698,19 @@ UNNAMED = {
 
 
 def planned_names(prefix: str) -> set[tuple[str, str]]:
-    """``(type, name)`` of everything the module names, for one prefix."""
+    """``(type, name)`` of everything the module names, for one prefix (with a BigQuery source
+    table, so that everything exists)."""
     tf = terraform()
-    scope = Scope({"prefix": prefix, "project_id": "my-project"})
+    scope = Scope(
+        {"prefix": prefix, "project_id": "my-project", "bigquery_source_table": SOURCE_TABLE}
+    )
     names = set()
     for kind, resources in tf.resources.items():
         if kind.endswith(("_iam_member", "_iam_binding")) or kind in UNNAMED:
             continue
         assert kind in NAME_ARGUMENT, f"{kind}: which argument names it, and is it prefixed?"
         for body in resources.values():
-            instances = tf.for_each(body) if "for_each" in body else {"": None}
+            instances = tf.for_each(body, scope) if "for_each" in body else {"": None}
             for key, value in instances.items():
                 each = (key, value) if "for_each" in body else None
                 name = tf.evaluate(body[NAME_ARGUMENT[kind]], Scope(scope.variables, each))
@@ -1464,6 +1731,8 @@ def test_two_prefixes_give_disjoint_names() -> None:
     assert ("google_storage_bucket", "my-project-staging-exports") in second
     assert ("google_pubsub_topic", "staging-parts") in second
     assert ("google_pubsub_subscription", "staging-parts-process") in second
+    assert ("google_bigquery_dataset", "staging_tmp") in second
+    assert ("google_bigquery_dataset", "export_tmp") in first
 
 
 def test_names_fit_google_clouds_rules_at_the_longest_prefix() -> None:
@@ -1488,6 +1757,12 @@ def test_names_fit_google_clouds_rules_at_the_longest_prefix() -> None:
     for shortest_or_longest in (Scope({"prefix": "a"}), scope):
         database = tf.evaluate("${local.firestore_database_id}", shortest_or_longest)
         assert firestore_database_problem(database) is None, database
+    # Dataset IDs: letters, digits and underscores, at most 1024 (the prefix's hyphens mapped).
+    for sample in ("a", "staging-eu", prefix, "a-" * 8 + "bc"):
+        assert re.fullmatch(_prefix_pattern(), sample), sample
+        dataset = tf.evaluate("${local.bigquery_temp_dataset_id}", Scope({"prefix": sample}))
+        assert DATASET_ID.fullmatch(dataset), (sample, dataset)
+        assert dataset == sample.replace("-", "_") + "_tmp"
     public_url = str(tf.locals["public_url"])
     assert public_url.endswith('.cloudfunctions.net/${var.prefix}-submit")}')
     assert deployed_name("submit") == "export-submit"

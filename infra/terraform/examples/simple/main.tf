@@ -22,4 +22,6 @@ module "dataset_export" {
   notification_channels     = var.notification_channels
   operator_members          = var.operator_members
   deletion_protection       = var.deletion_protection
+  bigquery_source_table     = var.bigquery_source_table
+  bigquery_location         = var.bigquery_location
 }

@@ -99,3 +99,25 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "bigquery_source_table" {
+  description = "A BigQuery table, PROJECT.DATASET.TABLE, for BigQuery to run the exports on (the module then creates the temporary dataset and grants). Default null: the Parquet file in the datasets bucket, queried by DuckDB."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.bigquery_source_table == null || can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]\\.[A-Za-z0-9_]+\\.[A-Za-z0-9_-]+$", var.bigquery_source_table))
+    error_message = "bigquery_source_table must be null or PROJECT.DATASET.TABLE (a project ID, a dataset ID of letters, digits and underscores, a table ID of ASCII letters, digits, underscores and hyphens)."
+  }
+}
+
+variable "bigquery_location" {
+  description = "BigQuery location of bigquery_source_table (US, EU or a region such as us-central1)."
+  type        = string
+  default     = "US"
+
+  validation {
+    condition     = can(regex("^(US|EU|[a-z]+-[a-z]+[0-9]+)$", var.bigquery_location))
+    error_message = "bigquery_location must be the US or EU multi-region or a region such as us-central1."
+  }
+}
