@@ -181,6 +181,19 @@ PLANTED = [
         "  location                    = var.bigquery_location\n",
         '  location                    = var.bigquery_location\n  self_link = "x"\n',
     ),
+    # References in templates nested in an expression's strings are checked too.
+    (
+        check.UNKNOWN_ATTRIBUTE,
+        "main.tf",
+        '"gs://${google_storage_bucket.datasets.name}/',
+        '"gs://${google_storage_bucket.datasets.nme}/',
+    ),
+    (
+        check.UNKNOWN_ATTRIBUTE,
+        "bigquery.tf",
+        'google_bigquery_dataset.temp["source"].dataset_id',
+        'google_bigquery_dataset.temp["source"].dataset_name',
+    ),
 ]
 
 

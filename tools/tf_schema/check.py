@@ -261,14 +261,66 @@ def _strings(value: Any) -> Iterator[str]:
                 yield from _strings(item)
 
 
-QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+def _string_end(text: str, start: int) -> int:
+    """The index of the quote closing the string literal that opens at ``text[start]``; the
+    templates inside it (``${...}``, ``%{...}``) may hold strings of their own."""
+    i = start + 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text.startswith(("$${", "%%{"), i):
+            i += 3
+            continue
+        if text[i] == '"':
+            return i
+        if text.startswith(("${", "%{"), i):
+            i = _template_end(text, i + 2)
+        i += 1
+    return len(text) - 1
+
+
+def _template_end(text: str, i: int) -> int:
+    """The index of the ``}`` closing a template whose expression starts at ``text[i]``."""
+    depth = 0
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            i = _string_end(text, i)
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            if depth == 0:
+                return i
+            depth -= 1
+        i += 1
+    return len(text)
+
+
+def _expression_parts(expression: str) -> Iterator[str]:
+    """``expression`` with its string literals emptied, then the expressions of the templates
+    inside those literals (``a ? "${b.c}" : d`` gives ``a ? "" : d``, then ``b.c``)."""
+    stripped, literals, i = [], [], 0
+    while i < len(expression):
+        if expression[i] == '"':
+            end = _string_end(expression, i)
+            literals.append(expression[i : end + 1])
+            stripped.append('""')
+            i = end + 1
+        else:
+            stripped.append(expression[i])
+            i += 1
+    yield "".join(stripped)
+    for literal in literals:
+        yield from interpolations(literal)
 
 
 def interpolations(text: str) -> Iterator[str]:
-    """The expressions inside ``${...}`` of a serialized value, string literals removed."""
+    """The expressions inside ``${...}`` of a serialized value, string literals removed, and
+    those of the templates nested in these literals."""
     if not text.startswith('"'):
         if text.startswith("${") and text.endswith("}"):
-            yield QUOTED.sub('""', text[2:-1])
+            yield from _expression_parts(text[2:-1])
         return
     i = 0
     while True:
@@ -278,25 +330,8 @@ def interpolations(text: str) -> Iterator[str]:
         if start > 0 and text[start - 1] == "$":
             i = start + 2
             continue
-        depth, j = 0, start + 2
-        in_string = False
-        while j < len(text):
-            char = text[j]
-            if in_string:
-                if char == "\\":
-                    j += 1
-                elif char == '"':
-                    in_string = False
-            elif char == '"':
-                in_string = True
-            elif char == "{":
-                depth += 1
-            elif char == "}":
-                if depth == 0:
-                    break
-                depth -= 1
-            j += 1
-        yield QUOTED.sub('""', text[start + 2 : j])
+        j = _template_end(text, start + 2)
+        yield from _expression_parts(text[start + 2 : j])
         i = j + 1
 
 
