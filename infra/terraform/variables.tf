@@ -135,7 +135,7 @@ variable "bigquery_location" {
 }
 
 variable "bigquery_max_bytes_billed" {
-  description = "EXPORT_BIGQUERY_MAX_BYTES_BILLED: the most bytes one BigQuery export's query may bill. Each export's dry run is refused above it, before anything is billed, as a permanent failure whose reason names the cap. The default, 1 TB (10^12 bytes), lets a full scan of every column of about 5.6 billion listings through (about 178 logical bytes a row), and caps one export at about $5.68 at the on-demand list price of $6.25 per TiB. Set it near the source table's full-scan size with room for growth; a project-level query quota caps the total. At least 10485760: BigQuery bills at least 10 MiB a query. Unused without bigquery_source_table."
+  description = "EXPORT_BIGQUERY_MAX_BYTES_BILLED: the most bytes one BigQuery export's query may bill. Each export's dry run is refused above it, before anything is billed, as a permanent failure whose reason names the cap. The default, 1 TB (10^12 bytes), lets a full scan of every column of about 5.9 billion listings through (about 170 logical bytes a row in the generated data, by BigQuery's data size rules), and caps one export at about $5.68 at the on-demand list price of $6.25 per TiB. Set it near the source table's full-scan size with room for growth; a project-level query quota caps the total. At least 10485760: BigQuery bills at least 10 MiB a query. Unused without bigquery_source_table."
   type        = number
   default     = 1000000000000
 

@@ -44,14 +44,14 @@ TABLE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,1024}")
 #: BigQuery locations: the US and EU multi-regions or a region such as ``us-central1``.
 LOCATION: Final = re.compile(r"US|EU|[a-z]+-[a-z]+[0-9]+")
 
-#: BigQuery's multi-region in the United States: where public datasets and most tables live.
+#: BigQuery's multi-region in the United States, where a dataset created without a location goes.
 DEFAULT_BIGQUERY_LOCATION: Final = "US"
 #: EXPORT_BIGQUERY_MAX_BYTES_BILLED by default: 1 TB, a per-export cap. A full scan of every
-#: column of about 5.6 billion listings (~178 logical bytes a row by BigQuery's data size
-#: calculation) fits under it, so no export of a listings table is refused for its size, and
-#: one export bills at most ~$5.68 at the on-demand list price ($6.25 per TiB, README "Deploy").
-#: The dry run refuses a query above it before anything is billed; set it near the table's
-#: full-scan size, with headroom for growth.
+#: column of about 5.9 billion listings (~170 logical bytes a row of the generated dataset by
+#: BigQuery's data size calculation) fits under it, so no export of a listings table is refused
+#: for its size, and one export bills at most ~$5.68 at the on-demand list price ($6.25 per
+#: TiB, README "Deploy"). The dry run refuses a query above it before anything is billed; set
+#: it near the table's full-scan size, with headroom for growth.
 DEFAULT_BIGQUERY_MAX_BYTES_BILLED: Final = 1_000_000_000_000
 #: BigQuery bills at least 10 MiB per query and refuses a maximum_bytes_billed below it.
 MIN_BYTES_BILLED: Final = 10 * 1024 * 1024
