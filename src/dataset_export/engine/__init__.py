@@ -9,8 +9,9 @@ policies; everything here may use DuckDB, pyarrow, numpy, threads and isal. Layo
   each row as a CSV or JSONL line in SQL. A second dialect (BigQuery's GoogleSQL) is a module
   beside it.
 - ``render.py``: the Arrow-batch renderer (``CsvEncoder``, ``JsonlEncoder``, ``LinesEncoder``,
-  ``csv_header``): record batches to the bytes of the file, for engines that hand over columns
-  rather than rendered lines (its docstring says how its bytes compare with DuckDB's lines).
+  ``csv_header``, ``header_member``): record batches to the bytes of the file, for engines that
+  hand over columns rather than rendered lines, byte for byte as DuckDB's lines (its docstring
+  says so, and where not); the CSV header as a gzip member of its own, for every engine.
 - ``gzip_sink.py``: ``GzipSink``, the gzip stream (isal or zlib) with its writer thread.
 - ``duckdb_engine.py``: ``run_export``, DuckDB over a local Parquet file from query to gzip
   file (a dataset that does not fit raises ``core.errors.DatasetMismatch``), and

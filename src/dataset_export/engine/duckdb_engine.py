@@ -27,9 +27,10 @@ into the scan: only the row groups in the range are read ("Row Groups Scanned: 1
 1M-row file). The range is applied to the dataset's view, below the compiled query, so the
 output columns are the same, and its bounds are integers we checked, passed as values (DuckDB
 expression constants), never SQL text. ``header=False`` leaves the CSV header out, and
-``header_member`` is that header as a gzip member of its own: the header's member followed by
-the members of the parts of a plan, in order, decompress to the bytes of the single export (up
-to the order of rows, which without ``orderBy`` is not defined either way).
+``DuckDbEngine.header`` is that header as a gzip member of its own (``render.header_member``):
+the header's member followed by the members of the parts of a plan, in order, decompress to the
+bytes of the single export (up to the order of rows, which without ``orderBy`` is not defined
+either way).
 
 ``row_groups`` gives the planner the file's row groups and, for each, the rows the query's
 filter keeps there. The boundaries come from the file's footer; without a filter that is all
@@ -79,7 +80,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import re
 import shutil
 import tempfile
@@ -112,7 +112,7 @@ from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negat
 from dataset_export.service.ports import Writable
 
 from .gzip_sink import GzipBackend, GzipSink
-from .render import Encoder, LinesEncoder, csv_header, encoder_for
+from .render import Encoder, LinesEncoder, csv_header, encoder_for, header_member
 from .sql.compiler import CompiledQuery
 from .sql.duckdb_dialect import (
     ROW_NUMBER,
@@ -276,7 +276,7 @@ def run_export(
     """Run ``query`` over the Parquet file and write the gzip-compressed export to ``out``.
 
     ``rows=(start, stop)`` exports only the file rows ``[start, stop)`` (a part of a plan);
-    ``header=False`` leaves the CSV header out (``header_member`` writes it once for all
+    ``header=False`` leaves the CSV header out (``render.header_member`` writes it once for all
     parts). ``on_progress(rows_so_far)`` is called at most once per ``progress_interval``
     seconds while rows stream (not per row, and not at the end: the result carries the final
     count). On an exception the gzip stream is left unfinished (no trailer), so partial output
@@ -317,23 +317,6 @@ def row_groups(
         return _row_groups(con, parquet_path, query)
     finally:
         con.close()
-
-
-def header_member(
-    query: Query, fmt: ExportFormat, *, settings: EngineSettings | None = None
-) -> bytes:
-    """The CSV header line as a gzip member of its own; ``b""`` for JSONL, which has none."""
-    if fmt not in tuple(ExportFormat):
-        raise ValueError(f"unknown export format {fmt!r}")
-    if fmt != ExportFormat.CSV:
-        return b""
-    settings = settings or EngineSettings()
-    buffer = io.BytesIO()
-    with GzipSink(
-        buffer, backend=settings.gzip_backend, level=settings.gzip_level, threaded=False
-    ) as sink:
-        sink.write(csv_header(query.output_names))
-    return buffer.getvalue()
 
 
 class DuckDbEngine:
@@ -390,7 +373,12 @@ class DuckDbEngine:
 
     def header(self, query: Query, fmt: str) -> bytes:
         """The CSV header line as a gzip member of its own (``b""`` for JSONL)."""
-        return header_member(query, ExportFormat(fmt), settings=self.settings)
+        return header_member(
+            query.output_names,
+            ExportFormat(fmt),
+            backend=self.settings.gzip_backend,
+            level=self.settings.gzip_level,
+        )
 
     def finish(self, query_uuid: str) -> None:
         """Nothing to drop: a plan over a file starts nothing."""

@@ -50,6 +50,7 @@ Output formats (DESIGN.md, "The export file"):
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -61,7 +62,7 @@ import pyarrow.compute as pc
 
 from dataset_export.core.formats import ExportFormat
 
-from .gzip_sink import Chunk
+from .gzip_sink import Chunk, GzipBackend, GzipSink
 
 _CSV_SPECIAL = frozenset(',"\r\n')
 _CSV_SPECIAL_BYTE = np.zeros(256, dtype=np.bool_)
@@ -96,6 +97,25 @@ def csv_field(text: str) -> str:
 def csv_header(names: Sequence[str]) -> bytes:
     """The CSV header row for ``names``, LF-terminated."""
     return (",".join(csv_field(name) for name in names) + "\n").encode("utf-8")
+
+
+def header_member(
+    names: Sequence[str],
+    fmt: ExportFormat,
+    *,
+    backend: GzipBackend | None = None,
+    level: int | None = None,
+) -> bytes:
+    """The CSV header line as a gzip member of its own (``b""`` for JSONL, which has none):
+    written once for an export run as parts, before their members, whichever engine ran them."""
+    if fmt not in tuple(ExportFormat):
+        raise ValueError(f"unknown export format {fmt!r}")
+    if fmt != ExportFormat.CSV:
+        return b""
+    buffer = io.BytesIO()
+    with GzipSink(buffer, backend=backend, level=level, threaded=False) as sink:
+        sink.write(csv_header(names))
+    return buffer.getvalue()
 
 
 def _text_bytes(array: pa.Array) -> npt.NDArray[np.uint8]:
