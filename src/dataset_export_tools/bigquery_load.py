@@ -58,7 +58,10 @@ def emulator_clients(project: str, rest_url: str, grpc_host: str) -> tuple[Any, 
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         client_options=ClientOptions(api_endpoint=rest_url),
     )
-    channel = grpc.insecure_channel(grpc_host)
+    # No message size limit, as the client's own channel (a response holds a whole record
+    # batch: gRPC's default 4 MiB refuses ~30k rows of the full table).
+    unlimited = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    channel = grpc.insecure_channel(grpc_host, options=unlimited)
     transport = BigQueryReadGrpcTransport(channel=channel)
     read = bigquery_storage_v1.BigQueryReadClient(transport=transport)  # type: ignore[no-untyped-call]
     return client, read

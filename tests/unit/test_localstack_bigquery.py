@@ -91,7 +91,8 @@ def test_the_repository_pins_every_distribution_with_hashes() -> None:
 def test_the_emulator_runs_in_memory_on_loopback_with_its_own_home(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Its HOME holds the extensions the build installed; BQEMU_* settings cannot override."""
+    """Its HOME holds the extensions the build installed; BQEMU_* settings from the caller
+    cannot override; its message cap is raised so that large record batches pass."""
     monkeypatch.setenv("BQEMU_REST_PORT", "1")
     monkeypatch.setenv("HOME", "/root")
     cmd, env = bqemulator.command(tmp_path, rest_port=24290, grpc_port=24291, project="dwe-x")
@@ -101,4 +102,6 @@ def test_the_emulator_runs_in_memory_on_loopback_with_its_own_home(
     assert "--grpc-host 127.0.0.1 --grpc-port 24291" in args
     assert "--project dwe-x --ephemeral" in args
     assert env["HOME"] == str(tmp_path / "home")
-    assert not [k for k in env if k.startswith("BQEMU_")]
+    assert {k: v for k, v in env.items() if k.startswith("BQEMU_")} == {
+        "BQEMU_WRITE_API_MAX_REQUEST_BYTES": str(255 * 1024 * 1024)
+    }

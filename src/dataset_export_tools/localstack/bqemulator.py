@@ -159,4 +159,12 @@ def command(
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BQEMU_")}
     env["HOME"] = str(home(venv))
+    env.update(SETTINGS)
     return cmd, env
+
+
+#: The emulator's own settings. Its gRPC server caps a message at this plus 1 MiB, and it sends
+#: a Storage Read stream in record batches of 65,536 rows whatever their size: with the default
+#: 10 MiB, a stream of the full table's columns failed past ~60k rows ("Sent message larger
+#: than max"). Real BigQuery sizes its batches itself.
+SETTINGS = {"BQEMU_WRITE_API_MAX_REQUEST_BYTES": str(255 * 1024 * 1024)}
