@@ -33,7 +33,7 @@ from dataset_export.core.query import (
     Scope,
     parse_dataset,
 )
-from dataset_export.engine.sql.compiler import output_type
+from dataset_export.engine.sql.compiler import columns_read, output_type
 from dataset_export.engine.sql.duckdb_dialect import (
     compile_export,
     compile_query,
@@ -790,3 +790,20 @@ def test_hand_built_order_key_must_name_something() -> None:
     key = OrderKey(name="ghost", column=None, direction=Direction.ASC)
     with pytest.raises(ValueError, match="ghost"):
         compile_query(Query(scopes=(scope,), filter=None, limit=None, order_by=(key,)))
+
+
+def test_columns_read_are_the_scopes_filter_and_order_columns_once_in_text_order() -> None:
+    """Nested and negated filter columns count, repeats do not, output names are not columns."""
+    query = parse(
+        {
+            "scopes": [{"column": "city"}, {"column": "sqft", "aggregate": "Avg"}],
+            "filters": [
+                {"or": [{"column": "bed", "filter": {"equals": 2}},
+                        {"not": {"column": "msa", "filter": {"contains": "WA"}}}]},
+                {"column": "city", "filter": {"startsWith": "S"}},
+                {"column": "bath", "filter": {"gt": 1}},
+            ],
+            "orderBy": [{"column": "avg_sqft"}, {"column": "city"}],
+        }
+    )  # fmt: skip
+    assert [c.name for c in columns_read(query)] == ["city", "sqft", "bed", "msa", "bath"]

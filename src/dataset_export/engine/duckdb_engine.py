@@ -85,14 +85,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal, cast
 
 import duckdb
 import pyarrow.parquet as pq
 
-from dataset_export.core.catalog import Column, ColumnType
+from dataset_export.core.catalog import ColumnType
 from dataset_export.core.errors import (
     DatasetMismatch,
     PermanentError,
@@ -108,12 +108,12 @@ from dataset_export.core.parts import (
     plan_parts,
     single_part_reason,
 )
-from dataset_export.core.query import AllOf, AnyOf, Condition, FilterNode, Negation, Query
+from dataset_export.core.query import Query
 from dataset_export.service.ports import Writable
 
 from .gzip_sink import GzipBackend, GzipSink
 from .render import Encoder, LinesEncoder, csv_header, encoder_for, header_member
-from .sql.compiler import CompiledQuery
+from .sql.compiler import CompiledQuery, columns_read
 from .sql.duckdb_dialect import (
     ROW_NUMBER,
     compile_export,
@@ -584,27 +584,12 @@ def _export(
     return ExportStats(rows, sink.uncompressed_bytes, sink.compressed_bytes)
 
 
-def _columns(node: FilterNode | None) -> Iterable[Column]:
-    if node is None:
-        return
-    if isinstance(node, Condition):
-        yield node.column
-    elif isinstance(node, Negation):
-        yield from _columns(node.child)
-    elif isinstance(node, AllOf | AnyOf):
-        for child in node.children:
-            yield from _columns(child)
-
-
 def _check_schema(con: Any, query: Query) -> None:
     """Raise DatasetMismatch unless every column the query uses exists with a fitting type."""
     relation = con.table(SOURCE)
     actual = {name: str(kind) for name, kind in zip(relation.columns, relation.types, strict=True)}
-    needed = [s.column for s in query.scopes]
-    needed += list(_columns(query.filter))
-    needed += [k.column for k in query.order_by if k.column is not None]
     problems = []
-    for column in dict.fromkeys(needed):
+    for column in columns_read(query):
         found = actual.get(column.name)
         if found is None:
             problems.append(f"column '{column.name}' is missing")

@@ -91,6 +91,23 @@ def check_value(value: object) -> Scalar:
     return value
 
 
+def columns_read(query: Query) -> list[Column]:
+    """The catalog columns the query reads (its scopes', its filter's, its order keys'), each
+    once, in that order: what an engine checks its dataset against."""
+    needed = [s.column for s in query.scopes]
+    nodes: list[FilterNode] = [] if query.filter is None else [query.filter]
+    while nodes:
+        node = nodes.pop(0)
+        if isinstance(node, Condition):
+            needed.append(node.column)
+        elif isinstance(node, Negation):
+            nodes.insert(0, node.child)
+        elif isinstance(node, AllOf | AnyOf):
+            nodes[:0] = node.children
+    needed += [k.column for k in query.order_by if k.column is not None]
+    return list(dict.fromkeys(needed))
+
+
 def output_type(scope: Scope) -> ColumnType:
     """The logical type of a scope's output column."""
     aggregate = scope.aggregate
