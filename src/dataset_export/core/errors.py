@@ -12,7 +12,8 @@ Our exception hierarchy (``[HTTP n]``: also an ``HttpError``, rendered with that
     + ConfigError                 a setting is missing or malformed
     + QueryRejected               the query engine refused the query itself
       - QueryTooLarge             it needs more memory than an export may use
-    + DatasetMismatch             the dataset file does not fit the catalog
+      - QueryTooExpensive         it would bill more bytes than an export may (BigQuery)
+    + DatasetMismatch             the dataset (file or table) does not fit the catalog
     + DatasetChanged              a part found other rows than its plan counted
     + AlreadyExists               a create found the document already there
       - ObjectAlreadyExists       the export's object is already in the bucket
@@ -119,8 +120,19 @@ class QueryTooLarge(QueryRejected):
     code = "query_too_large"
 
 
+class QueryTooExpensive(QueryRejected):
+    """The query would bill more bytes than an export may (BigQuery's ``maximum_bytes_billed``).
+
+    Permanent: the same query over the same table reads the same bytes on every retry; the
+    message names the bytes and the cap, so the customer can select fewer columns.
+    """
+
+    code = "query_too_expensive"
+
+
 class DatasetMismatch(PermanentError):
-    """The dataset file lacks a column the query needs, or holds it with another type."""
+    """The dataset (its file or table) lacks a column the query needs, holds it with another
+    type, or is not there."""
 
     code = "dataset_mismatch"
 
