@@ -91,6 +91,9 @@ class Settings:
     bigquery_max_bytes_billed: int = DEFAULT_BIGQUERY_MAX_BYTES_BILLED
     #: Where BigQuery runs the jobs: the location of the source table and the temporary dataset.
     bigquery_location: str = DEFAULT_BIGQUERY_LOCATION
+    #: The local BigQuery emulator's REST endpoint and Storage Read (gRPC) address, when set.
+    bigquery_endpoint: str = ""
+    bigquery_grpc_endpoint: str = ""
 
     @property
     def engine(self) -> Engine:
@@ -109,6 +112,7 @@ class Settings:
             "link_signing_key": "EXPORT_LINK_SIGNING_KEY",
             "dataset_uri": "EXPORT_DATASET_URI",
             "public_url": "EXPORT_PUBLIC_URL",
+            "bigquery_temp_dataset": "EXPORT_BIGQUERY_TEMP_DATASET",
         }
         missing = [env_names.get(n, n) for n in names if not getattr(self, n)]
         if missing:
@@ -222,6 +226,8 @@ class Settings:
                 "EXPORT_BIGQUERY_MAX_BYTES_BILLED", DEFAULT_BIGQUERY_MAX_BYTES_BILLED
             ),
             bigquery_location=location,
+            bigquery_endpoint=env.get("BIGQUERY_EMULATOR_HOST", "").strip(),
+            bigquery_grpc_endpoint=env.get("BIGQUERY_EMULATOR_GRPC_HOST", "").strip(),
         )
         cap = settings.bigquery_max_bytes_billed
         if 0 < cap < MIN_BYTES_BILLED:

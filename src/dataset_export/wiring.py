@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+from collections.abc import Callable
 
 import httpx
 from google.cloud import storage
@@ -19,6 +20,7 @@ from .events import PART_KIND, READY_KIND, REQUEST_KIND
 from .http_api import ExportApi
 from .service.downloads import Downloads
 from .service.notify import Notifier, Redelivery
+from .service.ports import ExportEngine
 from .service.process import ExportRunner
 from .service.submit import ExportService
 
@@ -60,19 +62,48 @@ def build_export_api(settings: Settings) -> ExportApi:
     )
 
 
-def build_export_runner(settings: Settings) -> ExportRunner:
-    """The process use case on Firestore, Cloud Storage, Pub/Sub and DuckDB."""
-    # Imported here so the submit and notify functions never load DuckDB.
+def _engine(settings: Settings) -> ExportEngine:
+    """The engine the dataset's source asks for: DuckDB over a Parquet file, or BigQuery."""
+    # Imported here so the submit and notify functions never load DuckDB or BigQuery.
+    if settings.engine == "bigquery":
+        from .adapters.bigquery_engine import BigQueryEngine, bigquery_clients
+
+        settings.require("bigquery_temp_dataset")
+        client, read_client = bigquery_clients(
+            settings.project,
+            settings.bigquery_location,
+            rest_endpoint=settings.bigquery_endpoint,
+            grpc_endpoint=settings.bigquery_grpc_endpoint,
+        )
+        return BigQueryEngine(
+            client,
+            read_client,
+            temp_dataset=str(settings.bigquery_temp_dataset),
+            location=settings.bigquery_location,
+            max_bytes_billed=settings.bigquery_max_bytes_billed,
+            # The emulator cannot read a query's own result table through Storage Read.
+            ordered_results="table" if settings.bigquery_grpc_endpoint else "destination",
+        )
     from .engine.duckdb_engine import DuckDbEngine
 
+    return DuckDbEngine()
+
+
+def build_export_runner(settings: Settings) -> ExportRunner:
+    """The process use case on Firestore, Cloud Storage, Pub/Sub and the dataset's engine."""
     settings.require("dataset_uri")
     client = storage.Client(project=settings.project)
+    if settings.engine == "bigquery":
+        source = settings.dataset_uri
+        dataset_path: Callable[[], str] = lambda: source  # noqa: E731 - the table is the source
+    else:
+        dataset_path = functools.cache(lambda: fetch_dataset(client, settings.dataset_uri))
     return ExportRunner(
         store=_store(settings),
         storage=GcsExportStorage(client, settings.exports_bucket),
         ready=PubSubPublisher(settings.project, settings.ready_topic, READY_KIND),
-        engine=DuckDbEngine(),
-        dataset_path=functools.cache(lambda: fetch_dataset(client, settings.dataset_uri)),
+        engine=_engine(settings),
+        dataset_path=dataset_path,
         catalog=RENTAL_LISTINGS,
         parts_queue=PubSubPublisher(settings.project, settings.parts_topic, PART_KIND),
         part_rows=settings.part_rows,

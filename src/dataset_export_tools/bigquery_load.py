@@ -10,8 +10,8 @@ not enforce it. No column has a collation, so ``STRPOS`` and ``STARTS_WITH`` sta
 case-sensitive (``bigquery_dialect``).
 
 The emulator speaks plain HTTP (REST) and plaintext gRPC (Storage Read): ``emulator_clients``
-gives both clients with anonymous credentials; the REST one could also come from the official
-client's ``BIGQUERY_EMULATOR_HOST``, the Storage Read one has no such variable.
+gives both clients with anonymous credentials (``adapters.bigquery_engine.bigquery_clients``, which
+the process function uses too).
 """
 
 from __future__ import annotations
@@ -19,15 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.api_core import exceptions as gexc
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import bigquery, bigquery_storage_v1
-from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
-    BigQueryReadGrpcTransport,
-)
+from google.cloud import bigquery
 
+from dataset_export.adapters.bigquery_engine import bigquery_clients
 from dataset_export.core.catalog import RENTAL_LISTINGS, Catalog, ColumnType
 
 #: The GoogleSQL type of each logical column type.
@@ -51,20 +46,8 @@ def table_schema(catalog: Catalog = RENTAL_LISTINGS) -> list[Any]:
 
 
 def emulator_clients(project: str, rest_url: str, grpc_host: str) -> tuple[Any, Any]:
-    """A BigQuery client on the emulator's REST API (``http://127.0.0.1:P``) and a Storage Read
-    client on its gRPC API (``127.0.0.1:P``, plaintext), both with anonymous credentials."""
-    client = bigquery.Client(
-        project=project,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options=ClientOptions(api_endpoint=rest_url),
-    )
-    # No message size limit, as the client's own channel (a response holds a whole record
-    # batch: gRPC's default 4 MiB refuses ~30k rows of the full table).
-    unlimited = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-    channel = grpc.insecure_channel(grpc_host, options=unlimited)
-    transport = BigQueryReadGrpcTransport(channel=channel)
-    read = bigquery_storage_v1.BigQueryReadClient(transport=transport)  # type: ignore[no-untyped-call]
-    return client, read
+    """The BigQuery and Storage Read clients on the emulator (``adapters.bigquery_engine``)."""
+    return bigquery_clients(project, rest_endpoint=rest_url, grpc_endpoint=grpc_host)
 
 
 def table_rows(client: Any, table: str) -> int | None:

@@ -39,6 +39,8 @@ NOT_DEPLOYED: Final[Mapping[str, str]] = {
     "EXPORT_DEAD_LETTER_TOPIC": "Pub/Sub itself publishes dead letters; no function does",
     "EXPORT_URL_SIGNER_KEY_FILE": "local only: in the cloud submit signs URLs through IAM signBlob",
     "STORAGE_EMULATOR_HOST": "local only: the GCS emulator",
+    "BIGQUERY_EMULATOR_HOST": "local only: the BigQuery emulator's REST API",
+    "BIGQUERY_EMULATOR_GRPC_HOST": "local only: the BigQuery emulator's Storage Read API",
     "EXPORT_WEBHOOK_CA_FILE": "local only: the local stack's CA for its HTTPS demo receiver",
 }
 

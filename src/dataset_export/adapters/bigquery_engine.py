@@ -152,6 +152,45 @@ def source_table(source: str) -> TablePath:
         raise ConfigError(f"the BigQuery source is not a table path: {exc}") from exc
 
 
+def bigquery_clients(
+    project: str,
+    location: str | None = None,
+    *,
+    rest_endpoint: str = "",
+    grpc_endpoint: str = "",
+) -> tuple[Any, Any]:
+    """A BigQuery client and a Storage Read client for ``project``.
+
+    On Google Cloud both use the function's own credentials. With ``rest_endpoint`` and
+    ``grpc_endpoint`` (the local BigQuery emulator: plain HTTP, plaintext gRPC) both use
+    anonymous credentials; the gRPC channel has no message size limit, as the client's own
+    channel (a response holds a whole record batch: gRPC's default 4 MiB refuses ~30k rows).
+    """
+    from google.cloud import bigquery, bigquery_storage_v1
+
+    if not rest_endpoint:
+        client = bigquery.Client(project=project, location=location)
+        return client, bigquery_storage_v1.BigQueryReadClient()  # type: ignore[no-untyped-call]
+    import grpc
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
+        BigQueryReadGrpcTransport,
+    )
+
+    client = bigquery.Client(
+        project=project,
+        location=location,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options=ClientOptions(api_endpoint=rest_endpoint),
+    )
+    unlimited = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    channel = grpc.insecure_channel(grpc_endpoint, options=unlimited)
+    transport = BigQueryReadGrpcTransport(channel=channel)
+    read = bigquery_storage_v1.BigQueryReadClient(transport=transport)  # type: ignore[no-untyped-call]
+    return client, read
+
+
 class BigQueryEngine:
     """The export engine over a BigQuery table (``service.ports.ExportEngine``).
 
