@@ -47,7 +47,7 @@ from dataset_export.core.errors import (
     TransientError,
 )
 from dataset_export.core.parts import PartSpec
-from dataset_export.engine.sql.bigquery_dialect import TablePath
+from dataset_export.core.source import BigQueryTable
 from tests.unit.test_sql import parse
 
 PROJECT = "dwe-unit"
@@ -426,7 +426,9 @@ def test_a_missing_source_table_and_a_missing_temporary_dataset_are_told_apart()
     assert isinstance(classify(gone, context, what="x"), DatasetMismatch)
 
 
-CONTEXT = ErrorContext("dwe_tmp", 1_000_000, TablePath("dwe-unit", "listings", "rental_listings"))
+CONTEXT = ErrorContext(
+    "dwe_tmp", 1_000_000, BigQueryTable("dwe-unit", "listings", "rental_listings")
+)
 
 
 def _api(kind: type[gexc.GoogleAPICallError], message: str, reason: str | None = None) -> Any:

@@ -14,16 +14,17 @@ from hypothesis import strategies as st
 from dataset_export.core.catalog import RENTAL_LISTINGS, Aggregate, Column, ColumnType, FilterOp
 from dataset_export.core.errors import InvalidRequest
 from dataset_export.core.query import Condition, Direction, OrderKey, Query, Scope, parse_dataset
+from dataset_export.core.source import parse_bigquery_table
 from dataset_export.engine.sql import duckdb_dialect
 from dataset_export.engine.sql.bigquery_dialect import (
     RESERVED_COLUMN_PREFIXES,
     ArrayParameter,
     ScalarParameter,
-    TablePath,
     check_column_name,
     compile_query,
     parameter_type,
     quote_identifier,
+    quote_table,
 )
 from dataset_export_tools.demo import SEED_DATASET
 from tests.unit.test_sql import HOSTILE, _with_value
@@ -380,37 +381,38 @@ def test_the_duckdb_dialect_is_unchanged_by_the_placeholder_hooks() -> None:
 )
 def test_valid_table_paths_are_quoted_whole(path: str) -> None:
     """A valid project.dataset.table is kept as given and quoted as one backticked path."""
-    parsed = TablePath.parse(path)
+    parsed = parse_bigquery_table(path)
     assert str(parsed) == path
-    assert parsed.quoted() == f"`{path}`"
+    assert quote_table(parsed) == f"`{path}`"
+    scope = Scope(column=col("city"), aggregate=None, output_name="city")
+    sql = compile_query(Query(scopes=(scope,), filter=None, limit=None, order_by=()), path).sql
+    assert f"FROM `{path}` AS `dataset`" in sql
 
 
 @pytest.mark.parametrize(
     ("path", "problem"),
     [
-        ("listings.rental_listings", "project.dataset.table"),
-        ("a.b.c.d", "project.dataset.table"),
-        ("example.com:proj.listings.t", "project.dataset.table"),
+        ("listings.rental_listings", "PROJECT.DATASET.TABLE"),
+        ("a.b.c.d", "PROJECT.DATASET.TABLE"),
+        ("example.com:proj.listings.t", "domain-scoped"),
         ("example:proj.listings.t", "domain-scoped"),
-        ("My-Project.listings.t", "project id"),
-        ("proj.listings.t", "project id"),  # 4 characters: under 6
-        ("project-.listings.t", "project id"),
-        ("1project.listings.t", "project id"),
-        ("a" * 31 + ".listings.t", "project id"),
-        ("my-project.list-ings.t", "dataset"),
-        ("my-project.listings`.t", "dataset"),
-        ("my-project..t", "dataset"),
-        ("my-project.listings.", "table"),
-        ("my-project.listings.t`; DROP TABLE x; --", "table"),
-        ("my-project.listings.t u", "table"),
-        ("my-project.listings.-t", "table"),
-        ("my-project.listings.t\\", "table"),
+        ("My-Project.listings.t", "project ID"),
+        ("proj.listings.t", "project ID"),  # 4 characters: under 6
+        ("project-.listings.t", "project ID"),
+        ("1project.listings.t", "project ID"),
+        ("a" * 31 + ".listings.t", "project ID"),
+        ("my-project.list-ings.t", "dataset ID"),
+        ("my-project.listings`.t", "dataset ID"),
+        ("my-project..t", "PROJECT.DATASET.TABLE"),
+        ("my-project.listings.", "PROJECT.DATASET.TABLE"),
+        ("my-project.listings.t`; DROP TABLE x; --", "table ID"),
+        ("my-project.listings.t u", "table ID"),
+        ("my-project.listings.t\\", "table ID"),
     ],
 )
 def test_invalid_table_paths_are_refused(path: str, problem: str) -> None:
-    """Every part is checked against BigQuery's naming rules before it reaches SQL text."""
-    with pytest.raises(ValueError, match=problem):
-        TablePath.parse(path)
+    """Every part is checked against BigQuery's naming rules (core.source) before it reaches
+    SQL text."""
     scope = Scope(column=col("city"), aggregate=None, output_name="city")
     with pytest.raises(ValueError, match=problem):
         compile_query(Query(scopes=(scope,), filter=None, limit=None, order_by=()), path)

@@ -99,13 +99,20 @@ from ..core.errors import (
 from ..core.formats import ExportFormat
 from ..core.parts import ExportPlan, PartSpec
 from ..core.query import Query
+from ..core.source import (
+    BIGQUERY_SCHEME,
+    BigQueryDataset,
+    BigQueryTable,
+    parse_bigquery_dataset,
+    parse_bigquery_table,
+)
 from ..engine.gzip_sink import GzipBackend, GzipSink
 from ..engine.render import encoder_for, header_member
 from ..engine.sql.bigquery_dialect import (
     ArrayParameter,
     ScalarParameter,
-    TablePath,
     compile_query,
+    quote_table,
 )
 from ..engine.sql.compiler import columns_read
 from ..service.ports import Writable
@@ -114,7 +121,6 @@ from .errors import google_errors
 log = logging.getLogger(__name__)
 
 ENGINE = "bigquery"
-SOURCE_SCHEME = "bq://"
 OrderedResults = Literal["destination", "table"]
 #: How long a result table outlives its export at most (the dataset's default may be shorter).
 RESULT_TABLE_HOURS = 24
@@ -140,14 +146,14 @@ _REJECTED_REASONS = frozenset({"invalidQuery", "invalid"})
 _CONFIG_REASONS = frozenset({"accessDenied", "billingNotEnabled", "blocked"})
 
 
-def source_table(source: str) -> TablePath:
+def source_table(source: str) -> BigQueryTable:
     """The table of a ``bq://project.dataset.table`` source; ``ConfigError`` when it is not one."""
-    if not source.startswith(SOURCE_SCHEME):
+    if not source.startswith(BIGQUERY_SCHEME):
         raise ConfigError(
-            f"a BigQuery source is {SOURCE_SCHEME}project.dataset.table, got {source!r}"
+            f"a BigQuery source is {BIGQUERY_SCHEME}project.dataset.table, got {source!r}"
         )
     try:
-        return TablePath.parse(source[len(SOURCE_SCHEME) :])
+        return parse_bigquery_table(source.removeprefix(BIGQUERY_SCHEME))
     except ValueError as exc:
         raise ConfigError(f"the BigQuery source is not a table path: {exc}") from exc
 
@@ -228,14 +234,13 @@ class BigQueryEngine:
             )
         project, _, dataset = temp_dataset.rpartition(".")
         try:
-            # Checked as the dataset part of a table path (TablePath's rules).
-            TablePath.parse(f"{project or client.project}.{dataset}.t")
+            self.temp: BigQueryDataset = parse_bigquery_dataset(
+                f"{project or client.project}.{dataset}"
+            )
         except ValueError as exc:
             raise ConfigError(f"the temporary dataset is not a dataset path: {exc}") from exc
         self.client = client
         self.read_client = read_client
-        self.temp_project = project or client.project
-        self.temp_dataset = dataset
         self.location = location
         self.max_bytes_billed = max_bytes_billed
         self.ordered_results = ordered_results
@@ -261,7 +266,7 @@ class BigQueryEngine:
         statement = compiled.sql
         if not via_destination:
             statement = (
-                f"CREATE OR REPLACE TABLE {self.result_table(query_uuid).quoted()} "
+                f"CREATE OR REPLACE TABLE {quote_table(self.result_table(query_uuid))} "
                 f"OPTIONS(expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
                 f"INTERVAL {RESULT_TABLE_HOURS} HOUR)) AS {compiled.sql}"
             )
@@ -337,9 +342,9 @@ class BigQueryEngine:
 
     # --- names -----------------------------------------------------------------------------
 
-    def result_table(self, query_uuid: str) -> TablePath:
+    def result_table(self, query_uuid: str) -> BigQueryTable:
         """The per-export result table: ``<temp dataset>.export_<queryUUID, - as _>``."""
-        return TablePath(self.temp_project, self.temp_dataset, f"export_{_uuid(query_uuid, '_')}")
+        return self.temp.table(f"export_{_uuid(query_uuid, '_')}")
 
     @staticmethod
     def job_id(query_uuid: str, attempt: int) -> str:
@@ -349,7 +354,7 @@ class BigQueryEngine:
     # --- the query job ---------------------------------------------------------------------
 
     def _run_job(
-        self, statement: str, params: list[Any], query_uuid: str, source: TablePath
+        self, statement: str, params: list[Any], query_uuid: str, source: BigQueryTable
     ) -> Any:
         """The export's finished query job: the one an earlier delivery started, found by its
         id, or a new one after a dry run (the module docstring)."""
@@ -384,7 +389,7 @@ class BigQueryEngine:
             "may cure; Pub/Sub's dead-letter policy ends it"
         )
 
-    def _find_job(self, job_id: str, source: TablePath) -> Any:
+    def _find_job(self, job_id: str, source: BigQueryTable) -> Any:
         """The job with this id, or None when there is none."""
         try:
             with self._errors("reading the query job", source=source, passthrough=_NOT_FOUND):
@@ -398,7 +403,7 @@ class BigQueryEngine:
         statement: str,
         params: list[Any],
         labels: dict[str, str],
-        source: TablePath,
+        source: BigQueryTable,
     ) -> Any:
         """Insert the job; the job of that id when another delivery inserted it first (409)."""
         config = bigquery.QueryJobConfig(
@@ -421,7 +426,7 @@ class BigQueryEngine:
                 return self.client.get_job(job_id, location=self.location)
 
     def _dry_run(
-        self, statement: str, params: list[Any], labels: dict[str, str], source: TablePath
+        self, statement: str, params: list[Any], labels: dict[str, str], source: BigQueryTable
     ) -> None:
         """BigQuery's refusal of the statement, or its estimate above the cap, fails the export
         before anything is billed."""
@@ -441,7 +446,7 @@ class BigQueryEngine:
                 "export"
             )
 
-    def _wait(self, job: Any, source: TablePath) -> ExportError | None:
+    def _wait(self, job: Any, source: BigQueryTable) -> ExportError | None:
         """Wait for the job (``jobs.get`` until DONE: ``result()`` would also fetch rows); None
         when it succeeded, else the error it failed with. Still running after ``job_timeout``
         seconds: ``TransientError``, and the next delivery finds it and waits again."""
@@ -461,17 +466,17 @@ class BigQueryEngine:
             return classify_job_error(job.error_result, self._context(source))
         return None
 
-    def _result_of(self, job: Any, query_uuid: str, via_destination: bool) -> TablePath:
+    def _result_of(self, job: Any, query_uuid: str, via_destination: bool) -> BigQueryTable:
         if not via_destination:
             return self.result_table(query_uuid)
         destination = job.destination
         if destination is None:
             raise TransientError(f"the BigQuery job {job.job_id} has no destination table yet")
-        return TablePath(destination.project, destination.dataset_id, destination.table_id)
+        return BigQueryTable(destination.project, destination.dataset_id, destination.table_id)
 
     # --- Storage Read ----------------------------------------------------------------------
 
-    def _streams(self, table: TablePath, wanted: int) -> list[str]:
+    def _streams(self, table: BigQueryTable, wanted: int) -> list[str]:
         """The names of a new read session's streams over ``table`` (at most ``wanted``)."""
         options = storage_types.ReadSession.TableReadOptions(
             arrow_serialization_options=storage_types.ArrowSerializationOptions(
@@ -509,7 +514,7 @@ class BigQueryEngine:
 
     # --- the source table ------------------------------------------------------------------
 
-    def _check_schema(self, table: TablePath, query: Query) -> None:
+    def _check_schema(self, table: BigQueryTable, query: Query) -> None:
         """``DatasetMismatch`` unless every column the query reads exists with a fitting type."""
         with self._errors("reading the source table's schema", source=table):
             fields = {f.name: f.field_type for f in self.client.get_table(str(table)).schema}
@@ -525,15 +530,15 @@ class BigQueryEngine:
 
     # --- errors ----------------------------------------------------------------------------
 
-    def _context(self, source: TablePath | None = None) -> ErrorContext:
-        return ErrorContext(self.temp_dataset, self.max_bytes_billed, source)
+    def _context(self, source: BigQueryTable | None = None) -> ErrorContext:
+        return ErrorContext(self.temp.dataset, self.max_bytes_billed, source)
 
     @contextmanager
     def _errors(
         self,
         what: str,
         *,
-        source: TablePath | None = None,
+        source: BigQueryTable | None = None,
         passthrough: tuple[type[Exception], ...] = (),
         gone: str | None = None,
     ) -> Iterator[None]:
@@ -571,7 +576,7 @@ class ErrorContext:
 
     temp_dataset: str
     max_bytes_billed: int
-    source: TablePath | None = None
+    source: BigQueryTable | None = None
 
 
 def classify(exc: gexc.GoogleAPICallError, context: ErrorContext, *, what: str) -> ExportError:

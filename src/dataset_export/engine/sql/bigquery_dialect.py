@@ -8,13 +8,12 @@ lacks. Each construct below was checked against BigQuery's own documentation (li
 executes these statements through DuckDB and accepts non-GoogleSQL: a result there shows the
 semantics match, not that BigQuery accepts the text.
 
-- The source is a table path ``project.dataset.table``, validated piece by piece (``TablePath``),
-  quoted whole in backticks and read under the alias ``dataset``: ``FROM
+- The source is a table path ``project.dataset.table``, a ``core.source.BigQueryTable`` (each
+  ID checked there against BigQuery's naming rules, the table ID kept to ASCII letters, digits,
+  ``_`` and ``-``), quoted whole in backticks and read under the alias ``dataset``: ``FROM
   `my-project.listings.rental_listings` AS `dataset```; every column is qualified with that alias
   (``dataset.bed``), so no output alias, and no column named like the table, changes what a name
-  refers to. A project id holds lowercase letters, digits and hyphens (6-30 characters, starting
-  with a letter, not ending with a hyphen); a dataset letters, digits and underscores; a table
-  here letters, digits, underscores and single inner hyphens (a subset of what BigQuery allows).
+  refers to.
   Identifiers are quoted with backticks; output names also follow BigQuery's column-name rules
   (the statement's outputs become a table's columns), so the prefixes BigQuery reserves
   (``_TABLE_``, ``_FILE_``, ``_PARTITION`` ...) are refused.
@@ -75,13 +74,13 @@ one worker in BigQuery and may exceed its resources.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from dataset_export.core.catalog import Aggregate, Column, ColumnType
 from dataset_export.core.query import Query, Scalar
+from dataset_export.core.source import BigQueryTable, parse_bigquery_table
 
 from .compiler import CompiledQuery, SqlCompiler, check_identifier, check_value
 
@@ -90,10 +89,6 @@ ALIAS = "dataset"
 
 BigQueryType: TypeAlias = Literal["STRING", "INT64", "FLOAT64", "BOOL", "DATE"]
 
-_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
-_DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
-_TABLE = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*")
-_TABLE_MAX_BYTES = 1024
 # https://cloud.google.com/bigquery/docs/schemas#column_names (compared ignoring case: BigQuery's
 # column names are case-insensitive).
 RESERVED_COLUMN_PREFIXES = (
@@ -139,47 +134,10 @@ class ArrayParameter:
 QueryParameter: TypeAlias = ScalarParameter | ArrayParameter
 
 
-@dataclass(frozen=True)
-class TablePath:
-    """A BigQuery table ``project.dataset.table``, each part checked against BigQuery's rules."""
-
-    project: str
-    dataset: str
-    table: str
-
-    @classmethod
-    def parse(cls, path: str) -> TablePath:
-        """``project.dataset.table``; ValueError naming the part that does not fit."""
-        parts = path.split(".")
-        if len(parts) != 3:
-            raise ValueError(
-                f"a BigQuery table must be given as project.dataset.table, got {path!r}"
-            )
-        project, dataset, table = parts
-        if ":" in project:
-            raise ValueError(f"domain-scoped project ids are not supported: {project!r}")
-        if not _PROJECT.fullmatch(project):
-            raise ValueError(
-                f"not a BigQuery project id: {project!r} (6-30 lowercase letters, digits or "
-                "hyphens, starting with a letter, not ending with a hyphen)"
-            )
-        if not _DATASET.fullmatch(dataset):
-            raise ValueError(
-                f"not a BigQuery dataset name: {dataset!r} (letters, digits, underscores)"
-            )
-        if not _TABLE.fullmatch(table) or len(table.encode()) > _TABLE_MAX_BYTES:
-            raise ValueError(
-                f"not a supported BigQuery table name: {table!r} (letters, digits, underscores "
-                "and single hyphens between them)"
-            )
-        return cls(project, dataset, table)
-
-    def __str__(self) -> str:
-        return f"{self.project}.{self.dataset}.{self.table}"
-
-    def quoted(self) -> str:
-        """The whole path in backticks, as GoogleSQL reads a table path."""
-        return f"`{self}`"
+def quote_table(table: BigQueryTable) -> str:
+    """The whole path in backticks, as GoogleSQL reads a table path (its IDs, checked by
+    ``core.source``, hold nothing a backtick-quoted path would need escaped)."""
+    return f"`{table}`"
 
 
 def quote_identifier(name: str) -> str:
@@ -217,10 +175,10 @@ def parameter_type(value: Scalar) -> BigQueryType:
 class BigQueryCompiler(SqlCompiler):
     """``SqlCompiler`` with GoogleSQL's spellings, for one query over one table."""
 
-    def __init__(self, table: str | TablePath, query: Query) -> None:
+    def __init__(self, table: str | BigQueryTable, query: Query) -> None:
         super().__init__(ALIAS)
-        path = table if isinstance(table, TablePath) else TablePath.parse(table)
-        self.table = path.quoted()
+        path = table if isinstance(table, BigQueryTable) else parse_bigquery_table(table)
+        self.table = quote_table(path)
         self.relation = f"{self.table} AS {self.source}"
         # A Median reads a subquery: the columns the outer query refers to, and one window
         # column per median'd column, named apart from them.
@@ -316,7 +274,7 @@ class BigQueryCompiler(SqlCompiler):
         return [f"FROM ({inner}) AS {self.source}"]
 
 
-def compile_query(query: Query, table: str | TablePath) -> CompiledQuery:
+def compile_query(query: Query, table: str | BigQueryTable) -> CompiledQuery:
     """The query as GoogleSQL over ``project.dataset.table``, one column per scope, in order;
     ``params`` are ``QueryParameter`` descriptions, in text order."""
     compiler = BigQueryCompiler(table, query)
