@@ -82,3 +82,13 @@ def load_parquet(
     if rows is None:
         raise RuntimeError(f"the load job finished but {table} does not exist")
     return rows
+
+
+def create_temp_dataset(client: Any, dataset: str, *, table_hours: int = 24) -> None:
+    """Create ``dataset`` (``project.dataset``) if missing, as the BigQuery engine's temporary
+    dataset: tables in it expire ``table_hours`` after they are created by default, as
+    Terraform's temporary dataset (the emulator may not enforce it; the engine drops its
+    tables itself)."""
+    temp = bigquery.Dataset(dataset)
+    temp.default_table_expiration_ms = table_hours * 3600 * 1000
+    client.create_dataset(temp, exists_ok=True)

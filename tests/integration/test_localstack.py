@@ -325,6 +325,8 @@ def test_the_bigquery_emulator_starts_on_request_loads_the_dataset_and_stops_by_
     )
     try:
         assert table_rows(client, table) == 2_000
+        temp = client.get_dataset(f"{PROJECT}.dwe_tmp")  # the BigQuery engine's result tables
+        assert temp.default_table_expiration_ms == 24 * 3600 * 1000
         # BigQuery's REST API may spell INT64, FLOAT64 and BOOL with their legacy names.
         legacy = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
         schema = [(f.name, legacy.get(f.field_type, f.field_type), f.mode)

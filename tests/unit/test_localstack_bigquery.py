@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from dataset_export_tools.localstack import bqemulator
+from dataset_export_tools.localstack import bqemulator, functions, provisioning
 from dataset_export_tools.localstack.parts import BIGQUERY, DEFAULT_PART_NAMES, PART_NAMES
-from dataset_export_tools.localstack.stack import Ports, StackConfig, StackError, status
+from dataset_export_tools.localstack.stack import (
+    Ports,
+    StackConfig,
+    StackError,
+    _keep_running_part_settings,
+    status,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,3 +111,41 @@ def test_the_emulator_runs_in_memory_on_loopback_with_its_own_home(
     assert {k: v for k, v in env.items() if k.startswith("BQEMU_")} == {
         "BQEMU_WRITE_API_MAX_REQUEST_BYTES": str(255 * 1024 * 1024)
     }
+
+
+KEYS = {"EXPORT_KEY_ENCRYPTION_KEY": "k", "EXPORT_LINK_SIGNING_KEY": "l"}
+
+
+def test_dwe_engine_bigquery_points_the_process_function_at_the_demo_table() -> None:
+    """With the emulator the functions get bq://<project>.listings.rental_listings, the
+    temporary dataset and both emulator endpoints, and stack.env says DWE_ENGINE=bigquery;
+    without it the Parquet file and no BigQuery setting."""
+    ports = {"DWE_BIGQUERY_PORT": "24390", "DWE_BIGQUERY_GRPC_PORT": "24391"}
+    config = from_env(DWE_ENGINE="bigquery", GOOGLE_CLOUD_PROJECT="dwe-demo", **ports)
+    env = functions.function_env(config, KEYS)
+    assert env["EXPORT_DATASET_URI"] == "bq://dwe-demo.listings.rental_listings"
+    assert env["EXPORT_BIGQUERY_TEMP_DATASET"] == "dwe-demo.dwe_tmp"
+    assert env["BIGQUERY_EMULATOR_HOST"] == "http://127.0.0.1:24390"
+    assert env["BIGQUERY_EMULATOR_GRPC_HOST"] == "127.0.0.1:24391"
+    assert provisioning.stack_env(config, env, None)["DWE_ENGINE"] == "bigquery"
+
+    duckdb = from_env(GOOGLE_CLOUD_PROJECT="dwe-demo", **ports)
+    env = functions.function_env(duckdb, KEYS)
+    assert env["EXPORT_DATASET_URI"] == str(duckdb.dataset_path)
+    assert not {k for k in env if "BIGQUERY" in k}
+    assert provisioning.stack_env(duckdb, env, None)["DWE_ENGINE"] == "duckdb"
+
+
+def test_a_running_process_function_keeps_its_engine_and_stack_env_says_so() -> None:
+    """`up` with DWE_ENGINE=bigquery on a stack whose process function runs DuckDB warns, and
+    stack.env keeps the engine that runs."""
+    duckdb = functions.function_env(from_env(), KEYS)
+    asked = functions.function_env(from_env(DWE_ENGINE="bigquery"), KEYS)
+    warnings: list[str] = []
+    _keep_running_part_settings(dict(duckdb), asked, warnings.append)
+    assert len(warnings) == 1
+    assert "keeps EXPORT_DATASET_URI=" in warnings[0]
+    assert "(asked: bq://dwe-local.listings.rental_listings)" in warnings[0]
+    assert asked["EXPORT_DATASET_URI"] == duckdb["EXPORT_DATASET_URI"]
+    assert "EXPORT_BIGQUERY_TEMP_DATASET" not in asked
+    assert provisioning.stack_env(from_env(), asked, None)["DWE_ENGINE"] == "duckdb"

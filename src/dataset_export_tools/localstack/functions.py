@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
-from dataset_export_tools.localstack import pki
+from dataset_export_tools.localstack import emulators, pki
 from dataset_export_tools.localstack.parts import (
     BY_NAME,
     FIRESTORE,
@@ -53,7 +53,8 @@ def function_env(config: StackConfig, keys: Mapping[str, str]) -> dict[str, str]
         "EXPORT_PARTS_TOPIC": PARTS_TOPIC,
         "EXPORT_DEAD_LETTER_TOPIC": DEAD_LETTER_TOPIC,
         "EXPORT_BUCKET": config.exports_bucket,
-        "EXPORT_DATASET_URI": str(config.dataset_path),
+        "EXPORT_DATASET_URI": config.dataset_uri,
+        **(engine_env(config) if config.engine == "bigquery" else {}),
         "EXPORT_PUBLIC_URL": config.url(BY_NAME["submit"]),
         KEK_VAR: keys[KEK_VAR],
         LINK_KEY_VAR: keys[LINK_KEY_VAR],
@@ -63,6 +64,17 @@ def function_env(config: StackConfig, keys: Mapping[str, str]) -> dict[str, str]
         # EXPORT_PART_ROWS and EXPORT_MAX_PARTS of `up`'s caller, when set (process reads them).
         **config.part_settings,
         "PYTHONUNBUFFERED": "1",
+    }
+
+
+def engine_env(config: StackConfig) -> dict[str, str]:
+    """The BigQuery engine's settings beside its bq:// EXPORT_DATASET_URI: the temporary dataset
+    and the emulator's REST and Storage Read (gRPC) endpoints."""
+    bigquery = emulators.bigquery_environ(config)
+    return {
+        "EXPORT_BIGQUERY_TEMP_DATASET": config.bigquery_temp_dataset,
+        "BIGQUERY_EMULATOR_HOST": bigquery["BIGQUERY_EMULATOR_HOST"],
+        "BIGQUERY_EMULATOR_GRPC_HOST": bigquery["BIGQUERY_EMULATOR_GRPC_HOST"],
     }
 
 

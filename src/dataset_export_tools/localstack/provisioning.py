@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from dataset_export.core.source import parse_dataset_source
 from dataset_export_tools.localstack import emulators, procs
 from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
 from dataset_export_tools.localstack.parts import BIGQUERY, BY_NAME, GCS, RECEIVER
@@ -160,17 +161,24 @@ def prepare_dataset(config: StackConfig, env: Mapping[str, str], say: Echo) -> N
 
 
 def load_bigquery_table(config: StackConfig, say: Echo) -> None:
-    """Load the demo dataset into ``<project>.listings.rental_listings`` on the BigQuery
-    emulator, unless the table already holds the file's rows (the emulator kept running)."""
+    """Create the BigQuery engine's temporary dataset ``<project>.dwe_tmp`` and load the demo
+    dataset into ``<project>.listings.rental_listings`` on the BigQuery emulator, unless the
+    table already holds the file's rows (the emulator kept running)."""
     import pyarrow.parquet as pq
 
-    from dataset_export_tools.bigquery_load import emulator_clients, load_parquet, table_rows
+    from dataset_export_tools.bigquery_load import (
+        create_temp_dataset,
+        emulator_clients,
+        load_parquet,
+        table_rows,
+    )
 
     t0 = time.monotonic()
     table = config.bigquery_table
     grpc_host = f"127.0.0.1:{config.ports.bigquery_grpc}"
     client, _ = emulator_clients(config.project, config.url(BIGQUERY), grpc_host)
     try:
+        create_temp_dataset(client, config.bigquery_temp_dataset)
         rows = pq.ParquetFile(config.dataset_path).metadata.num_rows
         if table_rows(client, table) == rows:
             say(f"BigQuery table {table} is up to date ({rows:,} rows)")
@@ -254,8 +262,12 @@ def _no_key(warn: Echo, why: str) -> None:
 def stack_env(
     config: StackConfig, common: Mapping[str, str], api_key: str | None
 ) -> dict[str, str]:
-    """What stack.env holds: everything a client (exportctl, tests, a shell) needs."""
+    """What stack.env holds: everything a client (exportctl, tests, a shell) needs, and
+    DWE_ENGINE, the engine the process function runs (from the EXPORT_DATASET_URI in
+    ``common``: a process left running keeps its own)."""
+    source = common.get("EXPORT_DATASET_URI", "")
     return {
+        "DWE_ENGINE": parse_dataset_source(source).engine if source else "duckdb",
         "EXPORT_API_URL": config.url(BY_NAME["submit"]),
         **({API_KEY_VAR: api_key} if api_key else {}),
         "EXPORT_WEBHOOK_URL": f"https://{config.host(RECEIVER)}/webhook",

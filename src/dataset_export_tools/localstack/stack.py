@@ -46,6 +46,7 @@ from dataset_export_tools.localstack.parts import (
 from dataset_export_tools.localstack.provisioning import API_KEY_VAR
 from dataset_export_tools.localstack.state import (
     BIGQUERY_GRPC_PORT_ENV,
+    ENGINE_SETTINGS,
     PART_SETTINGS,
     Echo,
     PartStatus,
@@ -351,12 +352,14 @@ def up(config: StackConfig, *, echo: Echo | None = None) -> StackInfo:
 def _keep_running_part_settings(
     previous: dict[str, str], common: dict[str, str], warn: Echo
 ) -> None:
-    """A process function left running keeps the part settings it was started with (those of
-    the last stack.env): say so when this `up` asks for others, and keep them in ``common`` so
-    stack.env tells what runs."""
+    """A process function left running keeps the part and engine settings it was started with
+    (those of the last stack.env): say so when this `up` asks for others (DWE_ENGINE=bigquery
+    on a stack whose process runs DuckDB), and keep them in ``common`` so stack.env tells what
+    runs."""
+    settings = (*PART_SETTINGS, *ENGINE_SETTINGS)
     changed = [
         f"{name}={previous.get(name, '(unset)')} (asked: {common.get(name, '(unset)')})"
-        for name in PART_SETTINGS
+        for name in settings
         if previous.get(name) != common.get(name)
     ]
     if not changed:
@@ -365,7 +368,7 @@ def _keep_running_part_settings(
         f"the running process function keeps {', '.join(changed)}; "
         "`make down` and `make up` again to change it"
     )
-    for name in PART_SETTINGS:
+    for name in settings:
         common.pop(name, None)
         if name in previous:
             common[name] = previous[name]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dataset_export.config import DEFAULT_FIRESTORE_DATABASE, Settings, firestore_database_problem
 from dataset_export.core.errors import ConfigError
+from dataset_export.core.source import BIGQUERY_SCHEME
 from dataset_export_tools.localstack import procs
 from dataset_export_tools.localstack.envfile import read_env_file, write_env_file
 from dataset_export_tools.localstack.parts import (
@@ -44,6 +45,16 @@ ENGINES = ("duckdb", "bigquery")
 BIGQUERY_GRPC_PORT_ENV = "DWE_BIGQUERY_GRPC_PORT"
 #: The dataset (in the stack's project) that holds the demo table on the BigQuery emulator.
 BIGQUERY_DATASET = "listings"
+#: The temporary dataset (in the stack's project) of the BigQuery engine's per-export tables.
+BIGQUERY_TEMP_DATASET = "dwe_tmp"
+#: The process function's engine settings (functions.function_env): a process function left
+#: running keeps those it was started with, as it keeps its PART_SETTINGS.
+ENGINE_SETTINGS = (
+    "EXPORT_DATASET_URI",
+    "EXPORT_BIGQUERY_TEMP_DATASET",
+    "BIGQUERY_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_GRPC_HOST",
+)
 
 Echo = Callable[[str], None]
 
@@ -300,6 +311,25 @@ class StackConfig:
     def bigquery_table(self) -> str:
         """The demo table on the BigQuery emulator: ``<project>.listings.rental_listings``."""
         return f"{self.project}.{BIGQUERY_DATASET}.{Path(DATASET_FILE).stem}"
+
+    @property
+    def engine(self) -> str:
+        """The engine the stack's process function runs exports on: ``bigquery`` (on the demo
+        table) when the BigQuery emulator is part of the stack, else ``duckdb``."""
+        return "bigquery" if self.enabled(BIGQUERY) else "duckdb"
+
+    @property
+    def bigquery_temp_dataset(self) -> str:
+        """The BigQuery engine's temporary dataset on the emulator: ``<project>.dwe_tmp``."""
+        return f"{self.project}.{BIGQUERY_TEMP_DATASET}"
+
+    @property
+    def dataset_uri(self) -> str:
+        """The process function's EXPORT_DATASET_URI: ``bq://`` the demo table on the BigQuery
+        engine, else the demo Parquet file."""
+        if self.engine == "bigquery":
+            return f"{BIGQUERY_SCHEME}{self.bigquery_table}"
+        return str(self.dataset_path)
 
     @property
     def bigquery_venv(self) -> Path:
