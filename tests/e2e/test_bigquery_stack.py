@@ -15,7 +15,6 @@ import csv
 import gzip
 import io
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,9 @@ from dataset_export.engine import DuckDbEngine
 from dataset_export_tools.bigquery_load import emulator_clients
 from dataset_export_tools.demo import SEED_DATASET
 from dataset_export_tools.localstack.parts import DEFAULT_PART_NAMES
-from dataset_export_tools.localstack.stack import StackInfo, down, up
+from dataset_export_tools.localstack.stack import StackInfo
 from dataset_export_tools.localstack.state import Ports, StackConfig
+from tests.e2e.stacks import running, wait
 from tests.unit.test_sql import parse
 
 pytestmark = pytest.mark.e2e
@@ -57,24 +57,8 @@ def bigquery_stack() -> Iterator[StackInfo]:
         parts=frozenset({*DEFAULT_PART_NAMES, "bigquery"}),
         part_settings={"EXPORT_PART_ROWS": str(PART_ROWS)},
     )
-    info = up(config)
-    try:
+    with running(config) as info:
         yield info
-    finally:
-        down(config)
-
-
-def wait(client: httpx.Client, query_uuid: str, timeout: float = 300) -> dict[str, Any]:
-    """The status once the export finished and its webhook was delivered (or failed)."""
-    deadline = time.monotonic() + timeout
-    doc: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        doc = client.get(f"/dataset/export/{query_uuid}").json()
-        delivered = (doc.get("delivery") or {}).get("state") in ("delivered", "failed")
-        if doc["status"] == "failed" or (doc["status"] == "succeeded" and delivered):
-            return doc
-        time.sleep(0.5)
-    raise AssertionError(f"export {query_uuid} did not finish: {doc}")
 
 
 def records(data: bytes, fmt: str) -> tuple[list[str], list[Any]]:

@@ -11,10 +11,8 @@ import csv
 import gzip
 import io
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -23,8 +21,9 @@ from google.cloud import storage
 
 from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.parts import tmp_prefix
-from dataset_export_tools.localstack.stack import StackInfo, down, up
+from dataset_export_tools.localstack.stack import StackInfo
 from dataset_export_tools.localstack.state import Ports, StackConfig
+from tests.e2e.stacks import running, wait
 
 pytestmark = pytest.mark.e2e
 
@@ -45,24 +44,8 @@ def parts_stack() -> Iterator[StackInfo]:
         dataset_rows=1_000_000,
         part_settings={"EXPORT_PART_ROWS": "200000"},
     )
-    info = up(config)
-    try:
+    with running(config) as info:
         yield info
-    finally:
-        down(config)
-
-
-def wait(client: httpx.Client, query_uuid: str, timeout: float = 300) -> dict[str, Any]:
-    """The status once the export finished and its webhook was delivered (or failed)."""
-    deadline = time.monotonic() + timeout
-    doc: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        doc = client.get(f"/dataset/export/{query_uuid}").json()
-        delivered = (doc.get("delivery") or {}).get("state") in ("delivered", "failed")
-        if doc["status"] == "failed" or (doc["status"] == "succeeded" and delivered):
-            return doc
-        time.sleep(0.5)
-    raise AssertionError(f"export {query_uuid} did not finish: {doc}")
 
 
 def test_a_full_table_export_of_the_demo_dataset_runs_as_parts(
