@@ -34,9 +34,8 @@ from hypothesis import strategies as st
 from dataset_export.core.query import Query
 from dataset_export.engine.sql import bigquery_dialect, duckdb_dialect
 from dataset_export.engine.sql.bigquery_dialect import ArrayParameter, QueryParameter
-from dataset_export_tools.bigquery_load import emulator_clients, load_parquet
-from dataset_export_tools.localstack.stack import StackConfig, down, up
-from tests.conftest import REPO, TEST_PORTS
+from tests.bigquery_emulator import emulator_with_table
+from tests.conftest import TEST_PORTS
 from tests.unit.test_sql import check_result, datasets, parse, value_pools, write_listings
 
 pytestmark = pytest.mark.integration
@@ -65,32 +64,14 @@ class Engines:
 def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
     """The emulator with the test file loaded as TABLE, and DuckDB with it as a view."""
     path, rows = write_listings(tmp_path_factory.mktemp("bq"), ROWS)
-    config = StackConfig(
-        state_dir=REPO / ".local" / "test-bigquery",
-        repo_root=REPO,
-        ports=PORTS,
-        project=PROJECT,
-        parts=frozenset({"bigquery"}),
-        prepare_dataset=False,
-        create_demo_key=False,
-    )
-    info = up(config)
     duck = duckdb.connect(":memory:", config={"threads": 1})
-    client = read = None
     try:
-        client, read = emulator_clients(
-            PROJECT, info.env["BIGQUERY_EMULATOR_HOST"], info.env["BIGQUERY_EMULATOR_GRPC_HOST"]
-        )
-        assert load_parquet(client, path, TABLE) == ROWS
-        client.create_dataset(RESULTS, exists_ok=True)
-        duck.read_parquet(str(path)).create_view("dataset")
-        yield Engines(duck=duck, client=client, read=read, rows=rows)
+        emulator = emulator_with_table("test-bigquery", PORTS, PROJECT, path, TABLE, ROWS, RESULTS)
+        with emulator as (client, read):
+            duck.read_parquet(str(path)).create_view("dataset")
+            yield Engines(duck=duck, client=client, read=read, rows=rows)
     finally:
         duck.close()
-        if client is not None:
-            client.close()
-            read.transport.close()
-        down(config)
 
 
 def _parameter(p: QueryParameter) -> Any:

@@ -30,9 +30,8 @@ from dataset_export.core.errors import DatasetMismatch
 from dataset_export.core.parts import ExportPlan
 from dataset_export.core.query import Query
 from dataset_export.engine import DuckDbEngine
-from dataset_export_tools.bigquery_load import emulator_clients, load_parquet
-from dataset_export_tools.localstack.stack import StackConfig, down, up
-from tests.conftest import REPO, TEST_PORTS
+from tests.bigquery_emulator import emulator_with_table
+from tests.conftest import TEST_PORTS
 from tests.unit.test_sql import parse, write_listings
 
 pytestmark = pytest.mark.integration
@@ -85,34 +84,16 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """The emulator with the test file loaded as TABLE, a temporary dataset, and the engine."""
     path, _ = write_listings(tmp_path_factory.mktemp("bq-engine"), ROWS)
-    config = StackConfig(
-        state_dir=REPO / ".local" / "test-bigquery-engine",
-        repo_root=REPO,
-        ports=PORTS,
-        project=PROJECT,
-        parts=frozenset({"bigquery"}),
-        prepare_dataset=False,
-        create_demo_key=False,
+    emulator = emulator_with_table(
+        "test-bigquery-engine", PORTS, PROJECT, path, TABLE, ROWS, f"{PROJECT}.{TEMP}"
     )
-    info = up(config)
-    client = read = None
-    try:
-        client, read = emulator_clients(
-            PROJECT, info.env["BIGQUERY_EMULATOR_HOST"], info.env["BIGQUERY_EMULATOR_GRPC_HOST"]
-        )
-        assert load_parquet(client, path, TABLE) == ROWS
-        client.create_dataset(f"{PROJECT}.{TEMP}", exists_ok=True)
+    with emulator as (client, read):
         counting = CountingClient(client)
         engine = BigQueryEngine(
             counting, read, temp_dataset=TEMP, location="US", max_bytes_billed=10**12,
             ordered_results="table",
         )  # fmt: skip
         yield Setup(path, client, read, counting, engine)
-    finally:
-        if client is not None:
-            client.close()
-            read.transport.close()
-        down(config)
 
 
 def duckdb_file(setup: Setup, query: Query, fmt: str) -> bytes:
