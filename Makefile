@@ -91,9 +91,11 @@ $(CHECKOV_STAMP):
 bundle: setup
 	$(PY) -m dataset_export_tools.bundle
 
-# Not part of `make test`: 10M rows through the real process code into the GCS emulator.
+# Not part of `make test`: 10M rows through the real process code into the GCS emulator, then
+# the BigQuery path on the BigQuery emulator (emulator figures).
 bench: setup
 	$(PY) bench/process_bench.py --rows 1000000 10000000
+	$(PY) bench/bigquery_bench.py --rows 1000000 5000000
 
 # terraform fmt works offline; init/validate need providers this machine cannot download, so
 # tools/tf_schema/check.py checks every .tf file against the providers' schemas instead.
