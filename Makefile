@@ -95,7 +95,7 @@ bundle: setup
 # the BigQuery path on the BigQuery emulator (emulator figures).
 bench: setup
 	$(PY) bench/process_bench.py --rows 1000000 10000000
-	$(PY) bench/bigquery_bench.py --rows 1000000 5000000
+	$(PY) bench/bigquery_bench.py --rows 1000000
 
 # terraform fmt works offline; init/validate need providers this machine cannot download, so
 # tools/tf_schema/check.py checks every .tf file against the providers' schemas instead.
