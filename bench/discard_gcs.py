@@ -15,10 +15,21 @@ after the last byte):
   and hashing MD5 here would take CPU from the export on the same cores;
 - ``DELETE <session URL>`` cancels the session (GCS answers 499).
 
+For exports planned as parts (``bench/parts_bench.py``) it also keeps each finalized object's
+resource (never its bytes) and answers, from those alone, what ``GcsExportStorage`` asks of the
+JSON API: ``GET .../o/<name>`` (the resource, or 404), ``POST .../o/<name>/compose`` (create-only
+with ``ifGenerationMatch=0``: 412 when the name exists, 404 when a source does not; the
+composite's size is the sources' sum and its crc32c is combined from theirs with
+``core.checksums``, so nothing is read, as Cloud Storage composes without moving data),
+``DELETE .../o/<name>`` (``ifGenerationMatch`` honoured: 412 for another generation) and
+``GET .../o?prefix=`` (one page, in name order). So a part's and the composer's own time is
+measured with the storage server's cost close to nothing.
+
 Bounded: it listens on 127.0.0.1 only, holds at most ``MAX_SESSIONS`` open sessions and
-``MAX_FINALIZED`` finalized names, reads metadata bodies up to 1 MiB and upload bodies up to
-``MAX_OBJECT_BYTES``, in reads of at most 1 MiB, and drops a connection idle for 60 s. Nothing
-is written to disk. Not a test double of Cloud Storage: a bench instrument.
+``MAX_FINALIZED`` finalized objects (the oldest forgotten first), reads metadata bodies up to
+1 MiB and upload bodies up to ``MAX_OBJECT_BYTES``, in reads of at most 1 MiB, and drops a
+connection idle for 60 s. Nothing is written to disk. Not a test double of Cloud Storage: a
+bench instrument.
 
 ``python bench/discard_gcs.py --port 0`` serves until interrupted; ``DiscardGcs`` runs it on a
 thread (``with DiscardGcs() as server: server.url``).
@@ -42,6 +53,8 @@ from typing import Any
 
 import google_crc32c
 
+from dataset_export.core.checksums import combined_crc32c
+
 MAX_SESSIONS = 64
 MAX_FINALIZED = 10_000
 MAX_METADATA_BYTES = 1 << 20
@@ -50,6 +63,10 @@ READ_BYTES = 1 << 20
 IDLE_TIMEOUT = 60.0
 
 _UPLOAD_PATH = re.compile(r"^/upload/storage/v1/b/([^/]+)/o$")
+_OBJECT_PATH = re.compile(r"^/storage/v1/b/([^/]+)/o/([^/]+)$")
+_COMPOSE_PATH = re.compile(r"^/storage/v1/b/([^/]+)/o/([^/]+)/compose$")
+_LIST_PATH = re.compile(r"^/storage/v1/b/([^/]+)/o$")
+MAX_COMPOSE_SOURCES = 32  # Cloud Storage's limit per compose request
 
 
 class _Stats:
@@ -60,6 +77,7 @@ class _Stats:
         self.objects = 0
         self.bytes = 0
         self.receive_seconds = 0.0  # from the first body byte to the answer, summed
+        self.composes = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -72,6 +90,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path, query = self._split()
+        compose = _COMPOSE_PATH.match(path)
+        if compose is not None:
+            self._compose(compose, query)
+            return
         match = _UPLOAD_PATH.match(path)
         if match is None or query.get("uploadType") != "resumable":
             self._drain_small()
@@ -130,35 +152,99 @@ class _Handler(BaseHTTPRequestHandler):
             if server.sessions.pop(query["upload_id"], None) is None:
                 self._json(HTTPStatus.NOT_FOUND, _error(404, "session cancelled"))
                 return
-            server.finalized[session["name"]] = None
-            while len(server.finalized) > MAX_FINALIZED:
-                server.finalized.popitem(last=False)
+            resource = _resource(
+                session,
+                size=size,
+                crc32c=base64.b64encode(checksum.digest()).decode("ascii"),  # type: ignore[no-untyped-call]
+            )
+            server.keep(resource)
             server.stats.objects += 1
             server.stats.bytes += size
             server.stats.receive_seconds += time.perf_counter() - started
-        resource = {
-            "kind": "storage#object",
-            "id": f"{session['bucket']}/{session['name']}",
-            "name": session["name"],
-            "bucket": session["bucket"],
-            "generation": str(time.time_ns()),
-            "metageneration": "1",
-            "contentType": session.get("contentType", "application/octet-stream"),
-            "size": str(size),
-            "crc32c": base64.b64encode(checksum.digest()).decode("ascii"),  # type: ignore[no-untyped-call]
-            **{k: session[k] for k in ("metadata", "contentDisposition") if k in session},
-        }
         self._json(HTTPStatus.OK, resource)
 
     def do_DELETE(self) -> None:
-        _, query = self._split()
+        path, query = self._split()
+        match = _OBJECT_PATH.match(path)
+        if match is None:
+            with self.server.lock:
+                self.server.sessions.pop(query.get("upload_id", ""), None)
+            self._json(499, {})  # what GCS answers a cancelled session
+            return
+        name = urllib.parse.unquote(match.group(2))
         with self.server.lock:
-            self.server.sessions.pop(query.get("upload_id", ""), None)
-        self._json(499, {})  # what GCS answers a cancelled session
+            found = self.server.finalized.get(name)
+            if found is None:
+                self._json(HTTPStatus.NOT_FOUND, _error(404, "no such object"))
+                return
+            wanted = query.get("ifGenerationMatch")
+            if wanted is not None and wanted != found["generation"]:
+                self._json(HTTPStatus.PRECONDITION_FAILED, _error(412, "generation"))
+                return
+            del self.server.finalized[name]
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self) -> None:
-        # Objects are not kept: a metadata read of any object finds none.
-        self._json(HTTPStatus.NOT_FOUND, _error(404, "objects are discarded"))
+        path, query = self._split()
+        listing = _LIST_PATH.match(path)
+        if listing is not None:
+            prefix = query.get("prefix", "")
+            with self.server.lock:
+                items = [r for n, r in self.server.finalized.items() if n.startswith(prefix)]
+            items.sort(key=lambda r: str(r["name"]))
+            self._json(HTTPStatus.OK, {"kind": "storage#objects", "items": items})
+            return
+        match = _OBJECT_PATH.match(path)
+        found = None
+        if match is not None and query.get("alt", "json") == "json":
+            with self.server.lock:
+                found = self.server.finalized.get(urllib.parse.unquote(match.group(2)))
+        if found is None:  # the bytes are never kept, so media reads find nothing either
+            self._json(HTTPStatus.NOT_FOUND, _error(404, "no such object"))
+            return
+        self._json(HTTPStatus.OK, found)
+
+    def _compose(self, match: re.Match[str], query: dict[str, str]) -> None:
+        """A composite from the sources' resources alone: sizes summed, crc32c combined."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_METADATA_BYTES:
+            self.close_connection = True
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _error(413, "compose request"))
+            return
+        try:
+            request = json.loads(self.rfile.read(length) or b"{}")
+            names = [str(source["name"]) for source in request.get("sourceObjects", [])]
+        except (ValueError, KeyError, TypeError):
+            self._json(HTTPStatus.BAD_REQUEST, _error(400, "compose request is not valid"))
+            return
+        if not 1 <= len(names) <= MAX_COMPOSE_SOURCES:
+            self._json(HTTPStatus.BAD_REQUEST, _error(400, f"{len(names)} source objects"))
+            return
+        bucket = urllib.parse.unquote(match.group(1))
+        name = urllib.parse.unquote(match.group(2))
+        destination = request.get("destination") or {}
+        server = self.server
+        with server.lock:
+            if query.get("ifGenerationMatch") == "0" and name in server.finalized:
+                self._json(HTTPStatus.PRECONDITION_FAILED, _error(412, "exists"))
+                return
+            sources = [server.finalized.get(source) for source in names]
+            if any(source is None for source in sources):
+                self._json(HTTPStatus.NOT_FOUND, _error(404, "a source object is missing"))
+                return
+            pieces = [(str(s["crc32c"]), int(s["size"])) for s in sources if s is not None]
+            components = sum(int(s.get("componentCount", 1)) for s in sources if s is not None)
+            resource = _resource(
+                {**destination, "name": name, "bucket": bucket},
+                size=sum(size for _, size in pieces),
+                crc32c=combined_crc32c(pieces),
+            )
+            resource["componentCount"] = components  # and no md5Hash, as on Cloud Storage
+            server.keep(resource)
+            server.stats.composes += 1
+        self._json(HTTPStatus.OK, resource)
 
     def _receive(self, checksum: Any) -> int:
         """Read the PUT body (chunked or sized), CRC32C it and drop it; its size."""
@@ -224,6 +310,22 @@ def _error(code: int, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def _resource(properties: dict[str, Any], *, size: int, crc32c: str) -> dict[str, Any]:
+    """The object resource GCS answers for a finalized object (no md5Hash: never computed)."""
+    return {
+        "kind": "storage#object",
+        "id": f"{properties['bucket']}/{properties['name']}",
+        "name": properties["name"],
+        "bucket": properties["bucket"],
+        "generation": str(time.time_ns()),
+        "metageneration": "1",
+        "contentType": properties.get("contentType", "application/octet-stream"),
+        "size": str(size),
+        "crc32c": crc32c,
+        **{k: properties[k] for k in ("metadata", "contentDisposition") if k in properties},
+    }
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 16
@@ -232,8 +334,16 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         self.lock = threading.Lock()
         self.sessions: dict[str, dict[str, Any]] = {}
-        self.finalized: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Name -> resource of each finalized object (its bytes are never kept), oldest first.
+        self.finalized: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self.stats = _Stats()
+
+    def keep(self, resource: dict[str, Any]) -> None:
+        """Remember a finalized object's resource (the caller holds ``lock``)."""
+        self.finalized[str(resource["name"])] = resource
+        self.finalized.move_to_end(str(resource["name"]))
+        while len(self.finalized) > MAX_FINALIZED:
+            self.finalized.popitem(last=False)
 
 
 class DiscardGcs:

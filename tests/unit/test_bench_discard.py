@@ -1,4 +1,5 @@
-"""The bench's discard endpoint speaks the resumable upload the project's uploader sends."""
+"""The bench's discard endpoint speaks the resumable upload the project's uploader sends, and
+answers stat, compose, list and delete from the objects' resources alone."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from dataset_export.adapters.gcs_storage import GcsExportStorage
+from dataset_export.core.errors import ObjectMissing
 from dataset_export.service.process import ObjectAlreadyExists
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -75,3 +77,58 @@ def test_an_aborted_upload_finalizes_nothing(discard: DiscardGcs) -> None:
     again = exports(discard).open_upload("exports/c.csv.gz", metadata={})
     again.write(b"y")
     assert again.commit().size == 1  # the name was never taken
+
+
+def _crc(data: bytes) -> str:
+    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+
+
+def _put(storage_: GcsExportStorage, name: str, data: bytes) -> None:
+    upload = storage_.open_upload(name, metadata={"queryUUID": "p"})
+    upload.write(data)
+    upload.commit()
+
+
+def test_compose_answers_the_concatenations_size_and_crc32c_without_the_bytes(
+    discard: DiscardGcs,
+) -> None:
+    """A composite of kept resources has the sources' total size and the crc32c of their bytes."""
+    storage_ = exports(discard)
+    pieces = [os.urandom(1000 + 37 * i) for i in range(5)]
+    for i, piece in enumerate(pieces):
+        _put(storage_, f"tmp/p/part-{i:05d}-a1", piece)
+    names = [f"tmp/p/part-{i:05d}-a1" for i in range(5)]
+    first = storage_.compose(names[:3], "tmp/p/c0", metadata={"queryUUID": "p"})
+    info = storage_.compose(["tmp/p/c0", *names[3:]], "exports/p.csv.gz", metadata={})
+    assert first.size == sum(len(p) for p in pieces[:3])
+    assert info.size == sum(len(p) for p in pieces)
+    assert info.crc32c == _crc(b"".join(pieces))
+    assert info.md5 is None
+    assert storage_.stat("exports/p.csv.gz") == info
+    assert discard.stats.composes == 2
+
+
+def test_compose_is_create_only_and_refuses_a_missing_source(discard: DiscardGcs) -> None:
+    """A composite's name already taken answers 412, a source not there 404, as on GCS."""
+    storage_ = exports(discard)
+    _put(storage_, "tmp/q/a", b"aaa")
+    storage_.compose(["tmp/q/a"], "tmp/q/out", metadata={})
+    with pytest.raises(ObjectAlreadyExists):
+        storage_.compose(["tmp/q/a"], "tmp/q/out", metadata={})
+    with pytest.raises(ObjectMissing):
+        storage_.compose(["tmp/q/a", "tmp/q/gone"], "tmp/q/other", metadata={})
+
+
+def test_list_and_conditional_delete_see_the_kept_objects(discard: DiscardGcs) -> None:
+    """Listing a prefix names its objects in order; delete honours the generation it is given."""
+    storage_ = exports(discard)
+    for name in ("tmp/r/b", "tmp/r/a", "tmp/s/a"):
+        _put(storage_, name, name.encode())
+    listed = storage_.list("tmp/r/")
+    assert [i.name for i in listed] == ["tmp/r/a", "tmp/r/b"]
+    assert listed[0].generation is not None
+    assert storage_.delete("tmp/r/a", if_generation=listed[0].generation + 1) is False
+    assert storage_.delete("tmp/r/a", if_generation=listed[0].generation) is True
+    assert storage_.delete("tmp/r/a") is False
+    assert storage_.stat("tmp/r/a") is None
+    assert [i.name for i in storage_.list("tmp/")] == ["tmp/r/b", "tmp/s/a"]
