@@ -91,10 +91,13 @@ $(CHECKOV_STAMP):
 bundle: setup
 	$(PY) -m dataset_export_tools.bundle
 
-# Not part of `make test`: 10M rows through the real process code into the GCS emulator, then
+# Not part of `make test`: 10M rows through the real process code into the GCS emulator; then
+# 10M and 20M rows planned as 1, 2, 4 and 8 parts, each part in a process of its own, the
+# compose alone, and the model for N instances (bench/README.md, "Parts"; about an hour); then
 # the BigQuery path on the BigQuery emulator (emulator figures).
 bench: setup
 	$(PY) bench/process_bench.py --rows 1000000 10000000
+	$(PY) bench/parts_bench.py --rows 10000000 20000000
 	$(PY) bench/bigquery_bench.py --rows 1000000
 
 # terraform fmt works offline; init/validate need providers this machine cannot download, so
