@@ -855,21 +855,19 @@ def test_a_query_that_needs_more_memory_than_allowed_fails_permanently(many_grou
     """Median and CountDistinct over 200k groups under 10 MB: QueryTooLarge, not a retry."""
     settings = EngineSettings(memory_limit="10MB", threads=1)
     by_property = [{"column": "property_id"}]
-    # Under the same limit a scan and a spilling aggregate over the same groups succeed ...
-    for scopes in (
-        [*by_property, {"column": "city"}],
-        [*by_property, {"column": "sqft", "aggregate": "Avg"}],
-    ):
-        assert (
-            export(many_groups, parse({"scopes": scopes}), "csv", settings=settings)[1].rows
-            == 200_000
-        )
     holistic = [
         *by_property,
         {"column": "sqft", "aggregate": "Median"},
         {"column": "city", "aggregate": "CountDistinct"},
     ]
-    # ... the holistic aggregates, which hold every value of a group at once, cannot.
+    # With the engine's own memory limit the query runs: the tiny limit is what it cannot meet
+    # (the holistic aggregates hold every value of a group at once and do not spill). Under
+    # 10 MB a scan and Avg over the same groups succeed too, but not on every machine (a window
+    # of a few MB), so that is not asserted here.
+    roomy = EngineSettings(threads=1)
+    assert export(many_groups, parse({"scopes": holistic}), "csv", settings=roomy)[1].rows == (
+        200_000
+    )
     with pytest.raises(QueryTooLarge) as caught:
         export(many_groups, parse({"scopes": holistic}), "csv", settings=settings)
     assert isinstance(caught.value, PermanentError)
