@@ -243,7 +243,11 @@ def compose_setup(runner: Any, command: dict[str, Any]) -> dict[str, Any]:
     if claim.record is None or claim.record.status.value != "running":
         raise SystemExit(f"could not claim export {query_uuid}: {claim}")
     store.write_plan(
-        query_uuid, runner.worker, [PartRecord(query_uuid, i, i, i + 1, 1) for i in range(n)]
+        query_uuid,
+        runner.worker,
+        [PartRecord(query_uuid, i, i, i + 1, 1) for i in range(n)],
+        planned_rows=n,
+        engine="duckdb",
     )
     store.mark_parts_published(query_uuid, runner.worker, runner.clock())
     block = os.urandom(min(max(size, 1), 8 << 20))
@@ -550,89 +554,170 @@ def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return my - b * mx, b
 
 
+def by_min_and_median(points: Iterable[tuple[float, float]]) -> tuple[list[Any], list[Any]]:
+    """The points grouped by x, reduced to each x's minimum and to its median y."""
+    groups: dict[float, list[float]] = {}
+    for x, y in points:
+        groups.setdefault(x, []).append(y)
+    xs = sorted(groups)
+    return [(x, min(groups[x])) for x in xs], [(x, median(groups[x])) for x in xs]
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """The model's inputs for one format (seconds; rates in rows/s)."""
+
+    rate: float  # one part on one instance (workers=1), rows past the fixed cost
+    fixed: float  # a part's fixed cost (claim, DuckDB's start on the range, records, upload)
+    single_rate: float  # the single export (one part, no plan), rows past its fixed cost
+    single_fixed: float  # its claim, row_groups, completion
+    plan: tuple[float, float]  # t_plan(P) = a + b P
+    compose: tuple[float, float]  # t_compose(P) = a + b P
+
+    def t_part(self, rows: float) -> float:
+        return self.fixed + rows / self.rate
+
+    def t_compose(self, parts: int) -> float:
+        return self.compose[0] + self.compose[1] * parts if parts > 1 else 0.0
+
+    def total(self, rows: float, parts: int, instances: int) -> float:
+        """T(rows, P, N) = t_plan + ceil(P/N) t_part(rows/P) + t_compose(P)."""
+        if parts == 1:
+            return self.single_fixed + rows / self.single_rate
+        waves = math.ceil(parts / instances)
+        return (
+            self.plan[0]
+            + self.plan[1] * parts
+            + waves * self.t_part(rows / parts)
+            + (self.t_compose(parts))
+        )
+
+    def part_limit(self, max_parts: int) -> float:
+        """The most rows one part holds inside the limit (its compose included, for the last)."""
+        return self.rate * (FUNCTION_LIMIT_S - self.fixed - self.t_compose(max_parts))
+
+    def single_limit(self) -> float:
+        return self.single_rate * (FUNCTION_LIMIT_S - self.single_fixed)
+
+
+def pick(values: Sequence[float], which: str) -> float:
+    return min(values) if which == "min" else median(values)
+
+
 def model(runs: list[dict[str, Any]], composes: list[dict[str, Any]],
           part_rows: int, max_parts: int, max_instances: int) -> dict[str, Any]:  # fmt: skip
-    """The model's inputs from the discard runs, and what they predict; printed and returned."""
+    """The model's inputs from the discard runs, and what they predict; printed and returned.
+
+    Rates come from the parts of at least 2M rows run one at a time (workers=1), where the
+    fixed cost is a few percent: rows / seconds of the fastest (the run the other jobs on this
+    shared machine disturbed least) and of the median part of each size, the median over the
+    sizes. The fixed cost is a one-row-group part's seconds less its rows at that rate (the
+    ``--overhead`` runs: the 1M-row file as 8 parts of one row group). Both are given twice,
+    from the fastest and from the median runs.
+    """
     print()
-    print("Model (inputs measured here on 2 cores = one process instance's cpu; the rest is the"
-          " model)")  # fmt: skip
-    tiny = [c for c in composes if c["path"] == "discard" and c["kind"] == "tiny"]
-    compose_fit = fit_line([(c["sources"], c["seconds"]) for c in tiny]) if tiny else (0.0, 0.0)
-    print(f"t_compose(P) = {compose_fit[0]:.3f} + {compose_fit[1] * 1000:.2f} ms x P "
-          "(discard endpoint: the project's own calls; Cloud Storage's compose latency is not "
-          "in it)")  # fmt: skip
-    out: dict[str, Any] = {"compose": compose_fit}
+    print("Model (inputs measured here, 2 cores = one process instance's cpu; T and the limits "
+          "are the model)")  # fmt: skip
+    tiny = [(c["sources"], c["seconds"]) for c in composes
+            if c["path"] == "discard" and c["kind"] == "tiny"]  # fmt: skip
+    compose_min, compose_med = by_min_and_median(tiny)
+    composes_fit = {"min": fit_line(compose_min), "median": fit_line(compose_med)} if tiny else {
+        "min": (0.0, 0.0), "median": (0.0, 0.0)}  # fmt: skip
+    out: dict[str, Any] = {}
     for fmt in sorted({r["fmt"] for r in runs}):
-        serial = [r for r in runs if r["fmt"] == fmt and r["path"] == "discard"
-                  and r["workers"] == 1 and r["parts"] > 1]  # fmt: skip
-        singles = [r for r in runs if r["fmt"] == fmt and r["path"] == "discard"
-                   and r["parts"] == 1]  # fmt: skip
-        if not serial or not singles:
+        own = [r for r in runs if r["fmt"] == fmt and r["path"] == "discard"]
+        serial = [r for r in own if r["workers"] == 1 and r["parts"] > 1]
+        large = [part_figures(p) for r in serial for p in r["part_results"]
+                 if p.get("rows", 0) >= 2_000_000]  # fmt: skip
+        small = [part_figures(p) for r in serial for p in r["part_results"]
+                 if 0 < p.get("rows", 0) <= 200_000]  # fmt: skip
+        singles = [r for r in own if r["parts"] == 1 and r["rows"] >= 2_000_000]
+        if not large or not small or not singles:
+            print(f"{fmt}: not enough runs for the model (parts of >= 2M and of one row group, "
+                  "one at a time, and single exports)")  # fmt: skip
             continue
-        figures = [part_figures(p) for r in serial for p in r["part_results"]]
-        fixed, per_row = fit_line([(f["rows"], f["seconds"] - f["compose"]) for f in figures])
-        measured_fixed = median(f["overhead"] for f in figures)
-        rate = 1 / per_row
-        s_fixed, s_per_row = fit_line([(r["rows"], r["seconds"]) for r in singles])
-        s_rate = 1 / s_per_row
-        plans = [(r["parts"], r["plan"]["seconds"]) for r in runs
-                 if r["fmt"] == fmt and r["path"] == "discard" and r["parts"] > 1]  # fmt: skip
-        plan_fit = fit_line(plans)
-
-        def t_part(rows: float, fixed: float = fixed, rate: float = rate) -> float:
-            return fixed + rows / rate
-
-        def t_compose(p: int) -> float:
-            return compose_fit[0] + compose_fit[1] * p if p > 1 else 0.0
-
-        def t_plan(p: int, plan_fit: tuple[float, float] = plan_fit) -> float:
-            return plan_fit[0] + plan_fit[1] * p
-
-        def total(
-            rows: float, p: int, n: int, s_fixed: float = s_fixed, s_rate: float = s_rate
-        ) -> float:
-            if p == 1:
-                return s_fixed + rows / s_rate
-            return t_plan(p) + math.ceil(p / n) * t_part(rows / p) + t_compose(p)
-
-        limit_single = s_rate * (FUNCTION_LIMIT_S - s_fixed)
-        limit_part = rate * (FUNCTION_LIMIT_S - fixed - t_compose(max_parts))
-        print(f"\n{fmt}: one part on one instance (workers=1, {len(figures)} parts): "
-              f"{rate:,.0f} rows/s, fixed {fixed:.2f} s (fitted), {measured_fixed:.3f} s "
-              "measured outside the engine (claim, records, upload drain and answer)")  # fmt: skip
-        print(
-            f"{fmt}: the single export (P=1): {s_rate:,.0f} rows/s, fixed {s_fixed:.2f} s; "
-            f"t_plan(P) = {plan_fit[0]:.3f} + {plan_fit[1] * 1000:.2f} ms x P"
-        )
-        print(f"{fmt}: inside {FUNCTION_LIMIT_S:.0f} s: one instance (a single part) "
-              f"{limit_single / 1e6:,.0f}M rows; one part {limit_part / 1e6:,.0f}M rows "
-              f"(the composer's compose of {max_parts} parts included), so {max_parts} parts "
-              f"hold {max_parts * limit_part / 1e9:,.1f}G rows")  # fmt: skip
-        share = fixed / t_part(part_rows)
-        print(
-            f"{fmt}: a part of {part_rows / 1e6:g}M rows: {t_part(part_rows):.1f} s, "
-            f"fixed cost {share:.1%} of it"
-        )
+        by_size: dict[int, list[float]] = {}
+        for f in large:
+            by_size.setdefault(int(round(f["rows"], -5)), []).append(f["seconds"] - f["compose"])
+        single_by_size: dict[int, list[float]] = {}
+        for r in singles:
+            single_by_size.setdefault(r["rows"], []).append(r["seconds"])
+        single_fixed = [
+            r["seconds"] - r["plan"]["timers"].get("engine.export", 0.0) for r in singles
+        ]
+        plan_fit = fit_line(by_min_and_median(
+            (r["parts"], r["plan"]["seconds"]) for r in own if r["parts"] > 1)[1])  # fmt: skip
+        cpu_fit = fit_line([(f["rows"], f["cpu"]) for f in large + small])
+        inputs = {}
+        for which in ("min", "median"):
+            rate = median(size / pick(secs, which) for size, secs in by_size.items())
+            fixed = pick([f["seconds"] - f["compose"] - f["rows"] / rate for f in small], which)
+            rate = median(size / (pick(secs, which) - fixed) for size, secs in by_size.items())
+            s_fixed = pick(single_fixed, which)
+            s_rate = median(
+                size / (pick(secs, which) - s_fixed) for size, secs in single_by_size.items()
+            )
+            inputs[which] = Inputs(rate, fixed, s_rate, s_fixed, plan_fit, composes_fit[which])
+        best, typical = inputs["min"], inputs["median"]
+        outside = [f["overhead"] for f in small]
+        engine_start = [f["engine"] - f["rows"] / best.rate for f in small]
+        print(f"\n{fmt}: one part on one instance (workers=1; {len(large)} parts of "
+              f"{', '.join(f'{x / 1e6:g}M' for x in sorted(by_size))} rows): "
+              f"{best.rate:,.0f} rows/s (fastest), {typical.rate:,.0f} (median); "
+              f"{cpu_fit[1] * 1e6:.2f} CPU-s per 1M rows")  # fmt: skip
+        print(f"{fmt}: a part's fixed cost ({len(small)} parts of one row group): "
+              f"{best.fixed:.3f} s (fastest), {typical.fixed:.3f} s (median); of it, outside "
+              f"the engine (claim, records, the upload's session, drain and answer) "
+              f"{median(outside):.3f} s [{min(outside):.3f}-{max(outside):.3f}], DuckDB's start "
+              f"on the range {median(engine_start):.3f} s (median)")  # fmt: skip
+        print(f"{fmt}: the single export (P=1): {best.single_rate:,.0f} rows/s + "
+              f"{best.single_fixed:.2f} s (fastest), {typical.single_rate:,.0f} + "
+              f"{typical.single_fixed:.2f} s (median); t_plan(P) = {plan_fit[0]:.3f} + "
+              f"{plan_fit[1] * 1000:.2f} ms x P; t_compose(P) = {best.compose[0]:.3f} + "
+              f"{best.compose[1] * 1000:.2f} ms x P (discard: the project's own)")  # fmt: skip
+        for name, m in inputs.items():
+            limit = m.part_limit(max_parts)
+            print(f"{fmt} ({name}): inside {FUNCTION_LIMIT_S:.0f} s: one instance (a single "
+                  f"part) {m.single_limit() / 1e6:,.0f}M rows; one part {limit / 1e6:,.0f}M "
+                  f"rows (with the compose of {max_parts} parts), so {max_parts} parts hold "
+                  f"{max_parts * limit / 1e9:,.1f}G rows; a part of {part_rows / 1e6:g}M rows "
+                  f"takes {m.t_part(part_rows):.2f} s, its fixed cost "
+                  f"{m.fixed / m.t_part(part_rows):.1%}; 5% or less from "
+                  f"{19 * m.fixed * m.rate / 1e6:.2f}M rows")  # fmt: skip
         sizes = (10_000_000, 20_000_000, 50_000_000, 100_000_000, 200_000_000, 500_000_000,
                  1_000_000_000)  # fmt: skip
-        print(f"{fmt}: T(rows, P, N) in s, P = clamp(ceil(rows / {part_rows:,}), 1, {max_parts})")
+        print(f"{fmt}: T(rows, P, N) in s from the fastest runs, P = clamp(ceil(rows / "
+              f"{part_rows:,}), 1, {max_parts}); single = one instance, one part")  # fmt: skip
         print(f"{'rows':>14} {'P':>4} {'N=1':>8} {'N=2':>8} {'N=' + str(max_instances):>8} "
               f"{'N=P':>8} {'single':>8}")  # fmt: skip
-        rows_out = []
+        table = []
         for rows in sizes:
             p = min(max(1, -(-rows // part_rows)), max_parts)
-            figures_row = [total(rows, p, n) for n in (1, 2, max_instances, p)]
-            single = total(rows, 1, 1)
-            rows_out.append((rows, p, figures_row, single))
-            flag = " (over 540 s per part)" if t_part(rows / p) > FUNCTION_LIMIT_S else ""
-            print(f"{rows:>14,} {p:>4} " + " ".join(f"{x:>8.1f}" for x in figures_row)
+            row = [best.total(rows, p, n) for n in (1, 2, max_instances, p)]
+            single = best.total(rows, 1, 1)
+            table.append((rows, p, row, single))
+            flag = " (a part over 540 s)" if best.t_part(rows / p) > FUNCTION_LIMIT_S else ""
+            flag += " (single over 540 s)" if single > FUNCTION_LIMIT_S else ""
+            print(f"{rows:>14,} {p:>4} " + " ".join(f"{x:>8.1f}" for x in row)
                   + f" {single:>8.1f}{flag}")  # fmt: skip
-        out[fmt] = {
-            "rate": rate, "fixed": fixed, "measured_fixed": measured_fixed,
-            "single_rate": s_rate, "single_fixed": s_fixed, "plan": plan_fit,
-            "limit_single": limit_single, "limit_part": limit_part, "table": rows_out,
-        }  # fmt: skip
+        out[fmt] = {"inputs": {k: dataclasses.asdict(v) for k, v in inputs.items()},
+                    "cpu": cpu_fit, "table": table}  # fmt: skip
     return out
+
+
+def report_files(paths: Sequence[Path], part_rows: int, max_parts: int, max_instances: int) -> None:
+    """Print the tables and the model again from ``--json`` files (their runs together)."""
+    data: dict[str, list[dict[str, Any]]] = {"exports": [], "composes": []}
+    for path in paths:
+        loaded = json.loads(path.read_text())
+        for key in data:
+            data[key] += loaded[key]
+    if data["exports"]:
+        report_exports(data["exports"])
+    if data["composes"]:
+        report_composes(data["composes"])
+    if data["exports"]:
+        model(data["exports"], data["composes"], part_rows, max_parts, max_instances)
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -653,6 +738,8 @@ def main() -> None:
     parser.add_argument("--compose-bytes", type=int, default=508_000_000,
                         help="a real export split into n (default: 10M-row CSV)")  # fmt: skip
     parser.add_argument("--no-exports", action="store_true", help="only the compose runs")
+    parser.add_argument("--no-overhead", action="store_true",
+                        help="skip the 1M-row file as 8 one-group parts (fixed cost)")  # fmt: skip
     parser.add_argument("--part-rows", type=int, help="the model's EXPORT_PART_ROWS")
     parser.add_argument("--max-parts", type=int, help="the model's EXPORT_MAX_PARTS")
     parser.add_argument("--max-instances", type=int, default=10)
@@ -660,12 +747,22 @@ def main() -> None:
     parser.add_argument("--port-base", type=int, default=26081)
     parser.add_argument("--discard-port", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write every run here")
+    parser.add_argument(
+        "--report", type=Path, nargs="+", help="print from --json files, run nothing"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
     parser.add_argument("--warm-parquet", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    from dataset_export.core import parts as core_parts
+
+    part_rows = args.part_rows or core_parts.DEFAULT_PART_ROWS
+    max_parts = args.max_parts or core_parts.DEFAULT_MAX_PARTS
+    if args.report:
+        report_files(args.report, part_rows, max_parts, args.max_instances)
         return
 
     import duckdb
@@ -674,11 +771,8 @@ def main() -> None:
 
     from dataset_export.adapters.firestore_store import FirestoreStore
     from dataset_export.adapters.gcs_storage import GcsExportStorage
-    from dataset_export.core import parts as core_parts
     from dataset_export_tools.localstack.stack import Ports, StackConfig, down, up
 
-    part_rows = args.part_rows or core_parts.DEFAULT_PART_ROWS
-    max_parts = args.max_parts or core_parts.DEFAULT_MAX_PARTS
     config = StackConfig(
         state_dir=REPO / ".local" / "parts-bench-stack", repo_root=REPO,
         ports=Ports.starting_at(args.port_base), project="dwe-bench",
@@ -720,6 +814,13 @@ def main() -> None:
                 bench.export(path, bench.warm, 1_000_000, "csv", 2, 2)
             widths = sorted({args.workers, *([] if args.no_serial else [1])}, reverse=True)
             for repeat in range(args.repeat):
+                for fmt in [] if args.no_overhead else args.formats:
+                    # The smallest parts, one row group each, one at a time: the fixed cost.
+                    run = bench.export("discard", bench.warm, 1_000_000, fmt, 8, 1)
+                    exports_runs.append(run)
+                    print(f"  [{repeat + 1}/{args.repeat}] overhead: discard 1,000,000 {fmt} "
+                          f"P=8 W=1: {run['seconds']:.2f} s (load {run['load']:.1f})",
+                          flush=True)  # fmt: skip
                 for rows in [] if args.no_exports else args.rows:
                     parquet = ensure_dataset(rows, args.cache)
                     for fmt in args.formats:
