@@ -49,6 +49,7 @@ from dataset_export.events import PART_KIND, READY_KIND, decode_message
 from dataset_export.service.process import ExportRunner, object_name
 from dataset_export.wiring import build_export_runner
 from dataset_export_tools.dataset.generate import generate_dataset
+from tests.integration.midupload import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -383,39 +384,15 @@ def test_a_filtered_jsonl_export_splits_where_its_rows_are_and_reads_whole(
 
 
 PART_WORKER = r"""
-import dataclasses, json, os, signal, sys, time
+import json, sys
 from dataset_export.config import Settings
-from dataset_export.engine.duckdb_engine import DuckDbEngine
 from dataset_export.wiring import build_export_runner
+from tests.integration.midupload import dying_export
 
 spec = json.loads(sys.argv[1])
-limit = spec["kill_after_bytes"]
-
-
-class KilledMidUpload(DuckDbEngine):
-    def export(self, path, query, fmt, out, **options):
-        class Dying:
-            written = 0
-            def write(self, data):
-                out.write(data)
-                self.written += len(data)
-                if self.written > limit:
-                    # Die only once those bytes went down the connection.
-                    deadline = time.monotonic() + 10
-                    while out.sent_bytes < limit and time.monotonic() < deadline:
-                        time.sleep(0.01)
-                    sys.stderr.write(f"killed after sending {out.sent_bytes} bytes\n")
-                    sys.stderr.flush()
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return len(data)
-        return super().export(path, query, fmt, Dying(), **options)
-
-
-runner = dataclasses.replace(
-    build_export_runner(Settings.from_env()),
-    dataset_path=lambda: spec["dataset"],
-    engine=KilledMidUpload(),
-)
+runner = build_export_runner(Settings.from_env())
+runner.dataset_path = lambda: spec["dataset"]
+runner.engine.export = dying_export(runner.engine.export, spec["kill_after_bytes"])
 runner.parts.handle(spec["queryUUID"], spec["part"])
 """
 
@@ -444,6 +421,7 @@ def test_a_part_killed_by_sigkill_mid_upload_shows_nothing_and_is_taken_over(
             ),
         ],
         env={**os.environ, **stack_env, "EXPORT_ENV": "local"},
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,

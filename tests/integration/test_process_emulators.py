@@ -40,6 +40,7 @@ from dataset_export.wiring import build_export_runner
 from dataset_export_tools.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
 from dataset_export_tools.demo import SEED_DATASET
 from dataset_export_tools.localstack.stack import StackInfo
+from tests.integration.midupload import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -327,35 +328,16 @@ def test_permanent_failure_is_recorded_and_not_retried(
 
 
 WORKER = r"""
-import datetime as dt, json, os, signal, sys, time
-from dataset_export import logs
+import datetime as dt, json, sys
 from dataset_export.config import Settings
 from dataset_export.wiring import build_export_runner
+from tests.integration.midupload import dying_export
 
 spec = json.loads(sys.argv[1])
 runner = build_export_runner(Settings.from_env())
 runner.dataset_path = lambda: spec["dataset"]
 if spec.get("kill_after_bytes"):
-    engine, limit = runner.engine, spec["kill_after_bytes"]
-    export = engine.export
-    def killing_export(path, query, fmt, out, **options):
-        class Dying:
-            written = 0
-            def write(self, data):
-                out.write(data)
-                self.written += len(data)
-                if self.written > limit:
-                    # Die only once those bytes went down the connection, so the kill really
-                    # lands mid-upload.
-                    deadline = time.monotonic() + 10
-                    while out.sent_bytes < limit and time.monotonic() < deadline:
-                        time.sleep(0.01)
-                    sys.stderr.write(f"killed after sending {out.sent_bytes} bytes\n")
-                    sys.stderr.flush()
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return len(data)
-        return export(path, query, fmt, Dying(), **options)
-    engine.export = killing_export
+    runner.engine.export = dying_export(runner.engine.export, spec["kill_after_bytes"])
 if spec.get("clock_offset_s"):
     offset = dt.timedelta(seconds=spec["clock_offset_s"])
     runner.clock = lambda: dt.datetime.now(dt.UTC) + offset
@@ -475,6 +457,7 @@ def run_worker(
             json.dumps({"queryUUID": query_uuid, "dataset": str(dataset_file), **spec}),
         ],
         env=worker_env,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
@@ -529,6 +512,7 @@ def test_worker_killed_mid_upload_leaves_no_object_and_redelivery_completes(
     bucket = storage.Client(project=stack_env["GOOGLE_CLOUD_PROJECT"]).bucket(
         stack_env["EXPORT_BUCKET"]
     )
+    assert list(bucket.list_blobs(prefix=f"tmp/{query_uuid}/")) == []
     data = bucket.blob(f"exports/{query_uuid}.csv.gz").download_as_bytes(raw_download=True)
     assert len(data) == done["sizeBytes"]
     rows = csv_rows(data)

@@ -87,6 +87,16 @@ def test_a_queued_export_runs_once_and_announces_once() -> None:
     assert record.ready_published_on == NOW
 
 
+def test_a_single_part_export_is_written_under_tmp_and_named_by_a_create_only_compose() -> None:
+    """The attempt writes its own temporary object, which gets the export's name by a compose
+    and is deleted: nothing is left under ``tmp/`` and no MD5 is claimed for the composite."""
+    runner, store, storage, _, _ = make_runner(queued())
+    runner.handle(QUERY_UUID)
+    assert storage.composed == [([f"tmp/{QUERY_UUID}/single-a1"], OBJECT)]
+    assert storage.list("tmp/") == []
+    assert store.exports[QUERY_UUID].md5 is None
+
+
 def test_a_repeated_delivery_after_success_does_nothing() -> None:
     """A duplicate message neither runs the engine nor publishes a second ready message."""
     runner, _, _, ready, engine = make_runner(queued())
@@ -169,6 +179,65 @@ def test_an_object_left_by_an_earlier_run_is_kept_and_recorded() -> None:
     assert record.size_bytes == len(storage.objects[OBJECT])
     assert record.crc32c == storage.info(OBJECT).crc32c
     assert ready.published == [QUERY_UUID]
+
+
+def test_an_object_of_other_content_under_the_exports_name_fails_the_export() -> None:
+    """An earlier attempt's file from other data is neither replaced nor adopted: the export
+    fails for good, saying which object and what to do, and its temporary object is deleted."""
+    runner, store, storage, ready, _ = make_runner(queued())
+    storage.objects[OBJECT] = b"city\r\nsomewhere-else\r\n"
+    runner.handle(QUERY_UUID)
+    record = store.exports[QUERY_UUID]
+    assert record.status is ExportStatus.FAILED
+    assert record.error is not None
+    assert OBJECT in record.error["message"]
+    assert "submit the export again" in record.error["message"]
+    assert storage.objects[OBJECT] == b"city\r\nsomewhere-else\r\n"
+    assert storage.list("tmp/") == []
+    assert ready.published == []
+
+
+class CorruptingOnce(InMemoryExportStorage):
+    """Storage whose first upload arrives damaged, and which cannot delete it (as the upload's
+    integrity check finds, under an identity without delete rights on the object)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.damaged: list[str] = []
+
+    def open_upload(self, name: str, *, metadata: dict[str, str]) -> Any:
+        upload = super().open_upload(name, metadata=metadata)
+        if self.damaged:
+            return upload
+        commit = upload.commit
+
+        def damaged_commit() -> Any:
+            info = commit()
+            self.objects[name] = self.objects[name][:-1] + b"?"
+            self.damaged.append(name)
+            raise TransientError(f"the uploaded object does not match what was sent ({info.size})")
+
+        upload.commit = damaged_commit  # type: ignore[method-assign]
+        return upload
+
+
+def test_a_damaged_upload_never_becomes_the_export() -> None:
+    """An attempt whose upload arrived damaged fails; the next writes an object of its own, so
+    the export's file holds the right bytes and the damaged one is cleaned up with the rest."""
+    store, storage, ready = InMemoryStore(), CorruptingOnce(), FakeQueue()
+    store.create_export(queued())
+    runner = ExportRunner(
+        store=store, storage=storage, ready=ready, engine=FakeEngine(),
+        dataset_path=lambda: "/data/listings.parquet", catalog=RENTAL_LISTINGS,
+        clock=lambda: NOW, worker="w1",
+    )  # fmt: skip
+    with pytest.raises(TransientError, match="does not match"):
+        runner.handle(QUERY_UUID)
+    runner.handle(QUERY_UUID)
+    assert storage.damaged == [f"tmp/{QUERY_UUID}/single-a1"]
+    assert store.exports[QUERY_UUID].status is ExportStatus.SUCCEEDED
+    assert storage.objects[OBJECT] == b"city\r\ncity-0\r\ncity-1\r\ncity-2\r\n"
+    assert storage.list("tmp/") == []
 
 
 def test_a_transient_engine_failure_aborts_the_upload_and_leaves_the_export_running() -> None:

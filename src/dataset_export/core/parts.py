@@ -67,6 +67,12 @@ def part_object_name(query_uuid: str, index: int, attempt: int) -> str:
     return f"{tmp_prefix(query_uuid)}part-{index:05d}-a{attempt}"
 
 
+def single_object_name(query_uuid: str, attempt: int) -> str:
+    """The temporary object attempt ``attempt`` of an export run as one part writes
+    (``tmp/<queryUUID>/single-a1``); checked, it gets the export's name as a composite does."""
+    return f"{tmp_prefix(query_uuid)}single-a{attempt}"
+
+
 def composed_object_name(query_uuid: str) -> str:
     """The temporary composite of every part, checked before it gets the export's name."""
     return f"{tmp_prefix(query_uuid)}composed"

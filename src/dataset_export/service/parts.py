@@ -281,8 +281,8 @@ class PartRunner:
         final_info = r.storage.stat(final)
         if final_info is None:
             final_info = self._compose_checked(query_uuid, sources, final, known, rows)
-        elif not _matches(final_info, expected):
-            raise PermanentError("the export's object already exists with other content")
+        elif not matches(final_info, expected):
+            raise other_content(final)
         # else an earlier composer named the file and died before recording it: keep it.
         compose_ms = int((time.monotonic() - started) * 1000)
         r.clean_up(query_uuid)
@@ -330,9 +330,9 @@ class PartRunner:
         expected_crc, expected_size = _expected(known, sources)
         composed = composed_object_name(query_uuid)
         info = r.storage.stat(composed)
-        if info is None or not _matches(info, (expected_crc, expected_size)):
+        if info is None or not matches(info, (expected_crc, expected_size)):
             info = self._compose_rounds(query_uuid, sources, composed, known, rows)
-        if not _matches(info, (expected_crc, expected_size)):
+        if not matches(info, (expected_crc, expected_size)):
             r.storage.delete(composed, if_generation=info.generation)
             raise TransientError(
                 f"the composed export does not match its parts ({info.size} bytes, crc32c "
@@ -340,15 +340,7 @@ class PartRunner:
                 "composing again"
             )
         r.store.record_progress(query_uuid, r.worker, rows, r.clock() + r.lease)
-        try:
-            return r.storage.compose([composed], final, metadata={"queryUUID": query_uuid})
-        except ObjectAlreadyExists:
-            found = r.storage.stat(final)
-            if found is None or not _matches(found, (expected_crc, expected_size)):
-                raise PermanentError(
-                    "the export's object already exists with other content"
-                ) from None
-            return found
+        return r.name_export(query_uuid, composed, final, (expected_crc, expected_size))
 
     def _compose_rounds(
         self,
@@ -385,7 +377,7 @@ class PartRunner:
             return storage.compose(step.sources, step.destination, metadata=metadata)
         except ObjectAlreadyExists:
             found = storage.stat(step.destination)
-            if found is not None and _matches(found, _expected(known, step.sources)):
+            if found is not None and matches(found, _expected(known, step.sources)):
                 return found
             if found is not None:
                 storage.delete(step.destination, if_generation=found.generation)
@@ -457,6 +449,15 @@ def _expected(
     return combined_crc32c([(crc, length) for crc, length in pieces if crc is not None]), size
 
 
-def _matches(info: ObjectInfo, expected: tuple[str | None, int]) -> bool:
+def matches(info: ObjectInfo, expected: tuple[str | None, int]) -> bool:
+    """Whether ``info`` has the ``expected`` (crc32c, size); a crc32c of None: the size only."""
     crc, size = expected
     return info.size == size and (crc is None or info.crc32c == crc)
+
+
+def other_content(final: str) -> PermanentError:
+    """The export's object exists but is not the one this run made."""
+    return PermanentError(
+        f"the export's object {final} already exists with other content (an earlier attempt "
+        "wrote it from other data): submit the export again"
+    )

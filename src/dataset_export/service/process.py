@@ -10,9 +10,10 @@ has nothing left to do.
 Pub/Sub delivers at least once, so every step tolerates repeats: the claim (a lease, decided
 here by ``core.lifecycle.decide_claim`` and written with a precondition on the version read, so
 that of two workers deciding at once one wins and the other reads and decides again) lets one
-worker run at a time; the object name comes from the queryUUID and the
-upload refuses to replace an existing object; a finished export is never run again; and the
-ready message is published until the record says it was.
+worker run at a time; each attempt writes an object of its own under ``tmp/``, which, checked,
+gets the export's name (from the queryUUID) by a create-only compose, so the export's object is
+never replaced and a damaged upload never becomes it (``name_export``); a finished export is
+never run again; and the ready message is published until the record says it was.
 
 Failures: a ``PermanentError`` (the query refused by the engine, a dataset that does not fit)
 fails the export at once with its reason, and the message is acknowledged. Anything else fails
@@ -49,11 +50,17 @@ from ..core.lifecycle import (
     decide_claim,
     last_error_suffix,
 )
-from ..core.parts import DEFAULT_MAX_PARTS, DEFAULT_PART_ROWS, check_rows, tmp_prefix
+from ..core.parts import (
+    DEFAULT_MAX_PARTS,
+    DEFAULT_PART_ROWS,
+    check_rows,
+    single_object_name,
+    tmp_prefix,
+)
 from ..core.query import Query
 from ..core.records import ExportRecord, ExportStatus, iso_z, part_record
 from ..events import PART_KIND, READY_KIND, PubSubMessage
-from .parts import PartRunner
+from .parts import PartRunner, matches, other_content
 from .ports import (
     ExportEngine,
     ExportResult,
@@ -240,7 +247,8 @@ class ExportRunner:
             plan.single_part_reason or "one part",
             extra={"queryUUID": query_uuid, "engine": plan.engine},
         )
-        name = object_name(query_uuid, record.format)
+        final = object_name(query_uuid, record.format)
+        name = single_object_name(query_uuid, record.run_attempts or 1)
         started = self.clock()
         upload = self.storage.open_upload(name, metadata={"queryUUID": query_uuid})
 
@@ -259,19 +267,20 @@ class ExportRunner:
                 on_progress=progress,
             )
             check_rows(plan.rows, rows)
-            info = upload.commit()
-        except ObjectAlreadyExists:
-            # An earlier run finished the upload but not the record: keep that object.
-            info = self.storage.stat(name) or _missing(name)
+            written = upload.commit()
+        except ObjectAlreadyExists as exc:  # this attempt's name was taken: a worker's twin
+            raise TransientError(f"the export's temporary object {name} is already there") from exc
         except BaseException:
             upload.abort()
             raise
+        info = self.name_export(query_uuid, name, final, (written.crc32c, written.size))
+        self.clean_up(query_uuid)
         result = ExportResult(
-            object_name=name,
+            object_name=final,
             rows=rows,
             size_bytes=info.size,
             crc32c=info.crc32c,
-            md5=info.md5,
+            md5=None,  # named by a compose: a composite has none
             started_on=started,
             completed_on=self.clock(),
             engine=plan.engine,
@@ -366,6 +375,20 @@ class ExportRunner:
         self.clean_up(query_uuid)
         self.finish_engine(query_uuid)
 
+    def name_export(
+        self, query_uuid: str, source: str, final: str, expected: tuple[str | None, int]
+    ) -> ObjectInfo:
+        """Give the checked temporary object ``source`` (crc32c and size ``expected``) the
+        export's name ``final`` by a create-only compose: the export's object appears once,
+        complete, or not at all. An earlier attempt's object of the same bytes is kept."""
+        try:
+            return self.storage.compose([source], final, metadata={"queryUUID": query_uuid})
+        except ObjectAlreadyExists:
+            found = self.storage.stat(final)
+            if found is None or not matches(found, expected):
+                raise other_content(final) from None
+            return found
+
     def clean_up(self, query_uuid: str) -> None:
         """Delete the export's temporary objects (parts, header, intermediate composites).
 
@@ -398,7 +421,3 @@ class ExportRunner:
             "dead_lettered",
             f"{what} could not be processed{tried}{last}; it was moved to the dead-letter topic",
         )
-
-
-def _missing(name: str) -> ObjectInfo:
-    raise TransientError(f"object {name} reported as existing but cannot be read")
