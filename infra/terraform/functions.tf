@@ -72,16 +72,16 @@ locals {
       # publishes one message per part to the parts topic, pushed back to process.
       publishes = ["ready", "parts"]
       bucket_roles = [
-        # Writes each export once (create-only uploads and composes); objectCreator cannot
-        # overwrite or delete. Reads its size and checksums after the upload, and the object an
-        # earlier run finished when a retried request finds it already there. Downloads the
-        # dataset.
+        # Names each export once (a create-only compose of its checked temporary object);
+        # objectCreator cannot overwrite or delete. Reads the object an earlier run named when
+        # a retried request finds it already there. Downloads the dataset.
         { bucket = "exports", role = "roles/storage.objectCreator", object_prefix = null },
         { bucket = "exports", role = "roles/storage.objectViewer", object_prefix = null },
         { bucket = "datasets", role = "roles/storage.objectViewer", object_prefix = null },
-        # Deletes the temporary objects of an export planned as parts (tmp/<queryUUID>/: the
-        # parts, the CSV header, intermediate composites) once they are composed, or once the
-        # export failed. The condition keeps it to tmp/: finished exports stay undeletable.
+        # Writes, reads and deletes an export's temporary objects (tmp/<queryUUID>/: a single
+        # part's upload, the parts, the CSV header, intermediate composites) once the export is
+        # named or failed, and a damaged upload at once. The condition keeps it to tmp/:
+        # finished exports stay undeletable.
         { bucket = "exports", role = "roles/storage.objectUser", object_prefix = "tmp/" },
       ]
       pushes = {
