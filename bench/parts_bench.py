@@ -149,6 +149,7 @@ class TimedStorage(Timed):
 
 def worker(args: argparse.Namespace) -> None:
     """Warm up, say READY, run the one command read from stdin, print its RESULT line."""
+    from dataset_export.adapters.datasets import FixedDataset
     from dataset_export.config import Settings
     from dataset_export.core.catalog import RENTAL_LISTINGS
     from dataset_export.core.errors import TransientError
@@ -157,7 +158,7 @@ def worker(args: argparse.Namespace) -> None:
 
     settings = Settings.from_env()
     runner = build_export_runner(settings)
-    runner.dataset_path = lambda: args.parquet
+    runner.datasets = FixedDataset(args.parquet)
     # A warm instance: DuckDB's database open, the Firestore channel and the storage
     # connection made by an earlier message.
     query = parse_dataset(dataset_for("full"), RENTAL_LISTINGS, max_rows=10**12)

@@ -52,6 +52,7 @@ def process_worker(args: argparse.Namespace) -> None:
     # A warm instance: DuckDB and pyarrow are imported once per instance (about 0.4 s here),
     # not per export, so load them before the clock starts.
     import dataset_export.engine.duckdb_engine  # noqa: F401
+    from dataset_export.adapters.datasets import FixedDataset
     from dataset_export.adapters.firestore_store import FirestoreStore
     from dataset_export.config import Settings
     from dataset_export.core.dataset import SubmittedDataset
@@ -60,7 +61,7 @@ def process_worker(args: argparse.Namespace) -> None:
 
     settings = Settings.from_env()
     runner = build_export_runner(settings)
-    runner.dataset_path = lambda: args.parquet
+    runner.datasets = FixedDataset(args.parquet)
     store = FirestoreStore.for_project(settings.project)
     query_uuid = str(uuid.uuid4())
     store.create_export(

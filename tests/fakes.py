@@ -20,6 +20,7 @@ from dataset_export.core.compose import GCS_COMPOSE_LIMIT
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord
 from dataset_export.core.errors import (
     AlreadyExists,
+    DatasetChanged,
     HostNotFound,
     LeaseLost,
     ObjectAlreadyExists,
@@ -39,6 +40,7 @@ from dataset_export.core.records import ExportRecord, ExportStatus, PartRecord
 from dataset_export.service.ports import (
     Account,
     ApiKeyRecord,
+    DatasetFile,
     ExportResult,
     IdempotencyRecord,
     ObjectInfo,
@@ -318,8 +320,10 @@ class InMemoryStore:
         *,
         planned_rows: int | None,
         engine: str,
+        dataset_version: str | None = None,
     ) -> None:
-        """Store the parts, their number, the rows and engine; ``LeaseLost`` if not ours."""
+        """Store the parts, their number, the rows, engine and dataset version; ``LeaseLost``
+        if not ours."""
         record = self._owned(query_uuid, worker)
         planned = {part.index for part in parts}
         for key in [k for k in self.parts if k[0] == query_uuid and k[1] not in planned]:
@@ -331,6 +335,7 @@ class InMemoryStore:
             parts_total=len(parts),
             planned_rows=planned_rows,
             engine=engine,
+            dataset_version=dataset_version,
             rows_written=0,
         )
 
@@ -665,3 +670,21 @@ class FailingThenWorking(FakeEngine):
         """Fail while failures are left, then export."""
         self.fail_with = self.error if self.calls < self.failures else None
         return super().export(*args, **kwargs)
+
+
+class VersionedDatasets:
+    """``Datasets`` with versions, as a dataset in Cloud Storage has: ``open()`` is ``current``,
+    a version in ``gone`` raises ``DatasetChanged``; ``opened`` lists the versions asked for."""
+
+    def __init__(self, current: str) -> None:
+        self.current = current
+        self.gone: set[str] = set()
+        self.opened: list[str | None] = []
+
+    def open(self, version: str | None = None) -> DatasetFile:
+        """The dataset at ``version`` (None: the current one)."""
+        self.opened.append(version)
+        wanted = self.current if version is None else version
+        if wanted in self.gone:
+            raise DatasetChanged(f"dataset version {wanted} is gone")
+        return DatasetFile(f"/data/listings-{wanted}.parquet", wanted)

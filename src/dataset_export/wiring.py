@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import ssl
-from collections.abc import Callable
 
 import httpx
 from google.cloud import storage
 
+from .adapters.datasets import FixedDataset
 from .adapters.dns import resolve
 from .adapters.firestore_store import FirestoreStore
-from .adapters.gcs_storage import GcsExportStorage, UrlSigner, fetch_dataset
+from .adapters.gcs_storage import GcsDataset, GcsExportStorage, UrlSigner
 from .adapters.pubsub_publisher import PubSubPublisher
 from .adapters.webhook_sender import WebhookSender
 from .config import Settings
@@ -93,17 +92,14 @@ def build_export_runner(settings: Settings) -> ExportRunner:
     """The process use case on Firestore, Cloud Storage, Pub/Sub and the dataset's engine."""
     settings.require("dataset_uri")
     client = storage.Client(project=settings.project)
-    if settings.engine == "bigquery":
-        source = settings.dataset_uri
-        dataset_path: Callable[[], str] = lambda: source  # noqa: E731 - the table is the source
-    else:
-        dataset_path = functools.cache(lambda: fetch_dataset(client, settings.dataset_uri))
+    uri = str(settings.dataset_uri)
+    datasets = GcsDataset(client, uri) if uri.startswith("gs://") else FixedDataset(uri)
     return ExportRunner(
         store=_store(settings),
         storage=GcsExportStorage(client, settings.exports_bucket),
         ready=PubSubPublisher(settings.project, settings.ready_topic, READY_KIND),
         engine=_engine(settings),
-        dataset_path=dataset_path,
+        datasets=datasets,
         catalog=RENTAL_LISTINGS,
         parts_queue=PubSubPublisher(settings.project, settings.parts_topic, PART_KIND),
         part_rows=settings.part_rows,

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from dataset_export.adapters.datasets import FixedDataset
 from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.delivery import AttemptOutcome, DeliveryRecord, DeliveryState
@@ -141,7 +142,7 @@ def run_claim(store: Store, query_uuid: str, worker: str, now: dt.datetime) -> C
         storage=InMemoryExportStorage(),
         ready=FakeQueue(),
         engine=_NoEngine(),
-        dataset_path=lambda: "unused.parquet",
+        datasets=FixedDataset("unused.parquet"),
         catalog=RENTAL_LISTINGS,
         clock=lambda: now,
         lease=LEASE,
@@ -594,6 +595,7 @@ def planned(store: Store, parts: int = 3, worker: str = "w1") -> str:
         [PartRecord(record.query_uuid, i, 100 * i, 100 * (i + 1), 90) for i in range(parts)],
         planned_rows=90 * parts,
         engine="duckdb",
+        dataset_version="1764547200123456",
     )
     return record.query_uuid
 
@@ -617,7 +619,9 @@ def test_a_plan_stores_its_parts_queued_in_order_and_their_number(store: Store) 
     ]
     assert all(p.status is ExportStatus.QUEUED and p.expected_rows == 90 for p in parts)
     after = stored(store, query_uuid)
-    assert (after.parts_total, after.planned_rows, after.engine) == (12, 1080, "duckdb")
+    assert (after.parts_total, after.planned_rows, after.engine, after.dataset_version) == (
+        12, 1080, "duckdb", "1764547200123456"
+    )  # fmt: skip
     assert store.read_part(query_uuid, 12) is None
 
 
@@ -635,7 +639,9 @@ def test_a_shorter_plan_replaces_every_part_of_a_longer_one(store: Store) -> Non
         (0, None, "s0"), (1, None, "s1")
     ]  # fmt: skip
     after = stored(store, query_uuid)
-    assert (after.parts_total, after.planned_rows, after.engine) == (2, None, "bigquery")
+    assert (after.parts_total, after.planned_rows, after.engine, after.dataset_version) == (
+        2, None, "bigquery", None
+    )  # fmt: skip
 
 
 def test_only_the_lease_holder_plans_and_publishing_frees_the_lease(store: Store) -> None:

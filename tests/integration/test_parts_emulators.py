@@ -37,6 +37,7 @@ import pandas as pd
 import pytest
 from google.cloud import pubsub_v1, storage
 
+from dataset_export.adapters.datasets import FixedDataset
 from dataset_export.adapters.firestore_store import FirestoreStore
 from dataset_export.adapters.pubsub_publisher import PubSubPublisher
 from dataset_export.config import Settings
@@ -122,7 +123,7 @@ def runner_for(
     project = env["GOOGLE_CLOUD_PROJECT"]
     return dataclasses.replace(
         base,
-        dataset_path=lambda: str(dataset),
+        datasets=FixedDataset(str(dataset)),
         parts_queue=PubSubPublisher(project, topics["parts"].name, PART_KIND),
         ready=PubSubPublisher(project, topics["ready"].name, READY_KIND),
         **({"part_rows": GROUP_ROWS * 4, "max_parts": 100} | options),
@@ -385,13 +386,14 @@ def test_a_filtered_jsonl_export_splits_where_its_rows_are_and_reads_whole(
 
 PART_WORKER = r"""
 import json, sys
+from dataset_export.adapters.datasets import FixedDataset
 from dataset_export.config import Settings
 from dataset_export.wiring import build_export_runner
 from tests.integration.midupload import dying_export
 
 spec = json.loads(sys.argv[1])
 runner = build_export_runner(Settings.from_env())
-runner.dataset_path = lambda: spec["dataset"]
+runner.datasets = FixedDataset(spec["dataset"])
 runner.engine.export = dying_export(runner.engine.export, spec["kill_after_bytes"])
 runner.parts.handle(spec["queryUUID"], spec["part"])
 """

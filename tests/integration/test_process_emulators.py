@@ -329,13 +329,14 @@ def test_permanent_failure_is_recorded_and_not_retried(
 
 WORKER = r"""
 import datetime as dt, json, sys
+from dataset_export.adapters.datasets import FixedDataset
 from dataset_export.config import Settings
 from dataset_export.wiring import build_export_runner
 from tests.integration.midupload import dying_export
 
 spec = json.loads(sys.argv[1])
 runner = build_export_runner(Settings.from_env())
-runner.dataset_path = lambda: spec["dataset"]
+runner.datasets = FixedDataset(spec["dataset"])
 if spec.get("kill_after_bytes"):
     runner.engine.export = dying_export(runner.engine.export, spec["kill_after_bytes"])
 if spec.get("clock_offset_s"):

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dataset_export.adapters.datasets import FixedDataset
 from dataset_export.core.catalog import RENTAL_LISTINGS, ColumnType
 from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.errors import (
@@ -469,7 +470,7 @@ def test_the_runner_fails_an_export_the_engine_refuses_on_its_first_delivery(
         storage=storage,
         ready=ready,
         engine=DuckDbEngine(),
-        dataset_path=lambda: str(listings),
+        datasets=FixedDataset(str(listings)),
         catalog=RENTAL_LISTINGS,
         clock=lambda: now,
     )

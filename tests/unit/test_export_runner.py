@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dataset_export.adapters.datasets import FixedDataset
 from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.errors import (
@@ -63,7 +64,7 @@ def make_runner(
         storage=storage,
         ready=ready,
         engine=engine,
-        dataset_path=lambda: "/data/listings.parquet",
+        datasets=FixedDataset("/data/listings.parquet"),
         catalog=RENTAL_LISTINGS,
         clock=lambda: NOW,
         worker=worker,
@@ -228,7 +229,7 @@ def test_a_damaged_upload_never_becomes_the_export() -> None:
     store.create_export(queued())
     runner = ExportRunner(
         store=store, storage=storage, ready=ready, engine=FakeEngine(),
-        dataset_path=lambda: "/data/listings.parquet", catalog=RENTAL_LISTINGS,
+        datasets=FixedDataset("/data/listings.parquet"), catalog=RENTAL_LISTINGS,
         clock=lambda: NOW, worker="w1",
     )  # fmt: skip
     with pytest.raises(TransientError, match="does not match"):

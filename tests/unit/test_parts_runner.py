@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dataset_export.adapters.datasets import FixedDataset
 from dataset_export.core.catalog import RENTAL_LISTINGS
 from dataset_export.core.dataset import SubmittedDataset
 from dataset_export.core.errors import LeaseLost, QueryRejected, TransientError
@@ -23,6 +24,7 @@ from tests.fakes import (
     FakeQueue,
     InMemoryExportStorage,
     InMemoryStore,
+    VersionedDatasets,
     gcs_crc32c,
 )
 
@@ -60,12 +62,13 @@ class Rig:
 
     def runner(self, worker: str = "w1", **options: Any) -> ExportRunner:
         settings: dict[str, Any] = {"part_rows": 2, "max_parts": 100} | options
+        datasets = settings.pop("datasets", FixedDataset("/data/listings.parquet"))
         return ExportRunner(
             store=self.store,
             storage=self.storage,
             ready=self.ready,
             engine=self.engine,
-            dataset_path=lambda: "/data/listings.parquet",
+            datasets=datasets,
             catalog=RENTAL_LISTINGS,
             parts_queue=self.parts,
             clock=lambda: self.clock[0],
@@ -510,3 +513,32 @@ def test_the_engine_drops_its_temporary_state_once_the_export_ends_either_way() 
     failed.run_parts()
     assert failed.record.status is ExportStatus.FAILED
     assert QUERY_UUID in failed.engine.finished
+
+
+def test_every_part_reads_the_dataset_version_the_plan_counted() -> None:
+    """The plan records the dataset's version, and each part opens that version even when the
+    dataset was replaced after the plan, so one file never mixes two versions."""
+    r = rig()
+    datasets = VersionedDatasets(current="1")
+    r.runner(datasets=datasets).handle(QUERY_UUID)
+    assert r.record.dataset_version == "1"
+    datasets.current = "2"
+    r.run_parts(r.runner("w-parts", datasets=datasets))
+    assert r.record.status is ExportStatus.SUCCEEDED
+    assert datasets.opened == [None] + ["1"] * r.record.parts_total
+
+
+def test_a_part_whose_dataset_version_is_gone_fails_the_export_as_changed() -> None:
+    """A dataset replaced (its planned version deleted) while the parts run fails the export at
+    once with ``dataset_changed``, naming the part, and leaves no temporary object."""
+    r = rig()
+    datasets = VersionedDatasets(current="1")
+    r.runner(datasets=datasets).handle(QUERY_UUID)
+    datasets.current, datasets.gone = "2", {"1"}
+    r.run_parts(r.runner("w-parts", datasets=datasets))
+    assert r.record.status is ExportStatus.FAILED
+    assert r.record.error is not None
+    assert r.record.error["code"] == "dataset_changed"
+    assert r.record.error["message"].startswith("part 1 of 5: ")
+    assert r.temporaries() == []
+    assert r.ready.published == []

@@ -61,6 +61,7 @@ _EXPORT_FIELDS = {
     "parts_total": "partsTotal",
     "parts_published_on": "partsPublishedOn",
     "planned_rows": "plannedRows",
+    "dataset_version": "datasetVersion",
     "engine": "engine",
 }
 # Part record attribute -> field of its document in the export's ``parts`` subcollection.
@@ -459,9 +460,10 @@ class FirestoreStore:
         *,
         planned_rows: int | None,
         engine: str,
+        dataset_version: str | None = None,
     ) -> None:
-        """Store the parts (queued), their number, the rows planned and the engine on the
-        export; ``LeaseLost`` if not ours."""
+        """Store the parts (queued), their number, the rows planned, the engine and the
+        dataset's version on the export; ``LeaseLost`` if not ours."""
         with google_errors("storing the plan"):
             snap = self._export_ref(query_uuid).get()
             doc = snap.to_dict() or {}
@@ -490,6 +492,7 @@ class FirestoreStore:
                 "partsTotal": len(parts),
                 "plannedRows": planned_rows,
                 "engine": engine,
+                "datasetVersion": dataset_version,
                 "rowsWritten": 0,
             }
             self._owned_update(query_uuid, worker, update)

@@ -1,6 +1,6 @@
 """Cloud Storage: the exports bucket (one streamed resumable upload that never leaves a partial
 object; create-only compose, conditional delete and listing for exports written as parts),
-short-lived V4 signed download URLs, and fetching the Parquet dataset.
+short-lived V4 signed download URLs, and the Parquet dataset's generations as local files.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from google.api_core.retry import Retry
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ..core.errors import (
+    DatasetChanged,
     ObjectAlreadyExists,
     ObjectMissing,
     TransientError,
     UploadAborted,
     public_detail,
 )
-from ..service.ports import ObjectInfo
+from ..service.ports import DatasetFile, ObjectInfo
 from .errors import google_errors
 
 log = logging.getLogger(__name__)
@@ -419,25 +420,61 @@ class UrlSigner:
         return url
 
 
-def fetch_dataset(client: Any, uri: str, cache_dir: str | None = None) -> str:
-    """A local path for the Parquet dataset at ``uri`` (a path, or ``gs://bucket/name``).
+class GcsDataset:
+    """``Datasets`` for the Parquet dataset at ``gs://bucket/name``, as local files.
 
     DuckDB's httpfs extension cannot be installed offline, and a local file lets DuckDB prune
-    row groups with random reads, so a ``gs://`` dataset is downloaded once per instance (per
-    generation) and reused.
+    row groups with random reads, so each generation is downloaded once per instance and reused.
+    ``open()`` asks for the current generation on every export (one metadata read), so a
+    replaced dataset is what the next export reads; ``open(version)`` is the generation a plan
+    counted, for its parts: that file when this instance has it, else that generation
+    downloaded, and ``DatasetChanged`` once it is gone (replaced, without object versioning).
+    Older generations' files are deleted when a newer one arrives: the instance's disk is its
+    memory.
     """
-    if not uri.startswith("gs://"):
-        return uri
-    bucket_name, _, name = uri[5:].partition("/")
-    with google_errors("reading the dataset"):
-        blob = client.bucket(bucket_name).get_blob(name)
-        if blob is None:
-            raise FileNotFoundError(f"dataset {uri} does not exist")
-        folder = Path(cache_dir or tempfile.gettempdir()) / "dataset-export-cache"
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{bucket_name}-{name.replace('/', '_')}-{blob.generation}"
-        if not target.exists():
-            partial = target.with_suffix(f".part{os.getpid()}")
-            blob.download_to_filename(str(partial))
-            partial.replace(target)
-    return str(target)
+
+    def __init__(self, client: Any, uri: str, cache_dir: str | None = None) -> None:
+        if not uri.startswith("gs://"):
+            raise ValueError(f"not a gs:// URI: {uri!r}")
+        self._uri = uri
+        self._bucket_name, _, self._name = uri[5:].partition("/")
+        self._bucket = client.bucket(self._bucket_name)
+        self._folder = Path(cache_dir or tempfile.gettempdir()) / "dataset-export-cache"
+        self._stem = f"{self._bucket_name}-{self._name.replace('/', '_')}-"
+        self._lock = threading.Lock()
+
+    def open(self, version: str | None = None) -> DatasetFile:
+        """The dataset's current generation, or generation ``version``, as a local file."""
+        if version is not None and self._path(version).exists():
+            return DatasetFile(str(self._path(version)), version)
+        with google_errors("reading the dataset"):
+            generation = int(version) if version is not None else None
+            blob = self._bucket.get_blob(self._name, generation=generation)
+            if blob is not None and version is not None and str(blob.generation) != version:
+                blob = None  # a server that ignored the generation asked for
+            if blob is None and version is not None:
+                raise DatasetChanged(
+                    f"the dataset {self._uri} was replaced while the export ran (generation "
+                    f"{version}, which the plan counted, is gone); submit the export again"
+                )
+            if blob is None:
+                raise FileNotFoundError(f"dataset {self._uri} does not exist")
+            found = str(blob.generation)
+            target = self._path(found)
+            with self._lock:
+                if not target.exists():
+                    self._folder.mkdir(parents=True, exist_ok=True)
+                    partial = target.with_suffix(f".part{os.getpid()}")
+                    blob.download_to_filename(str(partial))
+                    partial.replace(target)
+                    self._drop_older(int(found))
+        return DatasetFile(str(target), found)
+
+    def _path(self, version: str) -> Path:
+        return self._folder / f"{self._stem}{version}"
+
+    def _drop_older(self, generation: int) -> None:
+        for old in self._folder.glob(f"{self._stem}*"):
+            suffix = old.name[len(self._stem) :]
+            if suffix.isdigit() and int(suffix) < generation:
+                old.unlink(missing_ok=True)

@@ -74,6 +74,9 @@ class ExportRecord:
     parts_published_on: dt.datetime | None = None
     #: The rows the plan expects in the whole result, when the engine knows them.
     planned_rows: int | None = None
+    #: The version of the dataset the plan counted (a Cloud Storage generation): every part
+    #: reads that one, or fails with ``dataset_changed`` when it is gone. None: unversioned.
+    dataset_version: str | None = None
     #: The query engine that runs (or ran) the export: "duckdb" or "bigquery".
     engine: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

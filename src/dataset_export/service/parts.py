@@ -171,6 +171,7 @@ class PartRunner:
     def _run(self, record: ExportRecord, part: PartRecord) -> tuple[int, ObjectInfo]:
         r = self._runner
         query = r.query_of(record)
+        source = r.datasets.open(record.dataset_version).source
         name = part_object_name(record.query_uuid, part.index, part.attempts)
         upload = r.storage.open_upload(
             name, metadata={"queryUUID": record.query_uuid, "part": str(part.index)}
@@ -184,7 +185,7 @@ class PartRunner:
 
         try:
             rows = r.engine.export(
-                r.dataset_path(),
+                source,
                 query,
                 record.format,
                 upload,

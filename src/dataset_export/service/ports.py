@@ -214,9 +214,11 @@ class LifecycleStore(ExportReader, PartReader, Protocol):
         *,
         planned_rows: int | None,
         engine: str,
+        dataset_version: str | None = None,
     ) -> None:
-        """Store the parts (queued), their number, the rows planned and the engine on the
-        export; ``LeaseLost`` if not ours."""
+        """Store the parts (queued), their number, the rows planned, the engine and the
+        dataset's version (``DatasetFile.version``) on the export; ``LeaseLost`` if not
+        ours."""
 
     def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
         """Every part message is out: the parts run the export now, so free its lease;
@@ -326,6 +328,23 @@ class ExportStorage(Protocol):
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         """Every object whose name starts with ``prefix``."""
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """What an engine reads: a local copy of the Parquet dataset (or a BigQuery table's
+    ``bq://`` URI), and the version it holds (a Cloud Storage generation; None: unversioned)."""
+
+    source: str
+    version: str | None = None
+
+
+class Datasets(Protocol):
+    """The dataset exports read (``adapters.datasets``)."""
+
+    def open(self, version: str | None = None) -> DatasetFile:
+        """The dataset as it is now, or, given the ``version`` a plan counted, that version;
+        ``DatasetChanged`` when that version is gone."""
 
 
 class UrlSigner(Protocol):

@@ -62,6 +62,7 @@ from ..core.records import ExportRecord, ExportStatus, iso_z, part_record
 from ..events import PART_KIND, READY_KIND, PubSubMessage
 from .parts import PartRunner, matches, other_content
 from .ports import (
+    Datasets,
     ExportEngine,
     ExportResult,
     ExportStorage,
@@ -101,7 +102,7 @@ class ExportRunner:
     storage: ExportStorage
     ready: Publisher
     engine: ExportEngine
-    dataset_path: Callable[[], str]
+    datasets: Datasets
     catalog: Catalog
     #: The parts topic; None: every export runs as one part.
     parts_queue: PartsQueue | None = None
@@ -217,8 +218,9 @@ class ExportRunner:
         if record.parts_total:  # planned by an earlier attempt that did not publish every part
             self._hand_to_parts(record, record.parts_total)
             return False
+        dataset = self.datasets.open()
         plan = self.engine.plan(
-            self.dataset_path(),
+            dataset.source,
             query,
             query_uuid=query_uuid,
             target_rows=self.part_rows,
@@ -231,6 +233,7 @@ class ExportRunner:
                 [part_record(query_uuid, spec) for spec in plan.parts],
                 planned_rows=plan.rows,
                 engine=plan.engine,
+                dataset_version=dataset.version,
             )
             log.info(
                 "export planned as %d parts (%s rows) on %s",
@@ -259,7 +262,7 @@ class ExportRunner:
 
         try:
             rows = self.engine.export(
-                self.dataset_path(),
+                dataset.source,
                 query,
                 record.format,
                 upload,
