@@ -412,6 +412,35 @@ def test_a_dead_lettered_part_fails_the_export_naming_the_part() -> None:
     assert r.temporaries() == []
 
 
+def test_a_dead_lettered_message_of_a_done_part_composes_instead_of_failing() -> None:
+    """A done part whose message ran out of attempts while another worker held the compose
+    does not fail the export: it asks to come back while the compose is leased, and composes
+    once the composer is gone."""
+    r = rig(4)
+    r.runner().handle(QUERY_UUID)
+    runner = r.runner()
+    for index in range(1, r.record.parts_total or 0):
+        runner.handle_message(part_message(QUERY_UUID, index), dead_letter=False)
+    read = r.store.read_for_claim(QUERY_UUID)
+    assert read is not None
+    lease = NOW + dt.timedelta(minutes=5)
+    r.store.claim_compose(QUERY_UUID, "w-composer", lease, if_version=read.version)
+    with pytest.raises(TransientError, match="being composed"):  # the last part is done
+        runner.handle_message(part_message(QUERY_UUID, 0), dead_letter=False)
+    message = dataclasses.replace(
+        part_message(QUERY_UUID, 1),
+        attributes={"kind": PART_KIND, "CloudPubSubDeadLetterSourceDeliveryCount": "10"},
+    )
+    with pytest.raises(TransientError, match="being composed"):
+        runner.handle_message(message, dead_letter=True)
+    assert r.record.status is ExportStatus.RUNNING
+    r.clock[0] = NOW + dt.timedelta(minutes=10)  # the composer died; its lease ran out
+    runner.handle_message(message, dead_letter=True)
+    assert r.record.status is ExportStatus.SUCCEEDED
+    assert r.temporaries() == []
+    assert r.ready.published == [QUERY_UUID]
+
+
 def test_the_status_shows_parts_done_and_rows_across_parts_while_they_run() -> None:
     """Live progress: parts done of the total, rows written summed over the parts."""
     r = rig(6)

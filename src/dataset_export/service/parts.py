@@ -220,6 +220,11 @@ class PartRunner:
 
     # --- compose ---------------------------------------------------------------------------------
 
+    def is_done(self, query_uuid: str, index: int) -> bool:
+        """Whether part ``index`` of the export finished (its object recorded)."""
+        read = self._runner.store.read_part(query_uuid, index)
+        return read is not None and read.part.status is ExportStatus.SUCCEEDED
+
     def compose_if_last(self, query_uuid: str) -> None:
         """Compose the export if every part is done; ``TransientError`` while another worker
         composes it (so this message, too, is delivered again until the export is finished)."""

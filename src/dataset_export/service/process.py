@@ -120,7 +120,8 @@ class ExportRunner:
 
     def handle_message(self, message: PubSubMessage, *, dead_letter: bool) -> None:
         """One pushed message: a request is run, a part message runs its part; a dead-lettered
-        request or part ends the export failed (``give_up``); a dead-lettered ready message is
+        request or part ends the export failed (``give_up``), unless the part is done (then it
+        composes, as its last delivery would have); a dead-lettered ready message is
         only logged, because delivery has its own retry schedule and attempt log (notify) and
         the file stays downloadable.
 
@@ -139,6 +140,11 @@ class ExportRunner:
                 "ready message dead-lettered; the export stays downloadable",
                 extra={"queryUUID": message.query_uuid},
             )
+        elif message.part is not None and self.parts.is_done(message.query_uuid, message.part):
+            # The part's work is done: its message ran out of attempts while another worker
+            # held the compose (each delivery asked to come back). Failing the export would
+            # throw a finished file away; compose it, or come back while the composer runs.
+            self.parts.compose_if_last(message.query_uuid)
         else:
             self.give_up(message.query_uuid, message.dead_letter_attempts, part=message.part)
 
