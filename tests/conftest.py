@@ -5,6 +5,7 @@ integration and end-to-end tests, started once on its own ports and stopped by P
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,16 @@ class SessionLogs:
 
 
 _session_logs: list[SessionLogs] = []
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, ``kill``) ends the session as Ctrl-C does, so the fixtures' teardown
+    still stops every emulator and function the session started, by PID."""
+    signal.signal(signal.SIGTERM, _interrupted)
 
 
 @pytest.fixture(scope="session")
