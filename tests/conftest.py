@@ -10,10 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from dataset_export_tools.localstack.stack import Ports, StackConfig, StackInfo, down, up
 
 REPO = Path(__file__).resolve().parents[1]
+# Property tests check results, not speed: on a shared 2-core machine (CI, or beside a bench)
+# one example can take longer than hypothesis's 200 ms default deadline.
+settings.register_profile("dwe", deadline=None)
+settings.load_profile("dwe")
 # Ports apart from `make up`'s defaults, so tests can run while a developer's stack is up.
 TEST_PORTS = Ports.starting_at(int(os.environ.get("DWE_TEST_PORT_BASE", "28081")))
 
