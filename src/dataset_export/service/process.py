@@ -29,6 +29,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..core.catalog import Catalog
@@ -79,6 +80,9 @@ MAX_RUN_ATTEMPTS = 5
 _CLAIM_RETRIES = 5
 # Rows are not re-capped here: the limit was checked at submit time under that day's setting.
 _NO_CAP = 2**62
+# Deletes of an export's temporary objects sent at once: one by one, the 1,059 objects of a
+# 1,024-part export took 4.1-4.7 s against a local endpoint (bench/README.md, "Parts").
+_DELETE_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
@@ -405,14 +409,20 @@ class ExportRunner:
         bucket's lifecycle rule on ``tmp/`` is the backstop.
         """
         leftovers = self.storage.list(tmp_prefix(query_uuid))
-        for info in leftovers:
-            self.storage.delete(info.name, if_generation=info.generation)
+        if len(leftovers) > 1:
+            with ThreadPoolExecutor(min(_DELETE_CONCURRENCY, len(leftovers))) as pool:
+                list(pool.map(self._delete, leftovers))  # list(): the first error is raised
+        elif leftovers:
+            self._delete(leftovers[0])
         if leftovers:
             log.info(
                 "deleted %d temporary objects",
                 len(leftovers),
                 extra={"queryUUID": query_uuid},
             )
+
+    def _delete(self, info: ObjectInfo) -> None:
+        self.storage.delete(info.name, if_generation=info.generation)
 
     def announce(self, query_uuid: str) -> None:
         """Tell notify the export is ready, and remember that it was told."""
