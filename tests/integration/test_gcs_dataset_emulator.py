@@ -66,8 +66,9 @@ def test_a_planned_generation_is_read_while_it_exists_and_is_dataset_changed_onc
     assert Path(fetched.source).read_bytes() == b"planned version"
     dataset_blob.upload_from_string(b"replacement")
     late = GcsDataset(dataset_blob.client, uri_of(dataset_blob), cache_dir=str(tmp_path / "c"))
-    with pytest.raises(DatasetChanged, match=f"generation {planned.version}"):
+    with pytest.raises(DatasetChanged, match=f"generation {planned.version}") as changed:
         late.open(planned.version)
+    assert dataset_blob.bucket.name not in str(changed.value)
     assert Path(other.open(planned.version).source).read_bytes() == b"planned version"
 
 

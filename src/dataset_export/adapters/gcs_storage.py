@@ -453,9 +453,10 @@ class GcsDataset:
             if blob is not None and version is not None and str(blob.generation) != version:
                 blob = None  # a server that ignored the generation asked for
             if blob is None and version is not None:
+                # The customer reads this: the dataset's bucket and path stay out of it.
                 raise DatasetChanged(
-                    f"the dataset {self._uri} was replaced while the export ran (generation "
-                    f"{version}, which the plan counted, is gone); submit the export again"
+                    "the dataset was replaced while the export ran (the version the plan "
+                    f"counted, generation {version}, is gone); submit the export again"
                 )
             if blob is None:
                 raise FileNotFoundError(f"dataset {self._uri} does not exist")
