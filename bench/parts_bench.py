@@ -72,6 +72,7 @@ sys.path.insert(0, str(HERE))
 
 from discard_gcs import DiscardGcs  # noqa: E402
 from engine_bench import cpu_seconds, dataset_for, ensure_dataset, peak_rss  # noqa: E402
+from process_bench import bench_stack  # noqa: E402
 
 PATHS = ("discard", "emulator")
 FUNCTION_LIMIT_S = 540.0  # an event-driven Cloud Function's timeout (process_function default)
@@ -772,92 +773,79 @@ def main() -> None:
 
     from dataset_export.adapters.firestore_store import FirestoreStore
     from dataset_export.adapters.gcs_storage import GcsExportStorage
-    from dataset_export_tools.localstack.stack import Ports, StackConfig, down, up
 
-    config = StackConfig(
-        state_dir=REPO / ".local" / "parts-bench-stack", repo_root=REPO,
-        ports=Ports.starting_at(args.port_base), project="dwe-bench",
-        parts=frozenset({"pubsub", "firestore", "gcs"}),
-        prepare_dataset=False, create_demo_key=False,
-    )  # fmt: skip
-    info = up(config)
-    env = {
-        **os.environ, **info.env, "EXPORT_ENV": "local", "EXPORT_BUCKET": config.exports_bucket,
-        "EXPORT_DATASET_URI": "unused: the bench names the file", "PYTHONUNBUFFERED": "1",
-    }  # fmt: skip
-    os.environ.update({k: v for k, v in info.env.items() if k.endswith("_EMULATOR_HOST")})
     exports_runs: list[dict[str, Any]] = []
     compose_runs: list[dict[str, Any]] = []
-    try:
-        with DiscardGcs(args.discard_port) as discard:
-            envs = {"emulator": env, "discard": {**env, "STORAGE_EMULATOR_HOST": discard.url}}
+    with (
+        bench_stack("parts-bench-stack", args.port_base) as (config, env),
+        DiscardGcs(args.discard_port) as discard,
+    ):
+        envs = {"emulator": env, "discard": {**env, "STORAGE_EMULATOR_HOST": discard.url}}
 
-            def exports_storage(url: str) -> GcsExportStorage:
-                client = storage.Client(
-                    project=config.project,
-                    credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                    client_options={"api_endpoint": url},
-                )
-                return GcsExportStorage(client, config.exports_bucket)
+        def exports_storage(url: str) -> GcsExportStorage:
+            client = storage.Client(
+                project=config.project,
+                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                client_options={"api_endpoint": url},
+            )
+            return GcsExportStorage(client, config.exports_bucket)
 
-            bench = Bench(
-                args=args, envs=envs,
-                storages={"emulator": exports_storage(env["STORAGE_EMULATOR_HOST"]),
-                          "discard": exports_storage(discard.url)},
-                store=FirestoreStore.for_project(config.project),
-                warm=ensure_dataset(1_000_000, args.cache),
-            )  # fmt: skip
-            print(f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
-                  f"{platform.python_version()}, duckdb {duckdb.__version__}; "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-            # One unmeasured export per path first: the emulators' JVMs answer slowly at first.
-            for path in set(args.paths) | set(args.compose_paths):
-                bench.export(path, bench.warm, 1_000_000, "csv", 2, 2)
-            widths = sorted({args.workers, *([] if args.no_serial else [1])}, reverse=True)
-            for repeat in range(args.repeat):
-                for fmt in [] if args.no_overhead else args.formats:
-                    # The smallest parts, one row group each, one at a time: the fixed cost.
-                    run = bench.export("discard", bench.warm, 1_000_000, fmt, 8, 1)
-                    exports_runs.append(run)
-                    print(f"  [{repeat + 1}/{args.repeat}] overhead: discard 1,000,000 {fmt} "
-                          f"P=8 W=1: {run['seconds']:.2f} s (load {run['load']:.1f})",
-                          flush=True)  # fmt: skip
-                for rows in [] if args.no_exports else args.rows:
-                    parquet = ensure_dataset(rows, args.cache)
-                    for fmt in args.formats:
-                        for parts in args.parts:
-                            for workers in widths if parts > 1 else widths[:1]:
-                                for path in args.paths:
-                                    run = bench.export(path, parquet, rows, fmt, parts, workers)
-                                    exports_runs.append(run)
-                                    print(f"  [{repeat + 1}/{args.repeat}] {path} {rows:,} "
-                                          f"{fmt} P={parts} W={workers}: {run['seconds']:.2f} s "
-                                          f"(load {run['load']:.1f})", flush=True)  # fmt: skip
-                for sources in args.compose_sources:
-                    for size in (1, args.compose_bytes // sources):
-                        for path in args.compose_paths:
-                            run = bench.compose(path, sources, size)
-                            compose_runs.append(run)
-                            print(f"  [{repeat + 1}/{args.repeat}] compose {path} n={sources} "
-                                  f"{run['bytes'] / 1e6:.1f} MB: {run['seconds']:.3f} s",
-                                  flush=True)  # fmt: skip
-            if args.json:
-                args.json.write_text(json.dumps({"exports": exports_runs,
-                                                 "composes": compose_runs}, indent=1))  # fmt: skip
-            if exports_runs:
-                report_exports(exports_runs)
-            if compose_runs:
-                report_composes(compose_runs)
-            if exports_runs:
-                model(exports_runs, compose_runs, part_rows, max_parts, args.max_instances)
-            print()
-            print("discard = parts uploaded to a local endpoint that keeps only the objects' "
-                  "resources (the project's own time); emulator = fake-gcs-server (its finalize "
-                  "and byte-copying compose are the emulator's cost). Every part in a warm "
-                  "process of its own; CPU s = user + system of that process; "
-                  "RSS = VmHWM.")  # fmt: skip
-    finally:
-        down(config)
+        bench = Bench(
+            args=args, envs=envs,
+            storages={"emulator": exports_storage(env["STORAGE_EMULATOR_HOST"]),
+                      "discard": exports_storage(discard.url)},
+            store=FirestoreStore.for_project(config.project),
+            warm=ensure_dataset(1_000_000, args.cache),
+        )  # fmt: skip
+        print(f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
+              f"{platform.python_version()}, duckdb {duckdb.__version__}; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+        # One unmeasured export per path first: the emulators' JVMs answer slowly at first.
+        for path in set(args.paths) | set(args.compose_paths):
+            bench.export(path, bench.warm, 1_000_000, "csv", 2, 2)
+        widths = sorted({args.workers, *([] if args.no_serial else [1])}, reverse=True)
+        for repeat in range(args.repeat):
+            for fmt in [] if args.no_overhead else args.formats:
+                # The smallest parts, one row group each, one at a time: the fixed cost.
+                run = bench.export("discard", bench.warm, 1_000_000, fmt, 8, 1)
+                exports_runs.append(run)
+                print(f"  [{repeat + 1}/{args.repeat}] overhead: discard 1,000,000 {fmt} "
+                      f"P=8 W=1: {run['seconds']:.2f} s (load {run['load']:.1f})",
+                      flush=True)  # fmt: skip
+            for rows in [] if args.no_exports else args.rows:
+                parquet = ensure_dataset(rows, args.cache)
+                for fmt in args.formats:
+                    for parts in args.parts:
+                        for workers in widths if parts > 1 else widths[:1]:
+                            for path in args.paths:
+                                run = bench.export(path, parquet, rows, fmt, parts, workers)
+                                exports_runs.append(run)
+                                print(f"  [{repeat + 1}/{args.repeat}] {path} {rows:,} "
+                                      f"{fmt} P={parts} W={workers}: {run['seconds']:.2f} s "
+                                      f"(load {run['load']:.1f})", flush=True)  # fmt: skip
+            for sources in args.compose_sources:
+                for size in (1, args.compose_bytes // sources):
+                    for path in args.compose_paths:
+                        run = bench.compose(path, sources, size)
+                        compose_runs.append(run)
+                        print(f"  [{repeat + 1}/{args.repeat}] compose {path} n={sources} "
+                              f"{run['bytes'] / 1e6:.1f} MB: {run['seconds']:.3f} s",
+                              flush=True)  # fmt: skip
+        if args.json:
+            args.json.write_text(json.dumps({"exports": exports_runs,
+                                             "composes": compose_runs}, indent=1))  # fmt: skip
+        if exports_runs:
+            report_exports(exports_runs)
+        if compose_runs:
+            report_composes(compose_runs)
+        if exports_runs:
+            model(exports_runs, compose_runs, part_rows, max_parts, args.max_instances)
+        print()
+        print("discard = parts uploaded to a local endpoint that keeps only the objects' "
+              "resources (the project's own time); emulator = fake-gcs-server (its finalize "
+              "and byte-copying compose are the emulator's cost). Every part in a warm "
+              "process of its own; CPU s = user + system of that process; "
+              "RSS = VmHWM.")  # fmt: skip
 
 
 if __name__ == "__main__":

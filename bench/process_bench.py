@@ -24,6 +24,7 @@ the seconds. Not a test. ``python bench/process_bench.py --rows 1000000 10000000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,31 @@ from engine_bench import cpu_seconds, dataset_for, ensure_dataset, peak_rss  # n
 
 BENCH_CASES = [("full", "csv"), ("full", "jsonl"), ("selective", "csv"), ("aggregate", "csv")]
 PATHS = ("emulator", "discard", "copy")
+
+
+@contextlib.contextmanager
+def bench_stack(state: str, port_base: int) -> Iterator[tuple[Any, dict[str, str]]]:
+    """Pub/Sub, Firestore and fake-gcs-server on ports from ``port_base`` (state in
+    ``.local/<state>``), with this process's clients pointed at them: the stack's config and the
+    workers' environment; stopped by PID at the end."""
+    from dataset_export_tools.localstack.stack import Ports, StackConfig, down, up
+
+    config = StackConfig(
+        state_dir=REPO / ".local" / state, repo_root=REPO,
+        ports=Ports.starting_at(port_base), project="dwe-bench",
+        parts=frozenset({"pubsub", "firestore", "gcs"}),
+        prepare_dataset=False, create_demo_key=False,
+    )  # fmt: skip
+    info = up(config)
+    env = {
+        **os.environ, **info.env, "EXPORT_ENV": "local", "EXPORT_BUCKET": config.exports_bucket,
+        "EXPORT_DATASET_URI": "unused: the bench names the file", "PYTHONUNBUFFERED": "1",
+    }  # fmt: skip
+    os.environ.update({k: v for k, v in info.env.items() if k.endswith("_EMULATOR_HOST")})
+    try:
+        yield config, env
+    finally:
+        down(config)
 
 
 def process_worker(args: argparse.Namespace) -> None:
@@ -155,55 +182,39 @@ def main() -> None:
     import duckdb
     import pyarrow
 
-    from dataset_export_tools.localstack.stack import Ports, StackConfig, down, up
-
-    config = StackConfig(
-        state_dir=REPO / ".local" / "bench-stack", repo_root=REPO,
-        ports=Ports.starting_at(args.port_base), project="dwe-bench",
-        parts=frozenset({"pubsub", "firestore", "gcs"}),
-        prepare_dataset=False, create_demo_key=False,
-    )  # fmt: skip
-    info = up(config)
-    env = {
-        **os.environ, **info.env, "EXPORT_ENV": "local", "EXPORT_BUCKET": config.exports_bucket,
-        "EXPORT_DATASET_URI": "unused: the bench names the file", "PYTHONUNBUFFERED": "1",
-    }  # fmt: skip
-    try:
-        with DiscardGcs() as discard:
-            envs = {"emulator": env, "discard": {**env, "STORAGE_EMULATOR_HOST": discard.url}}
-            print(
-                f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
-                f"{platform.python_version()}, duckdb {duckdb.__version__}, "
-                f"pyarrow {pyarrow.__version__}"
-            )
-            print(f"{'rows':>11} {'case':<10} {'fmt':<5} {'path':<9} {'seconds':>8} {'min':>6} "
-                  f"{'CPU s':>6} {'rows/s':>11} {'gz MB/s':>8} {'gz MB':>7} {'peak RSS':>9} "
-                  f"{'copy/x':>7} {'tail s':>7} {'load':>5}")  # fmt: skip
-            # One unmeasured export each first: the emulators' JVMs answer their first calls
-            # slowly.
-            warm = ensure_dataset(min(args.rows), args.cache)
-            for path in ("emulator", "discard"):
-                run([sys.executable, __file__, "--worker", "--parquet", str(warm), "--case",
-                     "selective", "--fmt", "csv"], envs[path])  # fmt: skip
-            for rows in args.rows:
-                parquet = ensure_dataset(rows, args.cache)
-                for case, fmt in BENCH_CASES:
-                    if args.cases and f"{case}-{fmt}" not in args.cases:
-                        continue
-                    runs: dict[str, list[dict[str, Any]]] = {path: [] for path in args.paths}
-                    for _ in range(args.repeat):
-                        for path in args.paths:
-                            runs[path].append(run(command(path, parquet, case, fmt),
-                                                  envs.get(path, env)))  # fmt: skip
-                    report(rows, case, fmt, {p: summarize(r) for p, r in runs.items()})
-            print("emulator = the real ExportRunner, upload to fake-gcs-server included;")
-            print("discard = the same upload to a local endpoint that drops the bytes;")
-            print("copy = DuckDB COPY to a local file (no upload). Every run in its own process.")
-            print("tail s = from the engine's last byte to the recorded completion; the emulator's")
-            print("finalize is emulator tail - discard tail. CPU s = user + system of the worker.")
-            print(f"seconds = median of {args.repeat} run(s), min beside it; load = 1-min average.")
-    finally:
-        down(config)
+    with bench_stack("bench-stack", args.port_base) as (_, env), DiscardGcs() as discard:
+        envs = {"emulator": env, "discard": {**env, "STORAGE_EMULATOR_HOST": discard.url}}
+        print(
+            f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
+            f"{platform.python_version()}, duckdb {duckdb.__version__}, "
+            f"pyarrow {pyarrow.__version__}"
+        )
+        print(f"{'rows':>11} {'case':<10} {'fmt':<5} {'path':<9} {'seconds':>8} {'min':>6} "
+              f"{'CPU s':>6} {'rows/s':>11} {'gz MB/s':>8} {'gz MB':>7} {'peak RSS':>9} "
+              f"{'copy/x':>7} {'tail s':>7} {'load':>5}")  # fmt: skip
+        # One unmeasured export each first: the emulators' JVMs answer their first calls
+        # slowly.
+        warm = ensure_dataset(min(args.rows), args.cache)
+        for path in ("emulator", "discard"):
+            run([sys.executable, __file__, "--worker", "--parquet", str(warm), "--case",
+                 "selective", "--fmt", "csv"], envs[path])  # fmt: skip
+        for rows in args.rows:
+            parquet = ensure_dataset(rows, args.cache)
+            for case, fmt in BENCH_CASES:
+                if args.cases and f"{case}-{fmt}" not in args.cases:
+                    continue
+                runs: dict[str, list[dict[str, Any]]] = {path: [] for path in args.paths}
+                for _ in range(args.repeat):
+                    for path in args.paths:
+                        runs[path].append(run(command(path, parquet, case, fmt),
+                                              envs.get(path, env)))  # fmt: skip
+                report(rows, case, fmt, {p: summarize(r) for p, r in runs.items()})
+        print("emulator = the real ExportRunner, upload to fake-gcs-server included;")
+        print("discard = the same upload to a local endpoint that drops the bytes;")
+        print("copy = DuckDB COPY to a local file (no upload). Every run in its own process.")
+        print("tail s = from the engine's last byte to the recorded completion; the emulator's")
+        print("finalize is emulator tail - discard tail. CPU s = user + system of the worker.")
+        print(f"seconds = median of {args.repeat} run(s), min beside it; load = 1-min average.")
 
 
 def command(path: str, parquet: Path, case: str, fmt: str) -> list[str]:
