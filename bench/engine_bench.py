@@ -4,6 +4,8 @@ For each dataset size (generated once, cached under ``--cache``), each case (ful
 full-table JSONL, optionally a selective filter and a high-cardinality aggregate) runs:
 
 - ``engine``: ``run_export`` to a local temp file (DuckDB renders lines, isal gzip);
+- ``clean``: the same with the file's clean text columns known (``--clean``: what every export
+  but the first of a dataset version does), and ``scan``, finding them (what the first pays);
 - ``arrow``: the same with ``render="arrow"`` (pyarrow encoders), when ``--arrow`` is given;
 - ``copy``: DuckDB ``COPY (<the same compiled query>) TO 'x.csv.gz' / 'x.json.gz'`` with gzip,
   on a connection with the engine's settings (its memory limit, insertion order off);
@@ -66,15 +68,23 @@ def worker(args: argparse.Namespace) -> None:
     from dataset_export.core.catalog import RENTAL_LISTINGS
     from dataset_export.core.query import parse_dataset
     from dataset_export.engine import EngineSettings, run_export
+    from dataset_export.engine.duckdb_engine import clean_columns
     from dataset_export.engine.sql.duckdb_dialect import compile_query
 
     query = parse_dataset(dataset_for(args.case), RENTAL_LISTINGS, max_rows=10**9)
     suffix = ".csv.gz" if args.fmt == "csv" else ".jsonl.gz"
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
         target = Path(tmp) / f"out{suffix}"
+        clean = frozenset[str]()
+        if args.path == "clean":  # known before the export, as a later export knows it
+            clean = clean_columns(args.parquet, settings=EngineSettings(temp_directory=tmp))
         cpu_before = cpu_seconds()
         started = time.perf_counter()
-        if args.path in ("engine", "arrow"):
+        if args.path == "scan":
+            clean_columns(args.parquet, settings=EngineSettings(temp_directory=tmp))
+            target.write_bytes(b"")
+            rows, raw = -1, -1
+        elif args.path in ("engine", "arrow", "clean"):
             with target.open("wb") as out:
                 stats = run_export(
                     args.parquet,
@@ -82,8 +92,9 @@ def worker(args: argparse.Namespace) -> None:
                     args.fmt,
                     out,
                     batch_rows=args.batch_rows,
-                    render="duckdb" if args.path == "engine" else "arrow",
+                    render="arrow" if args.path == "arrow" else "duckdb",
                     settings=EngineSettings(temp_directory=tmp),
+                    clean=clean,
                 )
             rows, raw = stats.rows, stats.uncompressed_bytes
         elif args.path == "floor":
@@ -220,6 +231,9 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="also the floor pipeline (CSV: no quoting checks)"
     )
+    parser.add_argument(
+        "--clean", action="store_true", help="also CSV with the clean columns known, and the scan"
+    )
     # Worker mode (internal).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
@@ -239,6 +253,7 @@ def main() -> None:
         f"{platform.python_version()}, duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}"
     )
     args.paths = ["engine"] + (["floor"] if args.floor and "csv" in args.formats else [])
+    args.paths += ["clean", "scan"] if args.clean and "csv" in args.formats else []
     args.paths += ["arrow"] if args.arrow else []
     if not args.no_copy:
         args.paths += ["copy"] + (["copy-default"] if args.copy_default else [])
@@ -253,7 +268,7 @@ def main() -> None:
             for fmt in args.formats:
                 saved = args.paths
                 if fmt != "csv":
-                    args.paths = [p for p in saved if p != "floor"]
+                    args.paths = [p for p in saved if p not in ("floor", "clean", "scan")]
                 results = measure(args, parquet, case, fmt)
                 args.paths = saved
                 engine = results["engine"]
@@ -272,15 +287,17 @@ def main() -> None:
                         f"{r['seconds_all']}",
                         flush=True,
                     )
-                if "floor" in results:
-                    fl = results["floor"]
+                for path in ("engine", "clean") if "floor" in results else ():
+                    if path not in results:
+                        continue
+                    fl, r = results["floor"], results[path]
                     print(
                         f"{'':>11} {case:<10} {fmt:<5} floor = floor CPU / {cores} cores: "
-                        f"{fl['cpu'] / cores:.2f} s (min {fl['cpu_min'] / cores:.2f}); engine / "
-                        f"floor: {engine['seconds'] / (fl['cpu'] / cores):.2f}x wall (min "
-                        f"{engine['min'] / (fl['cpu_min'] / cores):.2f}x), "
-                        f"{engine['cpu'] / fl['cpu']:.2f}x CPU (min "
-                        f"{engine['cpu_min'] / fl['cpu_min']:.2f}x)",
+                        f"{fl['cpu'] / cores:.2f} s (min {fl['cpu_min'] / cores:.2f}); {path} / "
+                        f"floor: {r['seconds'] / (fl['cpu'] / cores):.2f}x wall (min "
+                        f"{r['min'] / (fl['cpu_min'] / cores):.2f}x), "
+                        f"{r['cpu'] / fl['cpu']:.2f}x CPU (min "
+                        f"{r['cpu_min'] / fl['cpu_min']:.2f}x)",
                         flush=True,
                     )
     print("MB/s counts the engine's uncompressed output; peak RSS is the worst of the runs.")

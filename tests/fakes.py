@@ -88,6 +88,7 @@ class InMemoryStore:
         self.versions: dict[str, int] = {}
         self.parts: dict[tuple[str, int], PartRecord] = {}
         self.part_versions: dict[tuple[str, int], int] = {}
+        self.datasets: dict[str, frozenset[str]] = {}
 
     @property
     def deliveries(self) -> dict[str, DeliveryRecord]:
@@ -321,9 +322,10 @@ class InMemoryStore:
         planned_rows: int | None,
         engine: str,
         dataset_version: str | None = None,
+        clean_columns: frozenset[str] = frozenset(),
     ) -> None:
-        """Store the parts, their number, the rows, engine and dataset version; ``LeaseLost``
-        if not ours."""
+        """Store the parts, their number, the rows, engine, dataset version and clean columns;
+        ``LeaseLost`` if not ours."""
         record = self._owned(query_uuid, worker)
         planned = {part.index for part in parts}
         for key in [k for k in self.parts if k[0] == query_uuid and k[1] not in planned]:
@@ -336,6 +338,7 @@ class InMemoryStore:
             planned_rows=planned_rows,
             engine=engine,
             dataset_version=dataset_version,
+            clean_columns=clean_columns,
             rows_written=0,
         )
 
@@ -426,6 +429,14 @@ class InMemoryStore:
         self._change(
             self.exports[query_uuid], lease_owner=worker, lease_expires_on=lease_expires_on
         )
+
+    def clean_columns(self, dataset: str) -> frozenset[str] | None:
+        """The clean columns kept for ``dataset``, or None."""
+        return self.datasets.get(dataset)
+
+    def keep_clean_columns(self, dataset: str, columns: frozenset[str], now: dt.datetime) -> None:
+        """Keep ``columns`` for ``dataset``."""
+        self.datasets[dataset] = frozenset(columns)
 
 
 def gcs_crc32c(data: bytes) -> str:
@@ -602,6 +613,10 @@ class FakeEngine:
         self.calls = 0
         self.ranges: list[tuple[int, int | None] | None] = []
         self.finished: list[str] = []
+        self.cleans: list[frozenset[str]] = []
+        self.scanned: list[str] = []
+        #: What ``clean_columns`` finds; an exception: it raises it.
+        self.clean_found: frozenset[str] | BaseException = frozenset({"city"})
 
     def plan(
         self, source: str, query: Any, *, query_uuid: str, target_rows: int, max_parts: int
@@ -626,9 +641,12 @@ class FakeEngine:
         part: PartSpec | None = None,
         header: bool = True,
         on_progress: Callable[[int], None] | None = None,
+        clean: frozenset[str] = frozenset(),
     ) -> int:
-        """Write the header (unless left out) and the lines of the part's rows."""
+        """Write the header (unless left out) and the lines of the part's rows; remember the
+        clean columns it was given."""
         self.calls += 1
+        self.cleans.append(clean)
         whole = part is None or (part.start, part.stop) == (0, None)
         self.ranges.append(None if whole or part is None else (part.start, part.stop))
         if header:
@@ -657,6 +675,13 @@ class FakeEngine:
     def finish(self, query_uuid: str) -> None:
         """Remember that the export's temporary state was dropped."""
         self.finished.append(query_uuid)
+
+    def clean_columns(self, source: str) -> frozenset[str]:
+        """``clean_found`` (raised when an exception); remember the source scanned."""
+        self.scanned.append(source)
+        if isinstance(self.clean_found, BaseException):
+            raise self.clean_found
+        return self.clean_found
 
 
 class FailingThenWorking(FakeEngine):
@@ -687,4 +712,4 @@ class VersionedDatasets:
         wanted = self.current if version is None else version
         if wanted in self.gone:
             raise DatasetChanged(f"dataset version {wanted} is gone")
-        return DatasetFile(f"/data/listings-{wanted}.parquet", wanted)
+        return DatasetFile(f"/data/listings-{wanted}.parquet", wanted, f"gs://d/l#{wanted}")

@@ -2,7 +2,8 @@
 # ("<prefix>-db" unless var.firestore_database names another, such as "(default)"). The
 # functions find it in EXPORT_FIRESTORE_DATABASE, so two deployments in one project (two
 # prefixes) keep their accounts, API keys and export records apart. Collections: accounts,
-# apiKeys, exports, idempotencyKeys, rateLimits. The queries are single-field (apiKeys.keyId ==,
+# apiKeys, exports, idempotencyKeys, rateLimits, datasetVersions (what the process function
+# learnt of each dataset version: the text columns it may write unchecked). The queries are single-field (apiKeys.keyId ==,
 # exports.deliveryDueOn <= now ordered by deliveryDueOn), served by automatic single-field
 # indexes, so no composite index is declared.
 
@@ -25,25 +26,38 @@ resource "google_firestore_database" "this" {
 
 # TTL: Firestore deletes these documents (typically within 24 h) once expiresOn has passed.
 # TTL fields are also exempted from indexing: monotonically increasing timestamps create index
-# hotspots, and nothing queries them.
-resource "google_firestore_field" "idempotency_keys_ttl" {
+# hotspots, and nothing queries them. idempotencyKeys and rateLimits expire with their window;
+# datasetVersions after 30 days (CLEAN_COLUMNS_KEPT: a version exported from after that is
+# scanned again).
+locals {
+  # Collection -> its TTL field.
+  firestore_ttl = {
+    idempotencyKeys = "expiresOn"
+    rateLimits      = "expiresOn"
+    datasetVersions = "expiresOn"
+  }
+}
+
+resource "google_firestore_field" "ttl" {
+  for_each = local.firestore_ttl
+
   project    = var.project_id
   database   = local.firestore_database
-  collection = "idempotencyKeys"
-  field      = "expiresOn"
+  collection = each.key
+  field      = each.value
 
   ttl_config {}
   index_config {}
 }
 
-resource "google_firestore_field" "rate_limits_ttl" {
-  project    = var.project_id
-  database   = local.firestore_database
-  collection = "rateLimits"
-  field      = "expiresOn"
+moved {
+  from = google_firestore_field.idempotency_keys_ttl
+  to   = google_firestore_field.ttl["idempotencyKeys"]
+}
 
-  ttl_config {}
-  index_config {}
+moved {
+  from = google_firestore_field.rate_limits_ttl
+  to   = google_firestore_field.ttl["rateLimits"]
 }
 
 # The submitted query, kept verbatim for the webhook's payload echo: large, never queried.

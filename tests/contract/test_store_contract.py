@@ -596,6 +596,7 @@ def planned(store: Store, parts: int = 3, worker: str = "w1") -> str:
         planned_rows=90 * parts,
         engine="duckdb",
         dataset_version="1764547200123456",
+        clean_columns=frozenset({"city", "state"}),
     )
     return record.query_uuid
 
@@ -622,6 +623,7 @@ def test_a_plan_stores_its_parts_queued_in_order_and_their_number(store: Store) 
     assert (after.parts_total, after.planned_rows, after.engine, after.dataset_version) == (
         12, 1080, "duckdb", "1764547200123456"
     )  # fmt: skip
+    assert after.clean_columns == {"city", "state"}
     assert store.read_part(query_uuid, 12) is None
 
 
@@ -642,6 +644,22 @@ def test_a_shorter_plan_replaces_every_part_of_a_longer_one(store: Store) -> Non
     assert (after.parts_total, after.planned_rows, after.engine, after.dataset_version) == (
         2, None, "bigquery", None
     )  # fmt: skip
+    assert after.clean_columns == frozenset()
+
+
+def test_clean_columns_are_kept_per_dataset_identity_and_a_later_answer_replaces_them(
+    store: Store,
+) -> None:
+    """Unknown until kept; kept under the exact identity (a URI with '/' and '#'), none other;
+    the empty answer is an answer (scanned: nothing clean), not "unknown"."""
+    first = f"gs://bucket/data/listings.parquet#{uuid.uuid4().int}"
+    assert store.clean_columns(first) is None
+    store.keep_clean_columns(first, frozenset({"city", "zip_code"}), T0)
+    assert store.clean_columns(first) == {"city", "zip_code"}
+    assert store.clean_columns(first + "0") is None
+    assert store.clean_columns(first.replace("gs://bucket", "gs://other")) is None
+    store.keep_clean_columns(first, frozenset(), T0 + MINUTE)
+    assert store.clean_columns(first) == frozenset()
 
 
 def test_only_the_lease_holder_plans_and_publishing_frees_the_lease(store: Store) -> None:

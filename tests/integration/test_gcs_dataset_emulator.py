@@ -38,16 +38,18 @@ def test_each_export_reads_the_current_generation_and_a_replaced_one_is_fetched(
 ) -> None:
     """``open()`` gives the generation there now as a local file; after the object is replaced
     the next ``open()`` downloads the new one (a warm instance never serves a stale copy) and the
-    older file is deleted."""
+    older file is deleted. Each generation's identity is the URI and that generation."""
     dataset_blob.upload_from_string(b"first version")
     datasets = GcsDataset(dataset_blob.client, uri_of(dataset_blob), cache_dir=str(tmp_path))
     first = datasets.open()
     assert first.version == str(dataset_blob.bucket.get_blob(dataset_blob.name).generation)
+    assert first.identity == f"{uri_of(dataset_blob)}#{first.version}"
     assert Path(first.source).read_bytes() == b"first version"
     assert datasets.open() == first  # the same generation: the file this instance has
     dataset_blob.upload_from_string(b"second version")
     second = datasets.open()
     assert second.version != first.version
+    assert second.identity == f"{uri_of(dataset_blob)}#{second.version}"
     assert Path(second.source).read_bytes() == b"second version"
     assert not Path(first.source).exists()
 
@@ -62,7 +64,7 @@ def test_a_planned_generation_is_read_while_it_exists_and_is_dataset_changed_onc
     planned = planner.open()
     other = GcsDataset(dataset_blob.client, uri_of(dataset_blob), cache_dir=str(tmp_path / "b"))
     fetched = other.open(planned.version)
-    assert fetched.version == planned.version
+    assert (fetched.version, fetched.identity) == (planned.version, planned.identity)
     assert Path(fetched.source).read_bytes() == b"planned version"
     dataset_blob.upload_from_string(b"replacement")
     late = GcsDataset(dataset_blob.client, uri_of(dataset_blob), cache_dir=str(tmp_path / "c"))

@@ -40,8 +40,9 @@ from dataset_export.core.formats import ExportFormat
 from dataset_export.core.parts import PartSpec, RowGroupCount, plan_parts
 from dataset_export.core.query import Query, parse_dataset
 from dataset_export.engine import DuckDbEngine, EngineSettings, ExportStats, run_export
+from dataset_export.engine.duckdb_engine import clean_columns
 from dataset_export.engine.sql.compiler import output_type
-from dataset_export.engine.sql.duckdb_dialect import compile_query
+from dataset_export.engine.sql.duckdb_dialect import compile_export, compile_query
 from dataset_export_tools.dataset.generate import HOSTILE_BUILDING_NAMES, generate_dataset
 from dataset_export_tools.demo import SEED_DATASET
 from tests.unit.test_sql import assert_same_values, datasets, value_pools
@@ -633,6 +634,105 @@ def test_csv_quotes_exactly_the_fields_that_need_it(tmp_path: Path, batch_rows: 
     alone = parse({"scopes": [{"column": "building_name"}], "orderBy": order})
     want = "building_name\n" + "".join((field(n) or '""') + "\n" for n in names)
     assert export(path, alone, "csv", batch_rows=batch_rows)[0].decode("utf-8") == want
+
+
+# --- clean columns: text written unchecked where no value needs quotes -------------------------
+
+
+def test_clean_columns_are_the_text_columns_where_no_value_needs_quotes(tmp_path: Path) -> None:
+    """One comma, quote, LF, CR or empty text anywhere keeps a column out, in any row group;
+    nulls do not, and only text columns are named."""
+    rows = 9
+    specials = {"comma": "a,b", "quote": 'say "hi"', "lf": "a\nb", "cr": "a\rb", "empty": ""}
+    table = pa.table(
+        {
+            "clean": ["a", "b c", None, "Résidences", "東京", "tab\there", " x ", "-", "."],
+            "nulls": pa.array([None] * rows, pa.string()),
+            **{name: ["plain"] * (rows - 1) + [special] for name, special in specials.items()},
+            "bed": list(range(rows)),
+        }
+    )
+    path = tmp_path / "clean.parquet"
+    pq.write_table(table, path, row_group_size=4)
+    assert clean_columns(str(path)) == {"clean", "nulls"}
+    assert DuckDbEngine().clean_columns(str(path)) == {"clean", "nulls"}
+
+
+def test_the_generated_dataset_has_six_clean_text_columns(listings: Path) -> None:
+    """The demo data's building names (hostile ones among them) and msa ("Austin, TX") need
+    quotes; its other six text columns never do."""
+    assert clean_columns(str(listings)) == {
+        "property_id", "street_address", "city", "state", "zip_code", "property_type",
+    }  # fmt: skip
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_clean_columns_written_unchecked_give_the_same_bytes(
+    data: st.DataObject, awkward: tuple[Path, list[dict[str, Any]]], pools: dict[str, list[Any]]
+) -> None:
+    """For random queries over awkward data (nulls, hostile names), the CSV with the file's
+    clean columns written unchecked is byte for byte the CSV with every field checked."""
+    path = awkward[0]
+    clean = clean_columns(str(path))
+    assert {"property_id", "street_address"} <= clean
+    assert "building_name" not in clean
+    query = parse(data.draw(datasets(pools)))
+    checked = export(path, query, "csv", settings=ONE_THREAD)[0]
+    assert export(path, query, "csv", settings=ONE_THREAD, clean=clean)[0] == checked
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        [{"column": c.name} for c in RENTAL_LISTINGS],
+        [{"column": "city"}],
+        [
+            {"column": "msa"},
+            {"column": "city"},
+            {"column": "building_name", "aggregate": "Count"},
+            {"column": "property_id", "aggregate": "CountDistinct"},
+        ],
+    ],
+    ids=["every-column", "one-column", "grouped"],
+)
+def test_the_generated_table_with_its_clean_columns_known_renders_the_same_bytes(
+    listings: Path, scopes: list[dict[str, Any]]
+) -> None:
+    """The whole generated table, a lone column and groups by clean columns: the same file
+    whether the clean columns are known or not, and as the Arrow renderer writes it."""
+    query = parse({"scopes": scopes})
+    clean = clean_columns(str(listings))
+    fast = export(listings, query, "csv", settings=ONE_THREAD, clean=clean)[0]
+    assert fast == export(listings, query, "csv", settings=ONE_THREAD)[0]
+    assert fast == export(listings, query, "csv", "arrow", settings=ONE_THREAD)[0]
+
+
+def test_a_column_said_clean_is_written_unchecked(listings: Path) -> None:
+    """``clean`` really turns the checks off (so the tests above compare two renderings): a
+    column wrongly said clean comes out unquoted, and the SQL checks only the others."""
+    query = parse({"scopes": [{"column": "property_id"}, {"column": "building_name"}]})
+    lied = export(listings, query, "csv", settings=ONE_THREAD, clean=frozenset({"building_name"}))
+    honest = export(listings, query, "csv", settings=ONE_THREAD)
+    assert lied[0] != honest[0]
+    assert any(name in lied[0].decode() for name in HOSTILE_BUILDING_NAMES if "," in name)
+    sql = compile_export(query, ExportFormat.CSV, clean=frozenset({"property_id"})).sql
+    assert "\"property_id\", ','" in sql
+    assert 'contains("dataset"."property_id"' not in sql
+    assert 'contains("dataset"."building_name"' in sql
+
+
+def test_clean_columns_change_nothing_in_jsonl(listings: Path) -> None:
+    """JSONL escapes text its own way: the clean columns leave it as it is."""
+    query = parse({"scopes": [{"column": c.name} for c in RENTAL_LISTINGS]})
+    clean = clean_columns(str(listings))
+    assert compile_export(query, ExportFormat.JSONL, clean=clean) == compile_export(
+        query, ExportFormat.JSONL
+    )
 
 
 # --- parts: row ranges, the header member, row groups ------------------------------------------

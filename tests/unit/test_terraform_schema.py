@@ -39,6 +39,12 @@ PLANTED = [
         "  ack_deadline               = each.value.ack_deadline_seconds",
     ),
     (check.UNKNOWN_BLOCK, "pubsub.tf", "  retry_policy {", "  retry_polcy {"),
+    (  # a moved block's ``to`` must resolve (its ``from`` is gone by design)
+        check.UNDECLARED,
+        "firestore.tf",
+        '  to   = google_firestore_field.ttl["rateLimits"]',
+        '  to   = google_firestore_field.ttls["rateLimits"]',
+    ),
     (
         check.ARGUMENT_AS_BLOCK,
         "scheduler.tf",

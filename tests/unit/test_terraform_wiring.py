@@ -1136,17 +1136,22 @@ def test_firestore_ttl_policies_cover_the_expiring_collections() -> None:
     """TTL on expiresOn of exactly the collections the store writes expiresOn into."""
     from dataset_export.adapters import firestore_store
 
-    ttl = {
-        (body["collection"], body["field"])
-        for body in terraform().of_type("google_firestore_field").values()
-        if "ttl_config" in body
-    }
+    tf = terraform()
+    ttl = set()
+    for body in tf.of_type("google_firestore_field").values():
+        if "ttl_config" not in body:
+            continue
+        instances = tf.for_each(body) if "for_each" in body else {None: None}
+        for key, value in instances.items():
+            scope = Scope(each=None if key is None else (key, value))
+            ttl.add((tf.evaluate(body["collection"], scope), tf.evaluate(body["field"], scope)))
     assert ttl == {
         (firestore_store.IDEMPOTENCY, "expiresOn"),
         (firestore_store.RATE_LIMITS, "expiresOn"),
+        (firestore_store.DATASET_VERSIONS, "expiresOn"),
     }
     source = Path(firestore_store.__file__).read_text("utf-8")
-    assert source.count('"expiresOn"') >= 2
+    assert source.count('"expiresOn"') >= 3
 
 
 # --- Firestore: one database per deployment ------------------------------------------------

@@ -691,6 +691,8 @@ class Checker:
                     for labels, body in _labelled(top, block):
                         line = _line(text, top, *(f'"{label}"' for label in labels))
                         address = ".".join(labels if top == "resource" else [top, *labels])
+                        if top in ("moved", "removed") and labels == ["from"]:
+                            continue  # an address gone by design (``to`` must resolve)
                         for expression in _strings(body):
                             for inner in interpolations(expression):
                                 self._check_expression(

@@ -302,10 +302,12 @@ class BigQueryEngine:
         part: PartSpec | None = None,
         header: bool = True,
         on_progress: Callable[[int], None] | None = None,
+        clean: frozenset[str] = frozenset(),
     ) -> int:
         """Write the rows of the part's stream as one gzip member to ``out`` (a part without a
         stream: an empty result, no rows); ``header=False`` leaves the CSV header out; return
-        the data rows. A BigQuery export is always planned first: ``part`` is required."""
+        the data rows. A BigQuery export is always planned first: ``part`` is required.
+        ``clean`` is not used: the Arrow renderer checks every value itself."""
         if part is None:
             raise ValueError("a BigQuery export reads the streams its plan made: give a part")
         encoder = encoder_for(ExportFormat(fmt), query.output_names)
@@ -333,6 +335,11 @@ class BigQueryEngine:
         return header_member(
             query.output_names, ExportFormat(fmt), backend=self.gzip_backend, level=self.gzip_level
         )
+
+    def clean_columns(self, source: str) -> frozenset[str]:
+        """None to report: a table has no identity to keep it under (``FixedDataset``), and
+        the renderer would not use it."""
+        return frozenset()
 
     def finish(self, query_uuid: str) -> None:
         """Drop the export's result table; nothing to do when it is gone (or never was)."""

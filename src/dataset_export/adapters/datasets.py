@@ -7,8 +7,10 @@ tests'. A dataset in Cloud Storage is versioned: ``gcs_storage.GcsDataset``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from ..core.source import BIGQUERY_SCHEME
 from ..service.ports import DatasetFile
 
 
@@ -19,5 +21,17 @@ class FixedDataset:
     source: str
 
     def open(self, version: str | None = None) -> DatasetFile:
-        """``source``, whatever version is asked for (it has none)."""
-        return DatasetFile(self.source)
+        """``source``, whatever version is asked for (it has none).
+
+        A local file's identity is its path, inode, size and modification time, which a
+        rewrite or a replacement changes; a BigQuery table has none (its engine renders every
+        value checked), nor a file that cannot be read (the engine says why).
+        """
+        if self.source.startswith(BIGQUERY_SCHEME):
+            return DatasetFile(self.source)
+        try:
+            stat = os.stat(self.source)
+        except OSError:
+            return DatasetFile(self.source)
+        identity = f"file://{os.path.realpath(self.source)}#{stat.st_ino}-{stat.st_size}-"
+        return DatasetFile(self.source, identity=f"{identity}{stat.st_mtime_ns}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,10 @@ API_KEYS = "apiKeys"
 EXPORTS = "exports"
 IDEMPOTENCY = "idempotencyKeys"
 RATE_LIMITS = "rateLimits"
+DATASET_VERSIONS = "datasetVersions"
+#: How long what was learnt of a dataset version is kept (Firestore's TTL on ``expiresOn``,
+#: infra/terraform/firestore.tf): a version exported from again after that is scanned again.
+CLEAN_COLUMNS_KEPT = dt.timedelta(days=30)
 
 # Record attribute -> Firestore field, for the fields stored one to one.
 _EXPORT_FIELDS = {
@@ -89,6 +94,7 @@ _KNOWN_FIELDS = {
     *_EXPORT_FIELDS.values(),
     "status",
     "datasetJson",
+    "cleanColumns",
     "deliveryState",
     "deliveryDueOn",
 }
@@ -101,6 +107,7 @@ def export_to_document(record: ExportRecord) -> dict[str, Any]:
     doc = {f: getattr(record, a) for a, f in _EXPORT_FIELDS.items()}
     doc["status"] = record.status.value
     doc["datasetJson"] = record.dataset.text  # byte for byte as submitted: the webhook signs it
+    doc["cleanColumns"] = sorted(record.clean_columns) or None
     if record.delivery is not None:
         doc.update(_delivery_fields(record.delivery))
     doc.update(record.extra)
@@ -115,6 +122,7 @@ def export_from_document(doc: dict[str, Any]) -> ExportRecord:
         status=ExportStatus(doc["status"]),
         dataset=SubmittedDataset(doc["datasetJson"]),
         delivery=DeliveryRecord.from_document(doc["delivery"]) if doc.get("delivery") else None,
+        clean_columns=frozenset(doc.get("cleanColumns") or ()),
         extra=extra,
         **values,
     )
@@ -461,9 +469,10 @@ class FirestoreStore:
         planned_rows: int | None,
         engine: str,
         dataset_version: str | None = None,
+        clean_columns: frozenset[str] = frozenset(),
     ) -> None:
-        """Store the parts (queued), their number, the rows planned, the engine and the
-        dataset's version on the export; ``LeaseLost`` if not ours."""
+        """Store the parts (queued), their number, the rows planned, the engine, the
+        dataset's version and its clean columns on the export; ``LeaseLost`` if not ours."""
         with google_errors("storing the plan"):
             snap = self._export_ref(query_uuid).get()
             doc = snap.to_dict() or {}
@@ -493,6 +502,7 @@ class FirestoreStore:
                 "plannedRows": planned_rows,
                 "engine": engine,
                 "datasetVersion": dataset_version,
+                "cleanColumns": sorted(clean_columns),
                 "rowsWritten": 0,
             }
             self._owned_update(query_uuid, worker, update)
@@ -580,6 +590,33 @@ class FirestoreStore:
                 )
             except gexc.FailedPrecondition as exc:
                 raise PreconditionFailed(f"export {query_uuid} changed since read") from exc
+
+    def _dataset_ref(self, dataset: str) -> Any:
+        # The identity holds '/' (a gs:// URI), which a document id may not: its digest.
+        digest = hashlib.sha256(dataset.encode()).hexdigest()[:40]
+        return self._db.collection(DATASET_VERSIONS).document(digest)
+
+    def clean_columns(self, dataset: str) -> frozenset[str] | None:
+        """The clean columns kept for the dataset ``dataset`` names, or None."""
+        with google_errors("reading what is known of the dataset"):
+            snap = self._dataset_ref(dataset).get()
+        doc = snap.to_dict() or {}
+        # The digest's document holds the identity itself: a collision reads as unknown.
+        if not snap.exists or doc.get("dataset") != dataset or "cleanColumns" not in doc:
+            return None
+        return frozenset(doc["cleanColumns"])
+
+    def keep_clean_columns(self, dataset: str, columns: frozenset[str], now: dt.datetime) -> None:
+        """Store the clean columns found in the dataset ``dataset`` names (the same answer
+        whoever finds it, so a racer's write is as good as this one)."""
+        doc = {
+            "dataset": dataset,
+            "cleanColumns": sorted(columns),
+            "learnedOn": now,
+            "expiresOn": now + CLEAN_COLUMNS_KEPT,
+        }
+        with google_errors("keeping what is known of the dataset"):
+            self._dataset_ref(dataset).set(doc)
 
     # --- webhook delivery (notify function) --------------------------------------------------
 

@@ -446,7 +446,7 @@ class GcsDataset:
     def open(self, version: str | None = None) -> DatasetFile:
         """The dataset's current generation, or generation ``version``, as a local file."""
         if version is not None and self._path(version).exists():
-            return DatasetFile(str(self._path(version)), version)
+            return DatasetFile(str(self._path(version)), version, self._identity(version))
         with google_errors("reading the dataset"):
             generation = int(version) if version is not None else None
             blob = self._bucket.get_blob(self._name, generation=generation)
@@ -469,7 +469,11 @@ class GcsDataset:
                     blob.download_to_filename(str(partial))
                     partial.replace(target)
                     self._drop_older(int(found))
-        return DatasetFile(str(target), found)
+        return DatasetFile(str(target), found, self._identity(found))
+
+    def _identity(self, version: str) -> str:
+        """The object's URI and generation: no other bytes ever carry both."""
+        return f"{self._uri}#{version}"
 
     def _path(self, version: str) -> Path:
         return self._folder / f"{self._stem}{version}"

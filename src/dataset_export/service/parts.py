@@ -192,6 +192,7 @@ class PartRunner:
                 part=part_spec(part),
                 header=False,
                 on_progress=progress,
+                clean=record.clean_columns,
             )
             check_rows(part.expected_rows, rows)
             info = upload.commit()

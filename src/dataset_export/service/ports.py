@@ -215,10 +215,11 @@ class LifecycleStore(ExportReader, PartReader, Protocol):
         planned_rows: int | None,
         engine: str,
         dataset_version: str | None = None,
+        clean_columns: frozenset[str] = frozenset(),
     ) -> None:
-        """Store the parts (queued), their number, the rows planned, the engine and the
-        dataset's version (``DatasetFile.version``) on the export; ``LeaseLost`` if not
-        ours."""
+        """Store the parts (queued), their number, the rows planned, the engine, the
+        dataset's version (``DatasetFile.version``) and the text columns its parts may write
+        unchecked on the export; ``LeaseLost`` if not ours."""
 
     def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
         """Every part message is out: the parts run the export now, so free its lease;
@@ -250,6 +251,14 @@ class LifecycleStore(ExportReader, PartReader, Protocol):
     ) -> None:
         """Lease the export to ``worker`` to compose its parts, if it is still at ``if_version``;
         raise ``PreconditionFailed`` otherwise."""
+
+    def clean_columns(self, dataset: str) -> frozenset[str] | None:
+        """The text columns found clean in the dataset ``DatasetFile.identity`` names
+        (``ExportEngine.clean_columns``), or None when that was not learnt (or is forgotten)."""
+
+    def keep_clean_columns(self, dataset: str, columns: frozenset[str], now: dt.datetime) -> None:
+        """Keep what ``ExportEngine.clean_columns`` found in the dataset ``dataset`` names, for
+        its later exports (for ``firestore_store.CLEAN_COLUMNS_KEPT``, then forgotten)."""
 
 
 class DeliveryStore(KeyReader, Protocol):
@@ -333,10 +342,16 @@ class ExportStorage(Protocol):
 @dataclass(frozen=True)
 class DatasetFile:
     """What an engine reads: a local copy of the Parquet dataset (or a BigQuery table's
-    ``bq://`` URI), and the version it holds (a Cloud Storage generation; None: unversioned)."""
+    ``bq://`` URI), and the version it holds (a Cloud Storage generation; None: unversioned).
+
+    ``identity`` names these very bytes wherever they are read (a Cloud Storage object's URI
+    and generation): what is learnt of them (``LifecycleStore.clean_columns``) is kept under
+    it. None: nothing learnt of this dataset may be kept.
+    """
 
     source: str
     version: str | None = None
+    identity: str | None = None
 
 
 class Datasets(Protocol):
@@ -377,9 +392,16 @@ class ExportEngine(Protocol):
         part: PartSpec | None = None,
         header: bool = True,
         on_progress: Callable[[int], None] | None = None,
+        clean: frozenset[str] = frozenset(),
     ) -> int:
         """Write the part's rows (``part`` None: the whole result) as one gzip member to
-        ``out``; ``header=False`` leaves the CSV header out. Return the number of data rows."""
+        ``out``; ``header=False`` leaves the CSV header out; ``clean`` names text columns that
+        ``clean_columns`` found clean in ``source`` (same bytes, less work). Return the number
+        of data rows."""
+
+    def clean_columns(self, source: str) -> frozenset[str]:
+        """The text columns of ``source`` whose values never need CSV quotes (no comma, quote,
+        CR or LF, none empty); a full read of them, so the caller keeps the answer."""
 
     def header(self, query: Query, fmt: str) -> bytes:
         """The CSV header line as a gzip member of its own (``b""`` for JSONL)."""

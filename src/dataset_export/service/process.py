@@ -15,6 +15,12 @@ gets the export's name (from the queryUUID) by a create-only compose, so the exp
 never replaced and a damaged upload never becomes it (``name_export``); a finished export is
 never run again; and the ready message is published until the record says it was.
 
+What a dataset version's exports share: the text columns that no value of needs CSV quotes,
+which DuckDB then writes unchecked (~18% less CPU for the full table, the same bytes). The first
+export of a version renders every field checked and, once notify is told, scans the version and
+keeps the answer in the store under the version's identity (``learn_clean_columns``); later
+exports, and every part of a plan (the plan records the set), use it.
+
 Failures: a ``PermanentError`` (the query refused by the engine, a dataset that does not fit)
 fails the export at once with its reason, and the message is acknowledged. Anything else fails
 only this attempt: the record keeps the attempt's error (``lastError``, shown by the status API
@@ -63,6 +69,7 @@ from ..core.records import ExportRecord, ExportStatus, iso_z, part_record
 from ..events import PART_KIND, READY_KIND, PubSubMessage
 from .parts import PartRunner, matches, other_content
 from .ports import (
+    DatasetFile,
     Datasets,
     ExportEngine,
     ExportResult,
@@ -186,7 +193,7 @@ class ExportRunner:
             )
             return
         try:
-            finished = self._run(record)
+            finished, unscanned = self._run(record)
         except PermanentError as exc:
             self.fail(query_uuid, exc.code, str(exc))
             return
@@ -197,6 +204,8 @@ class ExportRunner:
             raise
         if finished:
             self.announce(query_uuid)
+        if unscanned is not None:  # after the ready message: the customer does not wait on it
+            self.learn_clean_columns(unscanned, query_uuid)
 
     def claim(self, query_uuid: str) -> Claim:
         """Decide whether this worker may run the export and, if so, take it under its lease."""
@@ -221,14 +230,18 @@ class ExportRunner:
             return Claim(decision, record)
         raise LeaseLost(f"could not claim export {query_uuid}: too many concurrent updates")
 
-    def _run(self, record: ExportRecord) -> bool:
-        """Run the export in one part, or hand it to its parts; True when it finished here."""
+    def _run(self, record: ExportRecord) -> tuple[bool, DatasetFile | None]:
+        """Run the export in one part, or hand it to its parts; True when it finished here,
+        and the dataset when its clean columns are not known yet."""
         query_uuid = record.query_uuid
         query = self.query_of(record)
         if record.parts_total:  # planned by an earlier attempt that did not publish every part
             self._hand_to_parts(record, record.parts_total)
-            return False
+            return False, None
         dataset = self.datasets.open()
+        known = self.known_clean_columns(dataset)
+        clean = known or frozenset()
+        unscanned = dataset if known is None else None
         plan = self.engine.plan(
             dataset.source,
             query,
@@ -244,6 +257,7 @@ class ExportRunner:
                 planned_rows=plan.rows,
                 engine=plan.engine,
                 dataset_version=dataset.version,
+                clean_columns=clean,
             )
             log.info(
                 "export planned as %d parts (%s rows) on %s",
@@ -253,7 +267,7 @@ class ExportRunner:
                 extra={"queryUUID": query_uuid, "parts": len(plan.parts), "engine": plan.engine},
             )
             self._hand_to_parts(record, len(plan.parts))
-            return False
+            return False, unscanned
         log.info(
             "export runs as one part on %s: %s",
             plan.engine,
@@ -278,6 +292,7 @@ class ExportRunner:
                 upload,
                 part=plan.parts[0],
                 on_progress=progress,
+                clean=clean,
             )
             check_rows(plan.rows, rows)
             written = upload.commit()
@@ -311,7 +326,45 @@ class ExportRunner:
                 "durationMs": int((result.completed_on - started) / dt.timedelta(milliseconds=1)),
             },
         )
-        return True
+        return True, unscanned
+
+    def known_clean_columns(self, dataset: DatasetFile) -> frozenset[str] | None:
+        """The dataset's text columns known to need no CSV quotes, which the export writes
+        unchecked; None when not learnt yet (``learn_clean_columns``). A dataset without an
+        identity has none: nothing learnt of it could be kept."""
+        if dataset.identity is None:
+            return frozenset()
+        return self.store.clean_columns(dataset.identity)
+
+    def learn_clean_columns(self, dataset: DatasetFile, query_uuid: str) -> None:
+        """Find the dataset's clean text columns and keep them for its later exports.
+
+        One read of its text columns (~0.3 CPU-s per 1M rows of the demo dataset), after the
+        export that met the dataset first, so that export's customer does not wait for it;
+        it saves ~0.35 CPU-s per 1M rows on every later CSV export (bench/README.md). Only
+        speed depends on it, so a failure is logged and the next export tries again.
+        """
+        assert dataset.identity is not None  # known_clean_columns knows the rest
+        started = self.clock()
+        try:
+            columns = self.engine.clean_columns(dataset.source)
+            self.store.keep_clean_columns(dataset.identity, columns, self.clock())
+        except Exception as exc:
+            log.warning(
+                "could not learn the dataset's clean text columns: %s",
+                public_detail(str(exc)) or type(exc).__name__,
+                extra={"queryUUID": query_uuid},
+            )
+            return
+        log.info(
+            "learnt the dataset's clean text columns: %s",
+            ", ".join(sorted(columns)) or "none",
+            extra={
+                "queryUUID": query_uuid,
+                "cleanColumns": sorted(columns),
+                "durationMs": int((self.clock() - started) / dt.timedelta(milliseconds=1)),
+            },
+        )
 
     def _hand_to_parts(self, record: ExportRecord, total: int) -> None:
         """Publish one message per part, then hand the export over to its parts."""

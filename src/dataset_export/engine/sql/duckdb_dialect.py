@@ -18,7 +18,9 @@ VARCHAR column ``line`` per row, each ending in ``\\n``: DuckDB formats in its o
 faster than formatting Arrow batches with pyarrow (at 2M rows about 1.5x for CSV, 2.5x for
 JSONL; see bench/engine_bench.py). Its CSV quotes a field only where needed (``,`` ``"`` CR LF)
 and prints doubles as DuckDB does (``784.0``, ``2150.5``, ``1e+20``), except three that DuckDB
-misprints (``MISPRINTED_POWERS``).
+misprints (``MISPRINTED_POWERS``). Those checks are most of the rendering's cost beyond the
+cheapest formatting (bench/README.md): ``compile_clean_columns`` finds the text columns of a file
+that no value of needs them, and ``compile_export(..., clean=...)`` writes those unchecked.
 """
 
 from __future__ import annotations
@@ -142,15 +144,27 @@ two (the only doubles whose rounding interval is lopsided) and their neighbours,
 other values; ``to_json`` writes them right."""
 
 
-def _csv_field(expr: str, kind: ColumnType) -> str:
-    """SQL rendering one value as an RFC 4180 field; NULL (empty under ``concat``) for null."""
+_SPECIAL = ("','", "'\"'", "chr(10)", "chr(13)")
+"""The characters that make a CSV field need quotes (RFC 4180): comma, quote, LF, CR."""
+
+
+def _special(expr: str) -> str:
+    """SQL true when the text ``expr`` holds a character of ``_SPECIAL``."""
+    return " OR ".join(f"contains({expr}, {c})" for c in _SPECIAL)
+
+
+def _csv_field(expr: str, kind: ColumnType, *, clean: bool = False) -> str:
+    """SQL rendering one value as an RFC 4180 field; NULL (empty under ``concat``) for null.
+
+    ``clean``: the text is known to need no quotes (``compile_clean_columns``), so it is
+    written as it is, unchecked.
+    """
     if kind is ColumnType.STRING:
+        if clean:
+            return expr
         # Quote only where needed, like DuckDB's and Polars' writers; "" keeps '' apart from null.
-        special = " OR ".join(
-            f"contains({expr}, {c})" for c in ("','", "'\"'", "chr(10)", "chr(13)")
-        )
         return (
-            f"CASE WHEN {special} THEN '\"' || replace({expr}, '\"', '\"\"') || '\"' "
+            f"CASE WHEN {_special(expr)} THEN '\"' || replace({expr}, '\"', '\"\"') || '\"' "
             f"WHEN {expr} = '' THEN '\"\"' ELSE {expr} END"
         )
     if kind is ColumnType.NUMBER:
@@ -176,26 +190,58 @@ def _json_value(expr: str, kind: ColumnType) -> str:
     return expr
 
 
-def compile_export(query: Query, fmt: ExportFormat, source: str = "dataset") -> CompiledQuery:
+def compile_clean_columns(columns: Sequence[str], source: str = "dataset") -> CompiledQuery:
+    """One row, a BOOLEAN per text column in order: true when no value of it in ``source``
+    needs CSV quotes, i.e. none holds a comma, a quote, CR or LF and none is empty (nulls
+    count as clean). ``compile_export(..., clean=...)`` renders such columns unchecked, so
+    this test and ``_csv_field``'s are one (``_special``)."""
+    if not columns:
+        raise ValueError("no columns to check")
+    ref = DuckDbCompiler(source).source
+    checks = ", ".join(
+        f"NOT coalesce(bool_or({_special(c)} OR {c} = ''), false)"
+        for c in (f"{ref}.{quote_identifier(name)}" for name in columns)
+    )
+    return CompiledQuery(sql=f"SELECT {checks} FROM {ref}", params=[])  # noqa: S608 - quoted
+
+
+def compile_export(
+    query: Query,
+    fmt: ExportFormat,
+    source: str = "dataset",
+    *,
+    clean: frozenset[str] = frozenset(),
+) -> CompiledQuery:
     """The query with each row rendered as one CSV or JSONL line (column ``line``, ends in LF).
 
     CSV: fields as ``_csv_field`` renders them, no header (the writer adds it); in a one-column
-    export a null is ``""`` so that its row is not a blank line. JSONL: one object
+    export a null is ``""`` so that its row is not a blank line. A text column named in
+    ``clean`` holds no value that needs quotes (``compile_clean_columns`` said so of this very
+    ``source``): a scope that is that column (not an aggregate of it) is written unchecked,
+    the same bytes for less work. JSONL: one object
     per row, keys in scope order, numbers as numbers, non-finite numbers and nulls as ``null``,
     dates as ISO-8601 strings, text escaped by DuckDB's ``to_json`` (non-ASCII kept as UTF-8).
     """
     compiler = DuckDbCompiler(source)
     scopes = [
-        (compiler.scope(s), output_type(s), quote_identifier(s.output_name)) for s in query.scopes
+        (
+            compiler.scope(s),
+            output_type(s),
+            quote_identifier(s.output_name),
+            s.column.name in clean and s.aggregate is None,
+        )
+        for s in query.scopes
     ]
     if fmt == ExportFormat.CSV:
-        fields = [_csv_field(expr, kind) for expr, kind, _ in scopes]
+        fields = [_csv_field(expr, kind, clean=clean) for expr, kind, _, clean in scopes]
         if len(fields) == 1:
             # A lone null field would be a blank line, which many readers skip: write "".
             fields = [f"coalesce({fields[0]}, '\"\"')"]
         line = "concat(" + ", ',', ".join(fields) + ", chr(10))"
     elif fmt == ExportFormat.JSONL:
-        members = ", ".join(f"{name} := {_json_value(expr, kind)}" for expr, kind, name in scopes)
+        members = ", ".join(
+            f"{name} := {_json_value(expr, kind)}" for expr, kind, name, _ in scopes
+        )
         line = f"concat(to_json(struct_pack({members})), chr(10))"
     else:
         raise ValueError(f"unknown export format {fmt!r}")
