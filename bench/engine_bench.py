@@ -4,7 +4,7 @@ For each dataset size (generated once, cached under ``--cache``), each case (ful
 full-table JSONL, optionally a selective filter and a high-cardinality aggregate) runs:
 
 - ``engine``: ``run_export`` to a local temp file (DuckDB renders lines, isal gzip);
-- ``clean``: the same with the file's clean text columns known (``--clean``: what every export
+- ``clean``: the same with the file's clean columns known (``--clean``: what every export
   but the first of a dataset version does), and ``scan``, finding them (what the first pays);
 - ``arrow``: the same with ``render="arrow"`` (pyarrow encoders), when ``--arrow`` is given;
 - ``copy``: DuckDB ``COPY (<the same compiled query>) TO 'x.csv.gz' / 'x.json.gz'`` with gzip,

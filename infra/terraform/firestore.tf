@@ -3,9 +3,9 @@
 # functions find it in EXPORT_FIRESTORE_DATABASE, so two deployments in one project (two
 # prefixes) keep their accounts, API keys and export records apart. Collections: accounts,
 # apiKeys, exports, idempotencyKeys, rateLimits, datasetVersions (what the process function
-# learnt of each dataset version: the text columns it may write unchecked). The queries are single-field (apiKeys.keyId ==,
-# exports.deliveryDueOn <= now ordered by deliveryDueOn), served by automatic single-field
-# indexes, so no composite index is declared.
+# learnt of each dataset version: the columns it may write unchecked). The queries are
+# single-field (apiKeys.keyId ==, exports.deliveryDueOn <= now ordered by deliveryDueOn),
+# served by automatic single-field indexes, so no composite index is declared.
 
 resource "google_firestore_database" "this" {
   count = var.create_firestore_database ? 1 : 0

@@ -1,4 +1,4 @@
-"""What the runner learns of a dataset version (its clean text columns) and hands the engine."""
+"""What the runner learns of a dataset version (its clean columns) and hands the engine."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_a_failed_scan_is_logged_and_leaves_the_export_done(
     assert r.record.status is ExportStatus.SUCCEEDED
     assert r.ready.published == [QUERY_UUID]
     assert r.store.datasets == {}
-    assert "could not learn the dataset's clean text columns: the disk went away" in caplog.text
+    assert "could not learn the dataset's clean columns: the disk went away" in caplog.text
 
 
 def test_a_dataset_without_identity_is_never_scanned() -> None:

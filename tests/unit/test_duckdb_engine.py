@@ -639,31 +639,68 @@ def test_csv_quotes_exactly_the_fields_that_need_it(tmp_path: Path, batch_rows: 
 # --- clean columns: text written unchecked where no value needs quotes -------------------------
 
 
-def test_clean_columns_are_the_text_columns_where_no_value_needs_quotes(tmp_path: Path) -> None:
-    """One comma, quote, LF, CR or empty text anywhere keeps a column out, in any row group;
-    nulls do not, and only text columns are named."""
+def test_clean_columns_are_those_whose_every_value_is_written_as_its_plain_text(
+    tmp_path: Path,
+) -> None:
+    """One comma, quote, LF, CR or empty text, or one NaN, infinity or misprinted double,
+    anywhere keeps a column out, in any row group; nulls do not, and only text and
+    floating-point columns are named (the others are always written as their plain text)."""
     rows = 9
-    specials = {"comma": "a,b", "quote": 'say "hi"', "lf": "a\nb", "cr": "a\rb", "empty": ""}
+    texts = {"comma": "a,b", "quote": 'say "hi"', "lf": "a\nb", "cr": "a\rb", "empty": ""}
+    numbers = {
+        "nan": math.nan, "inf": math.inf, "neg_inf": -math.inf, "power": 2.0**81,
+        "neg_power": -(2.0**807),
+    }  # fmt: skip
     table = pa.table(
         {
             "clean": ["a", "b c", None, "Résidences", "東京", "tab\there", " x ", "-", "."],
             "nulls": pa.array([None] * rows, pa.string()),
-            **{name: ["plain"] * (rows - 1) + [special] for name, special in specials.items()},
+            **{name: ["plain"] * (rows - 1) + [text] for name, text in texts.items()},
+            "finite": [0.0, -0.0, 1e300, -5e-324, 2.0**80, 2.0**82, None, 784.0, 2150.5],
+            "single": pa.array([1.5] * rows, pa.float32()),
+            **{name: [1.0] * (rows - 1) + [number] for name, number in numbers.items()},
             "bed": list(range(rows)),
         }
     )
     path = tmp_path / "clean.parquet"
     pq.write_table(table, path, row_group_size=4)
-    assert clean_columns(str(path)) == {"clean", "nulls"}
-    assert DuckDbEngine().clean_columns(str(path)) == {"clean", "nulls"}
+    assert clean_columns(str(path)) == {"clean", "nulls", "finite", "single"}
+    assert DuckDbEngine().clean_columns(str(path)) == {"clean", "nulls", "finite", "single"}
 
 
-def test_the_generated_dataset_has_six_clean_text_columns(listings: Path) -> None:
+def test_the_generated_dataset_has_eleven_clean_columns(listings: Path) -> None:
     """The demo data's building names (hostile ones among them) and msa ("Austin, TX") need
-    quotes; its other six text columns never do."""
+    quotes; its other six text columns and its five doubles are written as their text."""
     assert clean_columns(str(listings)) == {
         "property_id", "street_address", "city", "state", "zip_code", "property_type",
+        "bath", "asking_rent", "effective_rent", "lat", "lon",
     }  # fmt: skip
+
+
+def test_clean_and_unclean_doubles_give_the_same_bytes(tmp_path: Path) -> None:
+    """Doubles with NaN, infinities and the misprinted powers beside clean ones: the same CSV
+    with the clean columns known or not; said clean, the unclean ones would come out wrong."""
+    rows = 8
+    odd = [math.nan, math.inf, -math.inf, 2.0**81, -(2.0**91), 2.0**807, None, 1.5]
+    table = pa.table(
+        {
+            "property_id": [f"P{i}" for i in range(rows)],
+            "asking_rent": odd,
+            "effective_rent": [0.1 * i for i in range(rows)],
+            "bath": pa.array([None, 1.0, 2.5, None, 3.0, 0.0, -0.0, 1e-7]),
+        }
+    )
+    path = tmp_path / "doubles.parquet"
+    pq.write_table(table, path, row_group_size=3)
+    clean = clean_columns(str(path))
+    assert clean == {"property_id", "effective_rent", "bath"}
+    names = ["property_id", "asking_rent", "effective_rent", "bath"]
+    query = parse({"scopes": [{"column": n} for n in names], "orderBy": [{"column": "bath"}]})
+    checked = export(path, query, "csv", settings=ONE_THREAD)[0]
+    assert export(path, query, "csv", settings=ONE_THREAD, clean=clean)[0] == checked
+    assert export(path, query, "csv", "arrow", settings=ONE_THREAD)[0] == checked
+    lied = export(path, query, "csv", settings=ONE_THREAD, clean=clean | {"asking_rent"})[0]
+    assert lied != checked
 
 
 @settings(
@@ -675,12 +712,12 @@ def test_the_generated_dataset_has_six_clean_text_columns(listings: Path) -> Non
 def test_clean_columns_written_unchecked_give_the_same_bytes(
     data: st.DataObject, awkward: tuple[Path, list[dict[str, Any]]], pools: dict[str, list[Any]]
 ) -> None:
-    """For random queries over awkward data (nulls, hostile names), the CSV with the file's
+    """For random queries over awkward data (nulls, hostile names, NaN), the CSV with the file's
     clean columns written unchecked is byte for byte the CSV with every field checked."""
     path = awkward[0]
     clean = clean_columns(str(path))
-    assert {"property_id", "street_address"} <= clean
-    assert "building_name" not in clean
+    assert {"property_id", "street_address", "asking_rent"} <= clean
+    assert not {"building_name", "effective_rent"} & clean  # hostile names, NaN and infinities
     query = parse(data.draw(datasets(pools)))
     checked = export(path, query, "csv", settings=ONE_THREAD)[0]
     assert export(path, query, "csv", settings=ONE_THREAD, clean=clean)[0] == checked

@@ -77,7 +77,7 @@ class ExportRecord:
     #: The version of the dataset the plan counted (a Cloud Storage generation): every part
     #: reads that one, or fails with ``dataset_changed`` when it is gone. None: unversioned.
     dataset_version: str | None = None
-    #: The text columns the plan found clean in that dataset (``ExportEngine.clean_columns``):
+    #: The columns the plan found clean in that dataset (``ExportEngine.clean_columns``):
     #: every part writes them unchecked.
     clean_columns: frozenset[str] = frozenset()
     #: The query engine that runs (or ran) the export: "duckdb" or "bigquery".

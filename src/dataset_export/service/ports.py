@@ -218,7 +218,7 @@ class LifecycleStore(ExportReader, PartReader, Protocol):
         clean_columns: frozenset[str] = frozenset(),
     ) -> None:
         """Store the parts (queued), their number, the rows planned, the engine, the
-        dataset's version (``DatasetFile.version``) and the text columns its parts may write
+        dataset's version (``DatasetFile.version``) and the columns its parts may write
         unchecked on the export; ``LeaseLost`` if not ours."""
 
     def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
@@ -253,7 +253,7 @@ class LifecycleStore(ExportReader, PartReader, Protocol):
         raise ``PreconditionFailed`` otherwise."""
 
     def clean_columns(self, dataset: str) -> frozenset[str] | None:
-        """The text columns found clean in the dataset ``DatasetFile.identity`` names
+        """The columns found clean in the dataset ``DatasetFile.identity`` names
         (``ExportEngine.clean_columns``), or None when that was not learnt (or is forgotten)."""
 
     def keep_clean_columns(self, dataset: str, columns: frozenset[str], now: dt.datetime) -> None:
@@ -395,13 +395,14 @@ class ExportEngine(Protocol):
         clean: frozenset[str] = frozenset(),
     ) -> int:
         """Write the part's rows (``part`` None: the whole result) as one gzip member to
-        ``out``; ``header=False`` leaves the CSV header out; ``clean`` names text columns that
+        ``out``; ``header=False`` leaves the CSV header out; ``clean`` names columns that
         ``clean_columns`` found clean in ``source`` (same bytes, less work). Return the number
         of data rows."""
 
     def clean_columns(self, source: str) -> frozenset[str]:
-        """The text columns of ``source`` whose values never need CSV quotes (no comma, quote,
-        CR or LF, none empty); a full read of them, so the caller keeps the answer."""
+        """The columns of ``source`` whose every value CSV writes as its plain text (text that
+        needs no quotes and is not empty, finite numbers DuckDB prints right); a full read of
+        them, so the caller keeps the answer."""
 
     def header(self, query: Query, fmt: str) -> bytes:
         """The CSV header line as a gzip member of its own (``b""`` for JSONL)."""

@@ -15,8 +15,9 @@ gets the export's name (from the queryUUID) by a create-only compose, so the exp
 never replaced and a damaged upload never becomes it (``name_export``); a finished export is
 never run again; and the ready message is published until the record says it was.
 
-What a dataset version's exports share: the text columns that no value of needs CSV quotes,
-which DuckDB then writes unchecked (~18% less CPU for the full table, the same bytes). The first
+What a dataset version's exports share: its clean columns, those no value of which CSV writes
+as more than its plain text (no quotes, no NaN), which DuckDB then writes unchecked (~18% less
+of its work for the full table, the same bytes). The first
 export of a version renders every field checked and, once notify is told, scans the version and
 keeps the answer in the store under the version's identity (``learn_clean_columns``); later
 exports, and every part of a plan (the plan records the set), use it.
@@ -329,19 +330,19 @@ class ExportRunner:
         return True, unscanned
 
     def known_clean_columns(self, dataset: DatasetFile) -> frozenset[str] | None:
-        """The dataset's text columns known to need no CSV quotes, which the export writes
-        unchecked; None when not learnt yet (``learn_clean_columns``). A dataset without an
-        identity has none: nothing learnt of it could be kept."""
+        """The dataset's columns known to be clean (``ExportEngine.clean_columns``), which the
+        export writes unchecked; None when not learnt yet (``learn_clean_columns``). A dataset
+        without an identity has none: nothing learnt of it could be kept."""
         if dataset.identity is None:
             return frozenset()
         return self.store.clean_columns(dataset.identity)
 
     def learn_clean_columns(self, dataset: DatasetFile, query_uuid: str) -> None:
-        """Find the dataset's clean text columns and keep them for its later exports.
+        """Find the dataset's clean columns and keep them for its later exports.
 
-        One read of its text columns (~0.3 CPU-s per 1M rows of the demo dataset), after the
-        export that met the dataset first, so that export's customer does not wait for it;
-        it saves ~0.35 CPU-s per 1M rows on every later CSV export (bench/README.md). Only
+        One read of its text and number columns (~0.4 CPU-s per 1M rows of the demo dataset),
+        after the export that met the dataset first, so that export's customer does not wait
+        for it; every later CSV export saves about as much (bench/README.md). Only
         speed depends on it, so a failure is logged and the next export tries again.
         """
         assert dataset.identity is not None  # known_clean_columns knows the rest
@@ -351,13 +352,13 @@ class ExportRunner:
             self.store.keep_clean_columns(dataset.identity, columns, self.clock())
         except Exception as exc:
             log.warning(
-                "could not learn the dataset's clean text columns: %s",
+                "could not learn the dataset's clean columns: %s",
                 public_detail(str(exc)) or type(exc).__name__,
                 extra={"queryUUID": query_uuid},
             )
             return
         log.info(
-            "learnt the dataset's clean text columns: %s",
+            "learnt the dataset's clean columns: %s",
             ", ".join(sorted(columns)) or "none",
             extra={
                 "queryUUID": query_uuid,

@@ -19,8 +19,9 @@ faster than formatting Arrow batches with pyarrow (at 2M rows about 1.5x for CSV
 JSONL; see bench/engine_bench.py). Its CSV quotes a field only where needed (``,`` ``"`` CR LF)
 and prints doubles as DuckDB does (``784.0``, ``2150.5``, ``1e+20``), except three that DuckDB
 misprints (``MISPRINTED_POWERS``). Those checks are most of the rendering's cost beyond the
-cheapest formatting (bench/README.md): ``compile_clean_columns`` finds the text columns of a file
-that no value of needs them, and ``compile_export(..., clean=...)`` writes those unchecked.
+cheapest formatting (bench/README.md): ``compile_clean_columns`` finds the text and number
+columns of a file that no value of needs them, and ``compile_export(..., clean=...)`` writes
+those unchecked.
 """
 
 from __future__ import annotations
@@ -153,15 +154,37 @@ def _special(expr: str) -> str:
     return " OR ".join(f"contains({expr}, {c})" for c in _SPECIAL)
 
 
+def _misprinted(expr: str) -> str:
+    """SQL true when the number ``expr`` is a double DuckDB misprints (``MISPRINTED_POWERS``)."""
+    powers = ", ".join(f"2.0::DOUBLE ** {p}" for p in MISPRINTED_POWERS)
+    return f"abs({expr}) IN ({powers}) AND typeof({expr}) = 'DOUBLE'"
+
+
+def _not_plain(expr: str, kind: ColumnType) -> str:
+    """SQL true when the value ``expr`` is not written as its plain text in CSV: text that
+    needs quotes (``_special``, or empty: ``""`` keeps it apart from null), a number that is
+    not finite or is misprinted. Every other value, and null, is written as
+    ``CAST(expr AS VARCHAR)``, which is what a clean column (``compile_clean_columns``) gets."""
+    if kind is ColumnType.STRING:
+        return f"{_special(expr)} OR {expr} = ''"
+    if kind is ColumnType.NUMBER:
+        return f"NOT isfinite({expr}) OR {_misprinted(expr)}"
+    raise ValueError(f"{kind.value} values are always written as their plain text")
+
+
+CHECKED_KINDS = (ColumnType.STRING, ColumnType.NUMBER)
+"""The kinds of column whose CSV fields are checked value by value (``_not_plain``)."""
+
+
 def _csv_field(expr: str, kind: ColumnType, *, clean: bool = False) -> str:
     """SQL rendering one value as an RFC 4180 field; NULL (empty under ``concat``) for null.
 
-    ``clean``: the text is known to need no quotes (``compile_clean_columns``), so it is
-    written as it is, unchecked.
+    ``clean``: no value of the column is one ``_not_plain`` catches (``compile_clean_columns``
+    said so), so each is written as its plain text, unchecked.
     """
+    if clean and kind in CHECKED_KINDS:
+        return expr if kind is ColumnType.STRING else f"CAST({expr} AS VARCHAR)"
     if kind is ColumnType.STRING:
-        if clean:
-            return expr
         # Quote only where needed, like DuckDB's and Polars' writers; "" keeps '' apart from null.
         return (
             f"CASE WHEN {_special(expr)} THEN '\"' || replace({expr}, '\"', '\"\"') || '\"' "
@@ -170,13 +193,12 @@ def _csv_field(expr: str, kind: ColumnType, *, clean: bool = False) -> str:
     if kind is ColumnType.NUMBER:
         # DuckDB prints the shortest text that reads back as the same double (2150.5, 784.0),
         # but for three magnitudes; those are spelled out (a test checks them against repr).
-        powers = ", ".join(f"2.0::DOUBLE ** {p}" for p in MISPRINTED_POWERS)
         spelled = " ".join(
             f"WHEN 2.0::DOUBLE ** {p} THEN '{text}'" for p, text in MISPRINTED_POWERS.items()
         )
         return (
             f"CASE WHEN NOT isfinite({expr}) THEN NULL "
-            f"WHEN abs({expr}) IN ({powers}) AND typeof({expr}) = 'DOUBLE' THEN "
+            f"WHEN {_misprinted(expr)} THEN "
             f"(CASE WHEN {expr} < 0 THEN '-' ELSE '' END) || CASE abs({expr}) {spelled} END "
             f"ELSE CAST({expr} AS VARCHAR) END"
         )
@@ -190,17 +212,19 @@ def _json_value(expr: str, kind: ColumnType) -> str:
     return expr
 
 
-def compile_clean_columns(columns: Sequence[str], source: str = "dataset") -> CompiledQuery:
-    """One row, a BOOLEAN per text column in order: true when no value of it in ``source``
-    needs CSV quotes, i.e. none holds a comma, a quote, CR or LF and none is empty (nulls
-    count as clean). ``compile_export(..., clean=...)`` renders such columns unchecked, so
-    this test and ``_csv_field``'s are one (``_special``)."""
+def compile_clean_columns(
+    columns: Sequence[tuple[str, ColumnType]], source: str = "dataset"
+) -> CompiledQuery:
+    """One row, a BOOLEAN per column (name, kind: text or number) in order: true when no value
+    of it in ``source`` is one ``_not_plain`` catches (text that needs quotes or is empty, a
+    number not finite or misprinted; nulls are clean), so that ``compile_export(...,
+    clean=...)`` may write every value as its plain text. The test is ``_csv_field``'s own."""
     if not columns:
         raise ValueError("no columns to check")
     ref = DuckDbCompiler(source).source
     checks = ", ".join(
-        f"NOT coalesce(bool_or({_special(c)} OR {c} = ''), false)"
-        for c in (f"{ref}.{quote_identifier(name)}" for name in columns)
+        f"NOT coalesce(bool_or({_not_plain(f'{ref}.{quote_identifier(name)}', kind)}), false)"
+        for name, kind in columns
     )
     return CompiledQuery(sql=f"SELECT {checks} FROM {ref}", params=[])  # noqa: S608 - quoted
 
@@ -215,10 +239,10 @@ def compile_export(
     """The query with each row rendered as one CSV or JSONL line (column ``line``, ends in LF).
 
     CSV: fields as ``_csv_field`` renders them, no header (the writer adds it); in a one-column
-    export a null is ``""`` so that its row is not a blank line. A text column named in
-    ``clean`` holds no value that needs quotes (``compile_clean_columns`` said so of this very
-    ``source``): a scope that is that column (not an aggregate of it) is written unchecked,
-    the same bytes for less work. JSONL: one object
+    export a null is ``""`` so that its row is not a blank line. A column named in ``clean``
+    holds no value that needs more than its plain text (``compile_clean_columns`` said so of
+    this very ``source``): a scope that is that column (not an aggregate of it) is written
+    unchecked, the same bytes for less work. JSONL: one object
     per row, keys in scope order, numbers as numbers, non-finite numbers and nulls as ``null``,
     dates as ISO-8601 strings, text escaped by DuckDB's ``to_json`` (non-ASCII kept as UTF-8).
     """
