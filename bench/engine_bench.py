@@ -136,7 +136,6 @@ def floor(parquet: str, query: Any, target: Path, batch_rows: int, tmp: str) -> 
     from dataset_export.engine import EngineSettings
     from dataset_export.engine.gzip_sink import GzipSink
     from dataset_export.engine.render import LinesEncoder
-    from dataset_export.engine.sql.duckdb_dialect import quote_identifier
 
     con = duckdb.connect(":memory:", config={
         "memory_limit": EngineSettings().memory_limit, "temp_directory": tmp,
@@ -145,10 +144,7 @@ def floor(parquet: str, query: Any, target: Path, batch_rows: int, tmp: str) -> 
     try:
         con.execute("SET enable_progress_bar = false")
         con.read_parquet(parquet).create_view("dataset")
-        names = [quote_identifier(s.column.name) for s in query.scopes]
-        fields = ", ',', ".join(f"CAST({name} AS VARCHAR)" for name in names)
-        sql = f"SELECT concat({fields}, chr(10)) FROM dataset"  # noqa: S608 - checked names
-        reader = con.sql(sql).to_arrow_reader(batch_rows)
+        reader = con.sql(floor_sql(query)).to_arrow_reader(batch_rows)
         encoder, rows = LinesEncoder(), 0
         with target.open("wb") as out, GzipSink(out) as sink:
             for batch in reader:
@@ -157,6 +153,16 @@ def floor(parquet: str, query: Any, target: Path, batch_rows: int, tmp: str) -> 
         return rows, sink.uncompressed_bytes
     finally:
         con.close()
+
+
+def floor_sql(query: Any) -> str:
+    """The floor's formatting: every field of the query's columns ``CAST AS VARCHAR``, joined
+    by commas, over the view ``dataset``."""
+    from dataset_export.engine.sql.duckdb_dialect import quote_identifier
+
+    names = [quote_identifier(s.column.name) for s in query.scopes]
+    fields = ", ',', ".join(f"CAST({name} AS VARCHAR)" for name in names)
+    return f"SELECT concat({fields}, chr(10)) FROM dataset"  # noqa: S608 - checked names
 
 
 def cpu_seconds() -> float:

@@ -90,6 +90,9 @@ def process_worker(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     runner = build_export_runner(settings)
     runner.datasets = FixedDataset(args.parquet)
+    # One export as one part, whatever its size (parts_bench.py measures the parts): without
+    # this, 10M rows are planned as 5 parts and handed to the parts topic.
+    runner.parts_queue = None
     store = FirestoreStore.for_project(settings.project)
     query_uuid = str(uuid.uuid4())
     store.create_export(

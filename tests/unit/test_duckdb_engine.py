@@ -668,6 +668,20 @@ def test_clean_columns_are_those_whose_every_value_is_written_as_its_plain_text(
     assert DuckDbEngine().clean_columns(str(path)) == {"clean", "nulls", "finite", "single"}
 
 
+def test_a_file_too_large_to_scan_reports_no_clean_column(
+    listings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over ``CLEAN_SCAN_MAX_ROWS`` the file is not read: no column is clean, every value of
+    its exports is checked."""
+    from dataset_export.engine import duckdb_engine
+
+    assert clean_columns(str(listings))
+    monkeypatch.setattr(duckdb_engine, "CLEAN_SCAN_MAX_ROWS", 19_999)
+    assert clean_columns(str(listings)) == frozenset()
+    monkeypatch.setattr(duckdb_engine, "CLEAN_SCAN_MAX_ROWS", 20_000)
+    assert clean_columns(str(listings))
+
+
 def test_the_generated_dataset_has_eleven_clean_columns(listings: Path) -> None:
     """The demo data's building names (hostile ones among them) and msa ("Austin, TX") need
     quotes; its other six text columns and its five doubles are written as their text."""

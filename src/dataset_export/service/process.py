@@ -16,8 +16,8 @@ never replaced and a damaged upload never becomes it (``name_export``); a finish
 never run again; and the ready message is published until the record says it was.
 
 What a dataset version's exports share: its clean columns, those no value of which CSV writes
-as more than its plain text (no quotes, no NaN), which DuckDB then writes unchecked (~18% less
-of its work for the full table, the same bytes). The first
+as more than its plain text (no quotes, no NaN), which DuckDB then writes unchecked (19% less
+of its work for the full table, the same bytes; bench/README.md). The first
 export of a version renders every field checked and, once notify is told, scans the version and
 keeps the answer in the store under the version's identity (``learn_clean_columns``); later
 exports, and every part of a plan (the plan records the set), use it.
