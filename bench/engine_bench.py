@@ -210,6 +210,28 @@ def measure(args: argparse.Namespace, parquet: Path, case: str, fmt: str) -> dic
     return results
 
 
+class BenchDataset:
+    """``Datasets`` for a bench's local file, with an identity (a digest of its bytes, taken
+    once: the file does not change while a bench runs), so that the runner keeps and uses its
+    clean columns as it does a Cloud Storage generation's. ``FixedDataset`` gives a local file
+    none: in general it can be rewritten in place."""
+
+    def __init__(self, path: str) -> None:
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        self.path, self.identity = path, f"bench-file:{digest.hexdigest()}"
+
+    def open(self, version: str | None = None) -> Any:
+        """The file, unversioned, with its identity."""
+        from dataset_export.service.ports import DatasetFile
+
+        return DatasetFile(self.path, None, self.identity)
+
+
 def ensure_dataset(rows: int, cache: Path) -> Path:
     """The cached dataset of ``rows`` rows, generated on first use."""
     from dataset_export_tools.dataset.generate import generate_dataset

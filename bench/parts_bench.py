@@ -71,7 +71,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from discard_gcs import DiscardGcs  # noqa: E402
-from engine_bench import cpu_seconds, dataset_for, ensure_dataset, peak_rss  # noqa: E402
+from engine_bench import (  # noqa: E402
+    BenchDataset,
+    cpu_seconds,
+    dataset_for,
+    ensure_dataset,
+    peak_rss,
+)
 from process_bench import bench_stack  # noqa: E402
 
 PATHS = ("discard", "emulator")
@@ -150,7 +156,6 @@ class TimedStorage(Timed):
 
 def worker(args: argparse.Namespace) -> None:
     """Warm up, say READY, run the one command read from stdin, print its RESULT line."""
-    from dataset_export.adapters.datasets import FixedDataset
     from dataset_export.config import Settings
     from dataset_export.core.catalog import RENTAL_LISTINGS
     from dataset_export.core.errors import TransientError
@@ -159,7 +164,7 @@ def worker(args: argparse.Namespace) -> None:
 
     settings = Settings.from_env()
     runner = build_export_runner(settings)
-    runner.datasets = FixedDataset(args.parquet)
+    runner.datasets = BenchDataset(args.parquet)
     # Measure what every export but a dataset version's first does: its clean columns known
     # (process_bench.py does the same), learnt before anything is timed.
     dataset = runner.datasets.open()

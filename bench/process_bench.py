@@ -44,7 +44,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from discard_gcs import DiscardGcs  # noqa: E402
-from engine_bench import cpu_seconds, dataset_for, ensure_dataset, peak_rss  # noqa: E402
+from engine_bench import (  # noqa: E402
+    BenchDataset,
+    cpu_seconds,
+    dataset_for,
+    ensure_dataset,
+    peak_rss,
+)
 
 BENCH_CASES = [("full", "csv"), ("full", "jsonl"), ("selective", "csv"), ("aggregate", "csv")]
 PATHS = ("emulator", "discard", "copy")
@@ -80,7 +86,6 @@ def process_worker(args: argparse.Namespace) -> None:
     # A warm instance: DuckDB and pyarrow are imported once per instance (about 0.4 s here),
     # not per export, so load them before the clock starts.
     import dataset_export.engine.duckdb_engine  # noqa: F401
-    from dataset_export.adapters.datasets import FixedDataset
     from dataset_export.adapters.firestore_store import FirestoreStore
     from dataset_export.config import Settings
     from dataset_export.core.dataset import SubmittedDataset
@@ -89,7 +94,7 @@ def process_worker(args: argparse.Namespace) -> None:
 
     settings = Settings.from_env()
     runner = build_export_runner(settings)
-    runner.datasets = FixedDataset(args.parquet)
+    runner.datasets = BenchDataset(args.parquet)
     # One export as one part, whatever its size (parts_bench.py measures the parts): without
     # this, 10M rows are planned as 5 parts and handed to the parts topic.
     runner.parts_queue = None

@@ -89,6 +89,8 @@ class InMemoryStore:
         self.parts: dict[tuple[str, int], PartRecord] = {}
         self.part_versions: dict[tuple[str, int], int] = {}
         self.datasets: dict[str, frozenset[str]] = {}
+        #: Raised by ``clean_columns`` when set (a store that cannot answer).
+        self.clean_read_error: Exception | None = None
 
     @property
     def deliveries(self) -> dict[str, DeliveryRecord]:
@@ -323,9 +325,10 @@ class InMemoryStore:
         engine: str,
         dataset_version: str | None = None,
         clean_columns: frozenset[str] = frozenset(),
+        clean_rules: str | None = None,
     ) -> None:
-        """Store the parts, their number, the rows, engine, dataset version and clean columns;
-        ``LeaseLost`` if not ours."""
+        """Store the parts, their number, the rows, engine, dataset version and clean columns
+        with their rules; ``LeaseLost`` if not ours."""
         record = self._owned(query_uuid, worker)
         planned = {part.index for part in parts}
         for key in [k for k in self.parts if k[0] == query_uuid and k[1] not in planned]:
@@ -339,6 +342,7 @@ class InMemoryStore:
             engine=engine,
             dataset_version=dataset_version,
             clean_columns=clean_columns,
+            clean_rules=clean_rules,
             rows_written=0,
         )
 
@@ -431,7 +435,9 @@ class InMemoryStore:
         )
 
     def clean_columns(self, dataset: str) -> frozenset[str] | None:
-        """The clean columns kept for ``dataset``, or None."""
+        """The clean columns kept for ``dataset``, or None; ``clean_read_error`` if set."""
+        if self.clean_read_error is not None:
+            raise self.clean_read_error
         return self.datasets.get(dataset)
 
     def keep_clean_columns(self, dataset: str, columns: frozenset[str], now: dt.datetime) -> None:
@@ -617,6 +623,8 @@ class FakeEngine:
         self.scanned: list[str] = []
         #: What ``clean_columns`` finds; an exception: it raises it.
         self.clean_found: frozenset[str] | BaseException = frozenset({"city"})
+        #: What ``clean_rules`` names (a deploy of other rules changes it).
+        self.rules = "rules-1"
 
     def plan(
         self, source: str, query: Any, *, query_uuid: str, target_rows: int, max_parts: int
@@ -675,6 +683,10 @@ class FakeEngine:
     def finish(self, query_uuid: str) -> None:
         """Remember that the export's temporary state was dropped."""
         self.finished.append(query_uuid)
+
+    def clean_rules(self) -> str:
+        """``rules``."""
+        return self.rules
 
     def clean_columns(self, source: str) -> frozenset[str]:
         """``clean_found`` (raised when an exception); remember the source scanned."""

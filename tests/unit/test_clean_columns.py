@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dataset_export.adapters.datasets import FixedDataset
-from dataset_export.core.errors import TransientError
+from dataset_export.core.errors import QueryRejected, TransientError
 from dataset_export.core.records import ExportStatus
+from dataset_export.service.process import LEARN_WITHIN
 from tests.fakes import VersionedDatasets
 from tests.unit.test_parts_runner import QUERY_UUID, queued, rig
 
 NOTHING: frozenset[str] = frozenset()
 CITY = frozenset({"city"})
+SECOND = "7b4f2c1e-0000-4000-8000-0000000000bb"
+
+
+def key(version: str, rules: str = "rules-1") -> str:
+    """Where the runner keeps what it learnt of ``VersionedDatasets`` version ``version``."""
+    return f"gs://d/l#{version}|{rules}"
 
 
 def test_the_first_export_of_a_version_scans_it_and_later_ones_use_what_it_found() -> None:
     """The export that meets a dataset version first renders every field checked, and its
     runner then scans the version (after telling notify) and keeps the answer under the
-    version's identity; the next export of that version is handed the clean columns and
-    scans nothing."""
+    version's identity and the engine's rules; the next export of that version is handed the
+    clean columns and scans nothing."""
     r = rig(rows=1)
     datasets = VersionedDatasets(current="1")
     published_at_scan: list[list[str]] = []
@@ -38,12 +46,11 @@ def test_the_first_export_of_a_version_scans_it_and_later_ones_use_what_it_found
     assert r.engine.cleans == [NOTHING]
     assert published_at_scan == [[QUERY_UUID]]
     assert r.engine.scanned == ["/data/listings-1.parquet"]
-    assert r.store.datasets == {"gs://d/l#1": CITY}
+    assert r.store.datasets == {key("1"): CITY}
 
-    second = "7b4f2c1e-0000-4000-8000-0000000000bb"
-    r.store.create_export(dataclasses.replace(queued(), query_uuid=second))
-    r.runner(datasets=datasets).handle(second)
-    assert r.store.exports[second].status is ExportStatus.SUCCEEDED
+    r.store.create_export(dataclasses.replace(queued(), query_uuid=SECOND))
+    r.runner(datasets=datasets).handle(SECOND)
+    assert r.store.exports[SECOND].status is ExportStatus.SUCCEEDED
     assert r.engine.cleans == [NOTHING, CITY]
     assert len(r.engine.scanned) == 1
 
@@ -53,26 +60,51 @@ def test_a_new_version_is_scanned_again() -> None:
     export renders checked and scans the new version."""
     r = rig(rows=1)
     datasets = VersionedDatasets(current="1")
-    r.store.keep_clean_columns("gs://d/l#1", CITY, r.clock[0])
+    r.store.keep_clean_columns(key("1"), CITY, r.clock[0])
     datasets.current = "2"
     r.runner(datasets=datasets).handle(QUERY_UUID)
     assert r.engine.cleans == [NOTHING]
     assert r.engine.scanned == ["/data/listings-2.parquet"]
-    assert set(r.store.datasets) == {"gs://d/l#1", "gs://d/l#2"}
+    assert set(r.store.datasets) == {key("1"), key("2")}
+
+
+def test_an_answer_found_under_other_rules_is_not_used() -> None:
+    """After an engine upgrade (other checks, another DuckDB) the answer kept under the old
+    rules is ignored: the export checks every value and the version is scanned again."""
+    r = rig(rows=1)
+    datasets = VersionedDatasets(current="1")
+    r.store.keep_clean_columns(key("1", "rules-0"), CITY, r.clock[0])
+    r.runner(datasets=datasets).handle(QUERY_UUID)
+    assert r.engine.cleans == [NOTHING]
+    assert r.engine.scanned == ["/data/listings-1.parquet"]
+    assert r.store.datasets[key("1")] == CITY
 
 
 def test_every_part_is_handed_the_clean_columns_the_plan_recorded() -> None:
-    """A plan records the clean columns known when it was made; each part renders with those,
-    whatever is learnt or kept meanwhile, so the parts of one file agree."""
+    """A plan records the clean columns known when it was made, and their rules; each part
+    renders with those, whatever is learnt or kept meanwhile, so the parts of one file agree."""
     r = rig(rows=10)
     datasets = VersionedDatasets(current="1")
-    r.store.keep_clean_columns("gs://d/l#1", CITY, r.clock[0])
+    r.store.keep_clean_columns(key("1"), CITY, r.clock[0])
     r.runner(datasets=datasets).handle(QUERY_UUID)
-    assert r.record.clean_columns == CITY
+    assert (r.record.clean_columns, r.record.clean_rules) == (CITY, "rules-1")
     r.store.datasets.clear()  # forgotten (TTL) while the parts run
     r.run_parts(r.runner("w-parts", datasets=datasets))
     assert r.record.status is ExportStatus.SUCCEEDED
     assert r.engine.cleans == [CITY] * r.record.parts_total
+
+
+def test_a_part_under_other_rules_than_its_plan_checks_every_value() -> None:
+    """A part run by an instance of other rules (a deploy between the plan and the part)
+    does not use the plan's clean columns: the part's bytes follow its own checks."""
+    r = rig(rows=10)
+    datasets = VersionedDatasets(current="1")
+    r.store.keep_clean_columns(key("1"), CITY, r.clock[0])
+    r.runner(datasets=datasets).handle(QUERY_UUID)
+    r.engine.rules = "rules-2"
+    r.run_parts(r.runner("w-parts", datasets=datasets))
+    assert r.record.status is ExportStatus.SUCCEEDED
+    assert r.engine.cleans == [NOTHING] * r.record.parts_total
 
 
 def test_a_plan_made_before_the_version_was_scanned_has_its_parts_check_every_field() -> None:
@@ -81,7 +113,7 @@ def test_a_plan_made_before_the_version_was_scanned_has_its_parts_check_every_fi
     r = rig(rows=10)
     datasets = VersionedDatasets(current="1")
     r.runner(datasets=datasets).handle(QUERY_UUID)
-    assert r.record.clean_columns == NOTHING
+    assert (r.record.clean_columns, r.record.clean_rules) == (NOTHING, None)
     assert len(r.parts.published) == r.record.parts_total > 1
     assert r.engine.scanned == ["/data/listings-1.parquet"]
     r.run_parts(r.runner("w-parts", datasets=datasets))
@@ -92,8 +124,8 @@ def test_a_plan_made_before_the_version_was_scanned_has_its_parts_check_every_fi
 def test_a_failed_scan_is_logged_and_leaves_the_export_done(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The scan only makes later exports faster: when it fails, the export stays succeeded,
-    the message is acknowledged, nothing is kept, and the next export scans again."""
+    """The scan only makes later exports faster: when it fails transiently, the export stays
+    succeeded, the message is acknowledged, nothing is kept, and the next export scans again."""
     r = rig(rows=1, record=queued())
     r.engine.clean_found = TransientError("the disk went away")
     datasets = VersionedDatasets(current="1")
@@ -105,29 +137,65 @@ def test_a_failed_scan_is_logged_and_leaves_the_export_done(
     assert "could not learn the dataset's clean columns: the disk went away" in caplog.text
 
 
-def test_a_dataset_without_identity_is_never_scanned() -> None:
-    """Nothing learnt of a dataset without an identity (a BigQuery table, an unreadable file)
-    could be kept, so it is not scanned, and every field is checked."""
+def test_a_scan_the_engine_refuses_is_kept_as_no_clean_column(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A file the engine refuses to scan would be refused again: it is kept as having no
+    clean column, so later exports neither scan it again nor skip a check."""
     r = rig(rows=1)
-    r.runner(datasets=FixedDataset("bq://p.d.t")).handle(QUERY_UUID)
+    r.engine.clean_found = QueryRejected("the file is not what DuckDB reads")
+    datasets = VersionedDatasets(current="1")
+    with caplog.at_level(logging.WARNING):
+        r.runner(datasets=datasets).handle(QUERY_UUID)
     assert r.record.status is ExportStatus.SUCCEEDED
+    assert r.store.datasets == {key("1"): NOTHING}
+    assert "the scan was refused" in caplog.text
+
+
+def test_a_store_that_cannot_say_what_is_known_leaves_every_value_checked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Reading the clean columns failing does not fail the export: it checks every value,
+    nothing is scanned (the store is what failed), and the failure is logged."""
+    r = rig(rows=1)
+    r.store.clean_read_error = TransientError("Firestore is away")
+    with caplog.at_level(logging.WARNING):
+        r.runner(datasets=VersionedDatasets(current="1")).handle(QUERY_UUID)
+    assert r.record.status is ExportStatus.SUCCEEDED
+    assert r.record.run_attempts == 1
     assert r.engine.cleans == [NOTHING]
     assert r.engine.scanned == []
+    assert "could not read the dataset's clean columns; every value is checked" in caplog.text
 
 
-def test_a_local_files_identity_changes_when_it_is_rewritten(tmp_path: Path) -> None:
-    """A local file's identity names the file and its state: the same while untouched, another
-    once rewritten; a missing file and a BigQuery table have none."""
-    path = tmp_path / "d.parquet"
-    path.write_bytes(b"one")
-    first = FixedDataset(str(path)).open()
-    assert first.identity is not None
-    assert str(path) in first.identity
-    assert first.version is None
-    assert FixedDataset(str(path)).open() == first
-    replacement = tmp_path / "new.parquet"
-    replacement.write_bytes(b"one")
-    replacement.replace(path)
-    assert FixedDataset(str(path)).open().identity != first.identity
-    assert FixedDataset(str(tmp_path / "missing.parquet")).open().identity is None
-    assert FixedDataset("bq://p.d.t").open().identity is None
+def test_after_a_long_export_the_scan_is_left_for_a_shorter_one() -> None:
+    """An export that ran longer than ``LEARN_WITHIN`` does not scan (it could run out the
+    function's time); the next, shorter export of the version does."""
+    r = rig(rows=1)
+    datasets = VersionedDatasets(current="1")
+    export = r.engine.export
+
+    def slow_export(*args: Any, **kwargs: Any) -> int:
+        r.clock[0] += LEARN_WITHIN + dt.timedelta(seconds=1)  # the export took that long
+        return export(*args, **kwargs)
+
+    r.engine.export = slow_export  # type: ignore[method-assign]
+    r.runner(datasets=datasets).handle(QUERY_UUID)
+    assert r.record.status is ExportStatus.SUCCEEDED
+    assert r.engine.scanned == []
+    r.engine.export = export  # type: ignore[method-assign]
+    r.store.create_export(dataclasses.replace(queued(), query_uuid=SECOND))
+    r.runner(datasets=datasets).handle(SECOND)
+    assert r.engine.scanned == ["/data/listings-1.parquet"]
+
+
+def test_a_dataset_without_identity_is_never_scanned() -> None:
+    """Nothing learnt of a dataset without an identity (a local file, a BigQuery table) could
+    be kept, so it is not scanned, and every value is checked."""
+    for source in ("bq://p.d.t", "/data/listings.parquet"):
+        r = rig(rows=1)
+        assert FixedDataset(source).open().identity is None
+        r.runner(datasets=FixedDataset(source)).handle(QUERY_UUID)
+        assert r.record.status is ExportStatus.SUCCEEDED
+        assert r.engine.cleans == [NOTHING]
+        assert r.engine.scanned == []

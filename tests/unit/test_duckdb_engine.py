@@ -763,6 +763,70 @@ def test_the_generated_table_with_its_clean_columns_known_renders_the_same_bytes
     assert fast == export(listings, query, "csv", "arrow", settings=ONE_THREAD)[0]
 
 
+def test_an_aggregate_of_a_clean_column_is_still_checked(tmp_path: Path) -> None:
+    """A clean column's values are clean, not what aggregates make of them: a Sum of finite
+    doubles that overflows to infinity, or an Avg that lands on a misprinted power, is
+    written as the checked path writes it."""
+    table = pa.table(
+        {
+            "msa": ["A", "A", "B", "B"],
+            "asking_rent": [1e308, 1e308, 2.0**80, 3 * 2.0**80],  # sums to inf; averages to 2**81
+        }
+    )
+    path = tmp_path / "sums.parquet"
+    pq.write_table(table, path)
+    clean = clean_columns(str(path))
+    assert clean == {"msa", "asking_rent"}
+    query = parse(
+        {
+            "scopes": [
+                {"column": "msa"},
+                {"column": "asking_rent", "aggregate": "Sum"},
+                {"column": "asking_rent", "aggregate": "Avg", "alias": "avg_asking"},
+            ],
+            "orderBy": [{"column": "msa"}],
+        }
+    )
+    checked = export(path, query, "csv", settings=ONE_THREAD)[0]
+    assert b"inf" not in checked
+    assert b"2.4178516392292583e+24" in checked
+    assert export(path, query, "csv", settings=ONE_THREAD, clean=clean)[0] == checked
+
+
+def test_columns_a_query_cannot_name_are_not_scanned(tmp_path: Path) -> None:
+    """A column whose name is not a plain identifier is left out of the scan (no query can
+    name it) instead of failing it; the others are still found."""
+    table = pa.table({"first name": ["a,b"], "city": ["x"], "two words": [1.5]})
+    path = tmp_path / "names.parquet"
+    pq.write_table(table, path)
+    assert clean_columns(str(path)) == {"city"}
+
+
+def test_the_clean_rules_change_with_the_checks_and_with_duckdb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer is kept under ``clean_rules()``: another DuckDB, or other checks (a new
+    misprinted double), is another name, so nothing found before is used after."""
+    from dataset_export.engine import duckdb_engine
+    from dataset_export.engine.sql import duckdb_dialect
+
+    assert set(duckdb_engine._CHECKED_TYPES.values()) == set(duckdb_dialect.CHECKED_KINDS)
+    before = duckdb_engine.clean_rules()
+    assert DuckDbEngine().clean_rules() == before
+    duckdb_engine.clean_rules.cache_clear()
+    monkeypatch.setattr(duckdb, "__version__", "9.9.9")
+    assert duckdb_engine.clean_rules() != before
+    monkeypatch.undo()
+    duckdb_engine.clean_rules.cache_clear()
+    monkeypatch.setattr(
+        duckdb_dialect, "MISPRINTED_POWERS", {**duckdb_dialect.MISPRINTED_POWERS, 5: "32.0"}
+    )
+    assert duckdb_engine.clean_rules() != before
+    monkeypatch.undo()
+    duckdb_engine.clean_rules.cache_clear()
+    assert duckdb_engine.clean_rules() == before
+
+
 def test_a_column_said_clean_is_written_unchecked(listings: Path) -> None:
     """``clean`` really turns the checks off (so the tests above compare two renderings): a
     column wrongly said clean comes out unquoted, and the SQL checks only the others."""

@@ -119,7 +119,7 @@ KEYS = {"EXPORT_KEY_ENCRYPTION_KEY": "k", "EXPORT_LINK_SIGNING_KEY": "l"}
 def test_dwe_engine_bigquery_points_the_process_function_at_the_demo_table() -> None:
     """With the emulator the functions get bq://<project>.listings.rental_listings, the
     temporary dataset and both emulator endpoints, and stack.env says DWE_ENGINE=bigquery;
-    without it the Parquet file and no BigQuery setting."""
+    without it the Parquet file in the datasets bucket and no BigQuery setting."""
     ports = {"DWE_BIGQUERY_PORT": "24390", "DWE_BIGQUERY_GRPC_PORT": "24391"}
     config = from_env(DWE_ENGINE="bigquery", GOOGLE_CLOUD_PROJECT="dwe-demo", **ports)
     env = functions.function_env(config, KEYS)
@@ -131,7 +131,7 @@ def test_dwe_engine_bigquery_points_the_process_function_at_the_demo_table() -> 
 
     duckdb = from_env(GOOGLE_CLOUD_PROJECT="dwe-demo", **ports)
     env = functions.function_env(duckdb, KEYS)
-    assert env["EXPORT_DATASET_URI"] == str(duckdb.dataset_path)
+    assert env["EXPORT_DATASET_URI"] == f"gs://{duckdb.datasets_bucket}/rental_listings.parquet"
     assert not {k for k in env if "BIGQUERY" in k}
     assert provisioning.stack_env(duckdb, env, None)["DWE_ENGINE"] == "duckdb"
 

@@ -336,6 +336,10 @@ class BigQueryEngine:
             query.output_names, ExportFormat(fmt), backend=self.gzip_backend, level=self.gzip_level
         )
 
+    def clean_rules(self) -> str:
+        """Its renderer uses no clean columns."""
+        return "bigquery-none"
+
     def clean_columns(self, source: str) -> frozenset[str]:
         """None to report: a table has no identity to keep it under (``FixedDataset``), and
         the renderer would not use it."""

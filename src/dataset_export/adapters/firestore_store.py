@@ -67,6 +67,7 @@ _EXPORT_FIELDS = {
     "parts_published_on": "partsPublishedOn",
     "planned_rows": "plannedRows",
     "dataset_version": "datasetVersion",
+    "clean_rules": "cleanRules",
     "engine": "engine",
 }
 # Part record attribute -> field of its document in the export's ``parts`` subcollection.
@@ -470,9 +471,11 @@ class FirestoreStore:
         engine: str,
         dataset_version: str | None = None,
         clean_columns: frozenset[str] = frozenset(),
+        clean_rules: str | None = None,
     ) -> None:
         """Store the parts (queued), their number, the rows planned, the engine, the
-        dataset's version and its clean columns on the export; ``LeaseLost`` if not ours."""
+        dataset's version and its clean columns with their rules on the export;
+        ``LeaseLost`` if not ours."""
         with google_errors("storing the plan"):
             snap = self._export_ref(query_uuid).get()
             doc = snap.to_dict() or {}
@@ -503,6 +506,7 @@ class FirestoreStore:
                 "engine": engine,
                 "datasetVersion": dataset_version,
                 "cleanColumns": sorted(clean_columns),
+                "cleanRules": clean_rules,
                 "rowsWritten": 0,
             }
             self._owned_update(query_uuid, worker, update)
@@ -597,7 +601,7 @@ class FirestoreStore:
         return self._db.collection(DATASET_VERSIONS).document(digest)
 
     def clean_columns(self, dataset: str) -> frozenset[str] | None:
-        """The clean columns kept for the dataset ``dataset`` names, or None."""
+        """The clean columns kept under ``dataset`` (an identity and the rules), or None."""
         with google_errors("reading what is known of the dataset"):
             snap = self._dataset_ref(dataset).get()
         doc = snap.to_dict() or {}
@@ -607,8 +611,8 @@ class FirestoreStore:
         return frozenset(doc["cleanColumns"])
 
     def keep_clean_columns(self, dataset: str, columns: frozenset[str], now: dt.datetime) -> None:
-        """Store the clean columns found in the dataset ``dataset`` names (the same answer
-        whoever finds it, so a racer's write is as good as this one)."""
+        """Store the clean columns found under ``dataset`` (an identity and the rules: the
+        same answer whoever finds it, so a racer's write is as good as this one)."""
         doc = {
             "dataset": dataset,
             "cleanColumns": sorted(columns),

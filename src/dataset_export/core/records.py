@@ -77,9 +77,11 @@ class ExportRecord:
     #: The version of the dataset the plan counted (a Cloud Storage generation): every part
     #: reads that one, or fails with ``dataset_changed`` when it is gone. None: unversioned.
     dataset_version: str | None = None
-    #: The columns the plan found clean in that dataset (``ExportEngine.clean_columns``):
-    #: every part writes them unchecked.
+    #: The columns known clean in that dataset when it was planned
+    #: (``ExportEngine.clean_columns``), and the engine's rules they were found under
+    #: (``ExportEngine.clean_rules``): a part under the same rules writes them unchecked.
     clean_columns: frozenset[str] = frozenset()
+    clean_rules: str | None = None
     #: The query engine that runs (or ran) the export: "duckdb" or "bigquery".
     engine: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

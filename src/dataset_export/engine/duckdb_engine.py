@@ -80,6 +80,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import hashlib
 import re
 import shutil
 import tempfile
@@ -113,9 +115,10 @@ from dataset_export.service.ports import Writable
 
 from .gzip_sink import GzipBackend, GzipSink
 from .render import Encoder, LinesEncoder, csv_header, encoder_for, header_member
-from .sql.compiler import CompiledQuery, columns_read
+from .sql.compiler import CompiledQuery, check_identifier, columns_read
 from .sql.duckdb_dialect import (
     ROW_NUMBER,
+    clean_rules_text,
     compile_clean_columns,
     compile_export,
     compile_query,
@@ -134,7 +137,8 @@ _INTEGER_TYPES = frozenset(
 # The largest file ``clean_columns`` reads: ~45 s on two cores, a small share of a function's
 # 540 s after the export that ran first (or beside a plan that only hands out parts).
 CLEAN_SCAN_MAX_ROWS = 200_000_000
-# The file's column types whose values the CSV checks one by one, as the catalog's kind.
+# The file's column types whose values the CSV checks one by one (the dialect's
+# CHECKED_KINDS), as the catalog's kind.
 _CHECKED_TYPES = {
     "VARCHAR": ColumnType.STRING,
     "DOUBLE": ColumnType.NUMBER,
@@ -332,10 +336,31 @@ def row_groups(
         con.close()
 
 
+def _is_identifier(name: str) -> bool:
+    """True when a query may name the column (``compiler.check_identifier``)."""
+    try:
+        check_identifier(name)
+    except ValueError:
+        return False
+    return True
+
+
+@functools.cache
+def clean_rules() -> str:
+    """A digest of the rules a clean-columns answer is found and used under: the checks' SQL
+    (``clean_rules_text``) and DuckDB's version, whose printing of doubles the checks know
+    (``MISPRINTED_POWERS``). An answer kept under other rules (before an upgrade, or by an
+    older instance during a deploy) is not used: it may miss a value the rules now check."""
+    text = f"{clean_rules_text()}\nduckdb {duckdb.__version__}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def clean_columns(parquet_path: str, *, settings: EngineSettings | None = None) -> frozenset[str]:
     """The file's text and floating-point columns whose every value CSV writes as its plain
     text (no comma, quote, CR or LF in text, no empty text, no NaN, infinity or misprinted
-    double): what ``run_export(..., clean=...)`` may write unchecked for this file.
+    double): what ``run_export(..., clean=...)`` may write unchecked for this file, under
+    ``clean_rules()``. Columns whose names are not plain identifiers are left out (no query
+    can name them).
 
     One read of those columns (3.4-4.5 CPU-s at 10M rows of the generated dataset, ~4.4M rows
     a second on two cores), worth it only where the answer is kept for the file's later
@@ -352,7 +377,7 @@ def clean_columns(parquet_path: str, *, settings: EngineSettings | None = None) 
         checked = [
             (name, _CHECKED_TYPES[str(kind)])
             for name, kind in zip(relation.columns, relation.types, strict=True)
-            if str(kind) in _CHECKED_TYPES
+            if str(kind) in _CHECKED_TYPES and _is_identifier(name)
         ]
         if not checked:
             return frozenset()
@@ -413,6 +438,10 @@ class DuckDbEngine:
             header=header, on_progress=on_progress, settings=self.settings, clean=clean,
         )  # fmt: skip
         return stats.rows
+
+    def clean_rules(self) -> str:
+        """The rules its clean-columns answers are found and used under (``clean_rules``)."""
+        return clean_rules()
 
     def clean_columns(self, source: str) -> frozenset[str]:
         """The columns of ``source`` whose every value is written as is (``clean_columns``)."""

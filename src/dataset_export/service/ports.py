@@ -216,10 +216,11 @@ class LifecycleStore(ExportReader, PartReader, Protocol):
         engine: str,
         dataset_version: str | None = None,
         clean_columns: frozenset[str] = frozenset(),
+        clean_rules: str | None = None,
     ) -> None:
         """Store the parts (queued), their number, the rows planned, the engine, the
         dataset's version (``DatasetFile.version``) and the columns its parts may write
-        unchecked on the export; ``LeaseLost`` if not ours."""
+        unchecked under ``clean_rules`` on the export; ``LeaseLost`` if not ours."""
 
     def mark_parts_published(self, query_uuid: str, worker: str, now: dt.datetime) -> None:
         """Every part message is out: the parts run the export now, so free its lease;
@@ -253,12 +254,12 @@ class LifecycleStore(ExportReader, PartReader, Protocol):
         raise ``PreconditionFailed`` otherwise."""
 
     def clean_columns(self, dataset: str) -> frozenset[str] | None:
-        """The columns found clean in the dataset ``DatasetFile.identity`` names
-        (``ExportEngine.clean_columns``), or None when that was not learnt (or is forgotten)."""
+        """The columns found clean under ``dataset`` (a ``DatasetFile.identity`` and the
+        engine's ``clean_rules``), or None when that was not learnt (or is forgotten)."""
 
     def keep_clean_columns(self, dataset: str, columns: frozenset[str], now: dt.datetime) -> None:
-        """Keep what ``ExportEngine.clean_columns`` found in the dataset ``dataset`` names, for
-        its later exports (for ``firestore_store.CLEAN_COLUMNS_KEPT``, then forgotten)."""
+        """Keep what ``ExportEngine.clean_columns`` found under ``dataset``, for the dataset's
+        later exports (for ``firestore_store.CLEAN_COLUMNS_KEPT``, then forgotten)."""
 
 
 class DeliveryStore(KeyReader, Protocol):
@@ -345,8 +346,9 @@ class DatasetFile:
     ``bq://`` URI), and the version it holds (a Cloud Storage generation; None: unversioned).
 
     ``identity`` names these very bytes wherever they are read (a Cloud Storage object's URI
-    and generation): what is learnt of them (``LifecycleStore.clean_columns``) is kept under
-    it. None: nothing learnt of this dataset may be kept.
+    and generation, which no other bytes ever carry): what is learnt of them
+    (``LifecycleStore.clean_columns``) is kept under it. None: nothing learnt of this dataset
+    may be kept (a local file, which can be rewritten in place; a BigQuery table).
     """
 
     source: str
@@ -398,6 +400,10 @@ class ExportEngine(Protocol):
         ``out``; ``header=False`` leaves the CSV header out; ``clean`` names columns that
         ``clean_columns`` found clean in ``source`` (same bytes, less work). Return the number
         of data rows."""
+
+    def clean_rules(self) -> str:
+        """A name for the rules ``clean_columns`` finds and ``export`` uses clean columns
+        under: an answer found under other rules (another engine version) is not used."""
 
     def clean_columns(self, source: str) -> frozenset[str]:
         """The columns of ``source`` whose every value CSV writes as its plain text (text that

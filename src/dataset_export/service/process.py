@@ -17,10 +17,11 @@ never run again; and the ready message is published until the record says it was
 
 What a dataset version's exports share: its clean columns, those no value of which CSV writes
 as more than its plain text (no quotes, no NaN), which DuckDB then writes unchecked (19% less
-of its work for the full table, the same bytes; bench/README.md). The first
-export of a version renders every field checked and, once notify is told, scans the version and
-keeps the answer in the store under the version's identity (``learn_clean_columns``); later
-exports, and every part of a plan (the plan records the set), use it.
+of its work for the full table, the same bytes; bench/README.md). The first export of a version
+renders every field checked and then (after its ready message, or once its parts are handed
+out) scans the version and keeps the answer in the store under the version's identity and the
+engine's rules (``learn_clean_columns``); later exports, and every part of a plan under the same
+rules (the plan records the set and its rules), use it.
 
 Failures: a ``PermanentError`` (the query refused by the engine, a dataset that does not fit)
 fails the export at once with its reason, and the message is acknowledged. Anything else fails
@@ -88,6 +89,9 @@ MAX_RUN_ATTEMPTS = 5
 _CLAIM_RETRIES = 5
 # Rows are not re-capped here: the limit was checked at submit time under that day's setting.
 _NO_CAP = 2**62
+# The longest run after which the first export of a dataset version still scans it: the scan
+# (at most ~45 s, engine.duckdb_engine.CLEAN_SCAN_MAX_ROWS) must fit the function's 540 s.
+LEARN_WITHIN = dt.timedelta(minutes=4)
 # Deletes of an export's temporary objects sent at once: one by one, the 1,059 objects of a
 # 1,024-part export took 4.1-4.7 s against a local endpoint (bench/README.md, "Parts").
 _DELETE_CONCURRENCY = 16
@@ -193,6 +197,7 @@ class ExportRunner:
                 f"{last_error_suffix(record.last_error)}; please submit it again",
             )
             return
+        started = self.clock()
         try:
             finished, unscanned = self._run(record)
         except PermanentError as exc:
@@ -205,8 +210,15 @@ class ExportRunner:
             raise
         if finished:
             self.announce(query_uuid)
-        if unscanned is not None:  # after the ready message: the customer does not wait on it
-            self.learn_clean_columns(unscanned, query_uuid)
+        if unscanned is None:
+            return
+        if self.clock() - started > LEARN_WITHIN:  # the scan could run out the function's time
+            log.info(
+                "the dataset's clean columns are left for a shorter export to learn",
+                extra={"queryUUID": query_uuid},
+            )
+            return
+        self.learn_clean_columns(unscanned, query_uuid)  # after the ready message, if any
 
     def claim(self, query_uuid: str) -> Claim:
         """Decide whether this worker may run the export and, if so, take it under its lease."""
@@ -259,6 +271,7 @@ class ExportRunner:
                 engine=plan.engine,
                 dataset_version=dataset.version,
                 clean_columns=clean,
+                clean_rules=self.engine.clean_rules() if clean else None,
             )
             log.info(
                 "export planned as %d parts (%s rows) on %s",
@@ -329,32 +342,60 @@ class ExportRunner:
         )
         return True, unscanned
 
+    def clean_key(self, dataset: DatasetFile) -> str | None:
+        """Where what is learnt of the dataset is kept: its identity under the engine's rules
+        (an answer found under other rules is another key); None when it has no identity."""
+        if dataset.identity is None:
+            return None
+        return f"{dataset.identity}|{self.engine.clean_rules()}"
+
     def known_clean_columns(self, dataset: DatasetFile) -> frozenset[str] | None:
         """The dataset's columns known to be clean (``ExportEngine.clean_columns``), which the
         export writes unchecked; None when not learnt yet (``learn_clean_columns``). A dataset
-        without an identity has none: nothing learnt of it could be kept."""
-        if dataset.identity is None:
+        without an identity has none: nothing learnt of it could be kept. Only speed depends
+        on it, so a store that cannot answer is logged and every value is checked."""
+        key = self.clean_key(dataset)
+        if key is None:
             return frozenset()
-        return self.store.clean_columns(dataset.identity)
+        try:
+            return self.store.clean_columns(key)
+        except Exception as exc:
+            log.warning(
+                "could not read the dataset's clean columns; every value is checked: %s",
+                public_detail(str(exc)) or type(exc).__name__,
+            )
+            return frozenset()
 
     def learn_clean_columns(self, dataset: DatasetFile, query_uuid: str) -> None:
         """Find the dataset's clean columns and keep them for its later exports.
 
         One read of its text and number columns (~0.4 CPU-s per 1M rows of the demo dataset),
-        after the export that met the dataset first, so that export's customer does not wait
-        for it; every later CSV export saves about as much (bench/README.md). Only
-        speed depends on it, so a failure is logged and the next export tries again.
+        after the export that met the dataset first (after its ready message, or once a plan
+        handed it to its parts), so no customer waits for it; two or three later CSV exports
+        save what it costs (bench/README.md). Only speed depends on it: a file the engine
+        refuses is kept as having none, any other failure is logged and the next export tries
+        again.
         """
-        assert dataset.identity is not None  # known_clean_columns knows the rest
+        key = self.clean_key(dataset)
+        assert key is not None  # known_clean_columns knows the rest
         started = self.clock()
         try:
-            columns = self.engine.clean_columns(dataset.source)
-            self.store.keep_clean_columns(dataset.identity, columns, self.clock())
+            try:
+                columns = self.engine.clean_columns(dataset.source)
+            except (PermanentError, ValueError) as exc:
+                log.warning(
+                    "the dataset's columns are all checked: the scan was refused (%s)",
+                    public_detail(str(exc)) or type(exc).__name__,
+                    extra={"queryUUID": query_uuid},
+                )
+                columns = frozenset()
+            self.store.keep_clean_columns(key, columns, self.clock())
         except Exception as exc:
             log.warning(
                 "could not learn the dataset's clean columns: %s",
                 public_detail(str(exc)) or type(exc).__name__,
                 extra={"queryUUID": query_uuid},
+                exc_info=not isinstance(exc, ExportError),
             )
             return
         log.info(

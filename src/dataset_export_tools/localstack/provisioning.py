@@ -273,7 +273,7 @@ def stack_env(
         "EXPORT_WEBHOOK_URL": f"https://{config.host(RECEIVER)}/webhook",
         "EXPORT_WEBHOOK_DIR": str(config.webhooks_dir),
         "EXPORT_DATASET_PATH": str(config.dataset_path),
-        "EXPORT_DATASET_GCS_URI": f"gs://{config.datasets_bucket}/{DATASET_FILE}",
+        "EXPORT_DATASET_GCS_URI": config.dataset_gcs_uri,
         "EXPORT_PROCESS_SUBSCRIPTION": PROCESS_SUBSCRIPTION,
         "EXPORT_PARTS_SUBSCRIPTION": PARTS_SUBSCRIPTION,
         "EXPORT_NOTIFY_SUBSCRIPTION": NOTIFY_SUBSCRIPTION,

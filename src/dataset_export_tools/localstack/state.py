@@ -26,6 +26,7 @@ from dataset_export_tools.localstack.parts import (
     BIGQUERY,
     BY_NAME,
     DEFAULT_PART_NAMES,
+    GCS,
     PART_NAMES,
     Part,
 )
@@ -326,10 +327,19 @@ class StackConfig:
     @property
     def dataset_uri(self) -> str:
         """The process function's EXPORT_DATASET_URI: ``bq://`` the demo table on the BigQuery
-        engine, else the demo Parquet file."""
+        engine; else the demo Parquet file in the datasets bucket, as deployed (each export
+        reads the current generation, and what is learnt of it is kept under it); the local
+        file itself when the stack has no storage emulator or uploads no dataset."""
         if self.engine == "bigquery":
             return f"{BIGQUERY_SCHEME}{self.bigquery_table}"
+        if self.enabled(GCS) and self.prepare_dataset:
+            return self.dataset_gcs_uri
         return str(self.dataset_path)
+
+    @property
+    def dataset_gcs_uri(self) -> str:
+        """The demo Parquet file in the datasets bucket, where ``up`` uploads it."""
+        return f"gs://{self.datasets_bucket}/{DATASET_FILE}"
 
     @property
     def bigquery_venv(self) -> Path:

@@ -218,7 +218,9 @@ def compile_clean_columns(
     """One row, a BOOLEAN per column (name, kind: text or number) in order: true when no value
     of it in ``source`` is one ``_not_plain`` catches (text that needs quotes or is empty, a
     number not finite or misprinted; nulls are clean), so that ``compile_export(...,
-    clean=...)`` may write every value as its plain text. The test is ``_csv_field``'s own."""
+    clean=...)`` may write every value as its plain text. ``_not_plain`` is built from the
+    pieces ``_csv_field``'s branches test (``_special``, ``_misprinted``); ``clean_rules``
+    names both, so an answer found under other rules is never used."""
     if not columns:
         raise ValueError("no columns to check")
     ref = DuckDbCompiler(source).source
@@ -227,6 +229,13 @@ def compile_clean_columns(
         for name, kind in columns
     )
     return CompiledQuery(sql=f"SELECT {checks} FROM {ref}", params=[])  # noqa: S608 - quoted
+
+
+def clean_rules_text() -> str:
+    """The SQL a clean-columns answer depends on: the scan's tests and the checked renderings
+    (``duckdb_engine.clean_rules`` adds DuckDB's version and hashes it)."""
+    kinds = [ColumnType.STRING, ColumnType.NUMBER]
+    return "\n".join([*(_not_plain("x", k) for k in kinds), *(_csv_field("x", k) for k in kinds)])
 
 
 def compile_export(
