@@ -168,7 +168,7 @@ def worker(args: argparse.Namespace) -> None:
     # Measure what every export but a dataset version's first does: its clean columns known
     # (process_bench.py does the same), learnt before anything is timed.
     dataset = runner.datasets.open()
-    if runner.known_clean_columns(dataset) is None:
+    if runner.known_clean_columns(dataset, "bench") is None:
         runner.learn_clean_columns(dataset, "bench")
     # A warm instance: DuckDB's database open, the Firestore channel and the storage
     # connection made by an earlier message.

@@ -119,7 +119,7 @@ def process_worker(args: argparse.Namespace) -> None:
     # Every export but a dataset version's first knows its clean columns: measure that one
     # (engine_bench.py --clean times the scan the first export does after it).
     dataset = runner.datasets.open()
-    if runner.known_clean_columns(dataset) is None:
+    if runner.known_clean_columns(dataset, query_uuid) is None:
         runner.learn_clean_columns(dataset, query_uuid)
     cpu_before = cpu_seconds()
     started = time.perf_counter()

@@ -597,6 +597,7 @@ def planned(store: Store, parts: int = 3, worker: str = "w1") -> str:
         engine="duckdb",
         dataset_version="1764547200123456",
         clean_columns=frozenset({"city", "state"}),
+        clean_rules="rules-digest",
     )
     return record.query_uuid
 
@@ -623,7 +624,7 @@ def test_a_plan_stores_its_parts_queued_in_order_and_their_number(store: Store) 
     assert (after.parts_total, after.planned_rows, after.engine, after.dataset_version) == (
         12, 1080, "duckdb", "1764547200123456"
     )  # fmt: skip
-    assert after.clean_columns == {"city", "state"}
+    assert (after.clean_columns, after.clean_rules) == ({"city", "state"}, "rules-digest")
     assert store.read_part(query_uuid, 12) is None
 
 
@@ -644,7 +645,7 @@ def test_a_shorter_plan_replaces_every_part_of_a_longer_one(store: Store) -> Non
     assert (after.parts_total, after.planned_rows, after.engine, after.dataset_version) == (
         2, None, "bigquery", None
     )  # fmt: skip
-    assert after.clean_columns == frozenset()
+    assert (after.clean_columns, after.clean_rules) == (frozenset(), None)
 
 
 def test_clean_columns_are_kept_per_dataset_identity_and_a_later_answer_replaces_them(

@@ -81,3 +81,20 @@ def test_a_missing_dataset_is_named(
     datasets = GcsDataset(dataset_blob.client, uri_of(dataset_blob), cache_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match=dataset_blob.name):
         datasets.open()
+
+
+def test_the_local_stack_uploads_a_regenerated_dataset_of_the_same_size(
+    stack_env: dict[str, str], dataset_blob: storage.Blob, tmp_path: Path
+) -> None:
+    """The stack's process function exports the bucket's copy, so ``up`` uploads the file
+    unless the object holds the same bytes: a file rewritten at the same size is uploaded."""
+    from dataset_export_tools.localstack.provision import upload_if_changed
+
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"first bytes")
+    project, bucket = stack_env["GOOGLE_CLOUD_PROJECT"], dataset_blob.bucket.name
+    assert upload_if_changed(project, bucket, dataset_blob.name, path)
+    assert not upload_if_changed(project, bucket, dataset_blob.name, path)
+    path.write_bytes(b"other bytes")  # the same size
+    assert upload_if_changed(project, bucket, dataset_blob.name, path)
+    assert dataset_blob.bucket.get_blob(dataset_blob.name).download_as_bytes() == b"other bytes"

@@ -824,6 +824,15 @@ def test_the_clean_rules_change_with_the_checks_and_with_duckdb(
     assert duckdb_engine.clean_rules() != before
     monkeypatch.undo()
     duckdb_engine.clean_rules.cache_clear()
+    csv_field = duckdb_dialect._csv_field
+
+    def other_plain_text(expr: str, kind: Any, *, clean: bool = False) -> str:
+        return f"lower({expr})" if clean else csv_field(expr, kind)
+
+    monkeypatch.setattr(duckdb_dialect, "_csv_field", other_plain_text)
+    assert duckdb_engine.clean_rules() != before
+    monkeypatch.undo()
+    duckdb_engine.clean_rules.cache_clear()
     assert duckdb_engine.clean_rules() == before
 
 

@@ -351,7 +351,8 @@ def clean_rules() -> str:
     (``clean_rules_text``) and DuckDB's version, whose printing of doubles the checks know
     (``MISPRINTED_POWERS``). An answer kept under other rules (before an upgrade, or by an
     older instance during a deploy) is not used: it may miss a value the rules now check."""
-    text = f"{clean_rules_text()}\nduckdb {duckdb.__version__}"
+    types = ", ".join(f"{t}={k.value}" for t, k in sorted(_CHECKED_TYPES.items()))
+    text = f"{clean_rules_text()}\n{types}\nduckdb {duckdb.__version__}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -90,7 +90,9 @@ _CLAIM_RETRIES = 5
 # Rows are not re-capped here: the limit was checked at submit time under that day's setting.
 _NO_CAP = 2**62
 # The longest run after which the first export of a dataset version still scans it: the scan
-# (at most ~45 s, engine.duckdb_engine.CLEAN_SCAN_MAX_ROWS) must fit the function's 540 s.
+# (at most ~45 s on two cores, engine.duckdb_engine.CLEAN_SCAN_MAX_ROWS) must fit the
+# function's time, 540 s by default. A function given much less time may be stopped during a
+# scan: the scan is lost (the next export tries again), the export is not.
 LEARN_WITHIN = dt.timedelta(minutes=4)
 # Deletes of an export's temporary objects sent at once: one by one, the 1,059 objects of a
 # 1,024-part export took 4.1-4.7 s against a local endpoint (bench/README.md, "Parts").
@@ -252,7 +254,7 @@ class ExportRunner:
             self._hand_to_parts(record, record.parts_total)
             return False, None
         dataset = self.datasets.open()
-        known = self.known_clean_columns(dataset)
+        known = self.known_clean_columns(dataset, query_uuid)
         clean = known or frozenset()
         unscanned = dataset if known is None else None
         plan = self.engine.plan(
@@ -349,7 +351,7 @@ class ExportRunner:
             return None
         return f"{dataset.identity}|{self.engine.clean_rules()}"
 
-    def known_clean_columns(self, dataset: DatasetFile) -> frozenset[str] | None:
+    def known_clean_columns(self, dataset: DatasetFile, query_uuid: str) -> frozenset[str] | None:
         """The dataset's columns known to be clean (``ExportEngine.clean_columns``), which the
         export writes unchecked; None when not learnt yet (``learn_clean_columns``). A dataset
         without an identity has none: nothing learnt of it could be kept. Only speed depends
@@ -363,6 +365,7 @@ class ExportRunner:
             log.warning(
                 "could not read the dataset's clean columns; every value is checked: %s",
                 public_detail(str(exc)) or type(exc).__name__,
+                extra={"queryUUID": query_uuid},
             )
             return frozenset()
 
@@ -382,7 +385,7 @@ class ExportRunner:
         try:
             try:
                 columns = self.engine.clean_columns(dataset.source)
-            except (PermanentError, ValueError) as exc:
+            except PermanentError as exc:
                 log.warning(
                     "the dataset's columns are all checked: the scan was refused (%s)",
                     public_detail(str(exc)) or type(exc).__name__,

@@ -6,7 +6,9 @@ when they are constructed); `stack.up` sets them for its duration. Every step is
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -113,12 +115,18 @@ def ensure_buckets(project: str, buckets: list[str]) -> None:
 
 
 def upload_if_changed(project: str, bucket: str, name: str, path: Path) -> bool:
-    """Upload `path` unless an object of the same size is there; True when it uploaded."""
+    """Upload `path` unless an object of the same bytes (size and MD5) is there; True when it
+    uploaded. The process function exports what the bucket holds, so a regenerated file of the
+    same size is uploaded too."""
     client = _storage_client(project)
     existing = client.bucket(bucket).get_blob(name)
-    size = path.stat().st_size
-    if existing is not None and existing.size == size:
-        return False
+    if existing is not None and existing.size == path.stat().st_size:
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if existing.md5_hash == base64.b64encode(digest.digest()).decode():
+            return False
     # 8 MiB chunks keep this process's memory flat whatever the file size.
     blob = client.bucket(bucket).blob(name, chunk_size=8 * 1024 * 1024)
     blob.upload_from_filename(str(path), content_type="application/vnd.apache.parquet")

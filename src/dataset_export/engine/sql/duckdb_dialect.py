@@ -232,10 +232,13 @@ def compile_clean_columns(
 
 
 def clean_rules_text() -> str:
-    """The SQL a clean-columns answer depends on: the scan's tests and the checked renderings
-    (``duckdb_engine.clean_rules`` adds DuckDB's version and hashes it)."""
-    kinds = [ColumnType.STRING, ColumnType.NUMBER]
-    return "\n".join([*(_not_plain("x", k) for k in kinds), *(_csv_field("x", k) for k in kinds)])
+    """The SQL a clean-columns answer depends on: the scan, and the checked and the unchecked
+    rendering of each checked kind (``duckdb_engine.clean_rules`` adds the file types it scans
+    and DuckDB's version, and hashes it)."""
+    kinds = list(CHECKED_KINDS)
+    scan = compile_clean_columns([("x", k) for k in kinds]).sql
+    fields = [_csv_field("x", k, clean=c) for k in kinds for c in (False, True)]
+    return "\n".join([scan, *fields])
 
 
 def compile_export(
