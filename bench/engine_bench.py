@@ -219,11 +219,9 @@ class BenchDataset:
     def __init__(self, path: str) -> None:
         import hashlib
 
-        digest = hashlib.sha256()
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        self.path, self.identity = path, f"bench-file:{digest.hexdigest()}"
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        self.path, self.identity = path, f"bench-file:{digest}"
 
     def open(self, version: str | None = None) -> Any:
         """The file, unversioned, with its identity."""

@@ -115,7 +115,7 @@ from dataset_export.service.ports import Writable
 
 from .gzip_sink import GzipBackend, GzipSink
 from .render import Encoder, LinesEncoder, csv_header, encoder_for, header_member
-from .sql.compiler import CompiledQuery, check_identifier, columns_read
+from .sql.compiler import CompiledQuery, columns_read, is_identifier
 from .sql.duckdb_dialect import (
     ROW_NUMBER,
     clean_rules_text,
@@ -336,15 +336,6 @@ def row_groups(
         con.close()
 
 
-def _is_identifier(name: str) -> bool:
-    """True when a query may name the column (``compiler.check_identifier``)."""
-    try:
-        check_identifier(name)
-    except ValueError:
-        return False
-    return True
-
-
 @functools.cache
 def clean_rules() -> str:
     """A digest of the rules a clean-columns answer is found and used under: the checks' SQL
@@ -378,7 +369,7 @@ def clean_columns(parquet_path: str, *, settings: EngineSettings | None = None) 
         checked = [
             (name, _CHECKED_TYPES[str(kind)])
             for name, kind in zip(relation.columns, relation.types, strict=True)
-            if str(kind) in _CHECKED_TYPES and _is_identifier(name)
+            if str(kind) in _CHECKED_TYPES and is_identifier(name)
         ]
         if not checked:
             return frozenset()

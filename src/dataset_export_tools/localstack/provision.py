@@ -121,11 +121,9 @@ def upload_if_changed(project: str, bucket: str, name: str, path: Path) -> bool:
     client = _storage_client(project)
     existing = client.bucket(bucket).get_blob(name)
     if existing is not None and existing.size == path.stat().st_size:
-        digest = hashlib.md5(usedforsecurity=False)
         with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if existing.md5_hash == base64.b64encode(digest.digest()).decode():
+            digest = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).digest()
+        if existing.md5_hash == base64.b64encode(digest).decode():
             return False
     # 8 MiB chunks keep this process's memory flat whatever the file size.
     blob = client.bucket(bucket).blob(name, chunk_size=8 * 1024 * 1024)

@@ -75,9 +75,14 @@ class CompiledQuery:
     params: list[object]
 
 
+def is_identifier(name: str) -> bool:
+    """True when ``name`` is a plain identifier, one SQL text may name."""
+    return _IDENTIFIER.fullmatch(name) is not None
+
+
 def check_identifier(name: str) -> str:
     """``name`` itself; ValueError unless it is a plain identifier (defence in depth)."""
-    if not _IDENTIFIER.fullmatch(name):
+    if not is_identifier(name):
         raise ValueError(f"not a safe SQL identifier: {name!r}")
     return name
 

@@ -269,7 +269,7 @@ def compile_export(
         for s in query.scopes
     ]
     if fmt == ExportFormat.CSV:
-        fields = [_csv_field(expr, kind, clean=clean) for expr, kind, _, clean in scopes]
+        fields = [_csv_field(e, kind, clean=unchecked) for e, kind, _, unchecked in scopes]
         if len(fields) == 1:
             # A lone null field would be a blank line, which many readers skip: write "".
             fields = [f"coalesce({fields[0]}, '\"\"')"]
